@@ -1,0 +1,8 @@
+"""Run scheduled jobs on every Django instance; each occurrence runs exactly once."""
+
+from __future__ import annotations
+
+from django_oncejob.occurrence import Occurrence, current_occurrence
+
+__all__ = ["Occurrence", "current_occurrence"]
+__version__ = "0.1.0"

@@ -1,0 +1,85 @@
+"""Writes the claim history: the row that fences an occurrence, then its outcome."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypeVar
+
+from django.db import IntegrityError, OperationalError
+from django.utils import timezone
+
+from django_oncejob.models import Claim
+
+T = TypeVar("T")
+
+#: Rows this process opened and has not closed yet, for a shutdown that cannot wait.
+_open: dict[int, Claim] = {}
+_open_lock = threading.Lock()
+
+#: SQLite can still say "database is locked" past its busy timeout when many
+#: instances write one file at once; these are the pauses between tries.
+LOCKED_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+
+
+def open_claim(
+    job_id: str, scheduled_for: datetime, owner: str, claimed_at: datetime
+) -> Claim | None:
+    """Insert the occurrence's row, or return ``None`` if another instance already holds it.
+
+    The unique constraint on (job, scheduled_for) makes this the second fence:
+    it holds even when the claim key has vanished from the cache.
+    """
+    try:
+        claim = _retry_locked(
+            lambda: Claim.objects.create(
+                job=job_id,
+                scheduled_for=scheduled_for,
+                owner=owner,
+                status=Claim.Status.RUNNING,
+                claimed_at=claimed_at,
+                started_at=timezone.now(),
+            )
+        )
+    except IntegrityError:
+        return None
+    with _open_lock:
+        _open[claim.pk] = claim
+    return claim
+
+
+def close_claim(claim: Claim, status: str, *, error: str = "", traceback: str = "") -> None:
+    """Record how the occurrence ended."""
+    with _open_lock:
+        _open.pop(claim.pk, None)
+    claim.status = status
+    claim.finished_at = timezone.now()
+    claim.error = error
+    claim.traceback = traceback
+    _retry_locked(
+        lambda: Claim.objects.filter(pk=claim.pk).update(
+            status=status, finished_at=claim.finished_at, error=error, traceback=traceback
+        )
+    )
+
+
+def interrupt_open_claims(reason: str) -> int:
+    """Mark every row this process still has running as failed with ``reason``."""
+    with _open_lock:
+        claims = list(_open.values())
+    for claim in claims:
+        close_claim(claim, Claim.Status.FAILED, error=reason)
+    return len(claims)
+
+
+def _retry_locked(write: Callable[[], T]) -> T:
+    for delay in LOCKED_RETRY_DELAYS:
+        try:
+            return write()
+        except OperationalError as exc:
+            if "database is locked" not in str(exc):
+                raise
+            time.sleep(delay)
+    return write()

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from argparse import ArgumentParser
+from collections.abc import Collection
+from types import FrameType
+from typing import Any
+
+from django.core import checks
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
+from django.utils import timezone
+
+from django_oncejob import history, triggers
+from django_oncejob.checks import check_settings
+from django_oncejob.conf import conf
+from django_oncejob.registry import JobSpec, load_jobs
+from django_oncejob.scheduler import JobScheduler
+
+logger = logging.getLogger("django_oncejob")
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the jobs from settings.ONCEJOB on this instance until SIGTERM or SIGINT. "
+        "Run it on every instance: each occurrence runs on exactly one of them."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--list",
+            action="store_true",
+            dest="list_jobs",
+            help="Print each job, its trigger and its next fire times, then exit.",
+        )
+        parser.add_argument(
+            "--count",
+            type=int,
+            default=3,
+            help="With --list, how many next fire times to print per job (default 3).",
+        )
+        parser.add_argument(
+            "--owner",
+            help="Name recorded for this instance in the history (default: ONCEJOB['OWNER'] "
+            "or '<host>:<pid>').",
+        )
+
+    def handle(self, *, list_jobs: bool, count: int, owner: str | None, **options: Any) -> None:
+        errors = [e for e in check_settings() if e.level >= checks.ERROR]
+        if errors:
+            raise CommandError(
+                "ONCEJOB is not valid; nothing was started:\n"
+                + "\n".join(f"  {e.id}: {e.msg} HINT: {e.hint}" for e in errors)
+            )
+        jobs = load_jobs()
+        if list_jobs:
+            self.print_jobs(jobs.values(), count)
+            return
+        self.run(jobs.values(), owner or conf.OWNER, options["verbosity"])
+
+    def print_jobs(self, jobs: Collection[JobSpec], count: int) -> None:
+        if count < 0:
+            raise CommandError("--count must be 0 or more.")
+        now = timezone.now()
+        for job in jobs:
+            state = "" if job.enabled else " (disabled)"
+            self.stdout.write(f"{job.id}{state}: {job.trigger_text}")
+            self.stdout.write(f"    runs {job.func}")
+            times = [t.isoformat(" ") for t in triggers.fire_times(job.trigger, now, count)]
+            self.stdout.write(f"    next: {', '.join(times) if times else 'never'}")
+        if not jobs:
+            self.stdout.write("No jobs in ONCEJOB['JOBS'].")
+
+    def run(self, jobs: Collection[JobSpec], owner: str, verbosity: int) -> None:
+        self.configure_logging(verbosity)
+        stopping = threading.Event()
+        forced = threading.Event()
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            # Only flags here: the main thread does the work of stopping.
+            if stopping.is_set():
+                forced.set()
+            stopping.set()
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        scheduler = JobScheduler(jobs, owner=owner, max_workers=conf.MAX_WORKERS)
+        scheduler.start()
+        names = ", ".join(job.id for job in scheduler.jobs) or "none"
+        self.stdout.write(f"runjobs {owner}: scheduled {len(scheduler.jobs)} jobs ({names}).")
+        try:
+            while not stopping.wait(0.5):
+                pass
+            self.stdout.write(f"runjobs {owner}: stopping; no new occurrence will be claimed.")
+            finished = self.stop(scheduler, conf.SHUTDOWN_TIMEOUT, forced)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if finished:
+            self.stdout.write(f"runjobs {owner}: stopped.")
+            return
+        self.abandon(owner, scheduler)
+
+    def stop(self, scheduler: JobScheduler, timeout: float, forced: threading.Event) -> bool:
+        scheduler.executor.stop_claiming()
+        scheduler.scheduler.shutdown(wait=False)
+        deadline = time.monotonic() + timeout
+        while not forced.is_set():
+            if scheduler.executor.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+        return scheduler.executor.wait(0)
+
+    def abandon(self, owner: str, scheduler: JobScheduler) -> None:
+        """Record the jobs still running as interrupted, then leave without joining them."""
+        try:
+            count = history.interrupt_open_claims(
+                "Interrupted: runjobs stopped before the job finished."
+            )
+        except DatabaseError:
+            logger.exception("Could not record the interrupted jobs in the history.")
+            count = scheduler.executor.running
+        self.stderr.write(f"runjobs {owner}: stopped with {count} job(s) still running.")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Worker threads cannot be killed, and interpreter exit would join them.
+        os._exit(1)
+
+    def configure_logging(self, verbosity: int) -> None:
+        if logger.hasHandlers():
+            return
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(
+            {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO}.get(verbosity, logging.DEBUG)
+        )

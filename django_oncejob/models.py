@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class Claim(models.Model):
+    """One occurrence that an instance won and ran: the history, and the second fence."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", _("running")
+        SUCCEEDED = "succeeded", _("succeeded")
+        FAILED = "failed", _("failed")
+
+    job = models.CharField(_("job"), max_length=100, help_text=_("The job id from settings."))
+    scheduled_for = models.DateTimeField(
+        _("scheduled for"), help_text=_("The occurrence's scheduled fire time.")
+    )
+    owner = models.CharField(
+        _("owner"), max_length=255, help_text=_("The runjobs instance that ran it.")
+    )
+    status = models.CharField(
+        _("status"), max_length=20, choices=Status.choices, default=Status.RUNNING
+    )
+    claimed_at = models.DateTimeField(
+        _("claimed at"), help_text=_("When the instance won the claim in the cache.")
+    )
+    started_at = models.DateTimeField(_("started at"), help_text=_("When the job was called."))
+    finished_at = models.DateTimeField(
+        _("finished at"), null=True, blank=True, help_text=_("When the job returned or raised.")
+    )
+    error = models.TextField(_("error"), blank=True, help_text=_("The exception, for a failure."))
+    traceback = models.TextField(_("traceback"), blank=True)
+
+    class Meta:
+        verbose_name = _("claim")
+        verbose_name_plural = _("claims")
+        ordering = ["-scheduled_for", "job"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "scheduled_for"], name="oncejob_claim_one_per_occurrence"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["-scheduled_for"], name="oncejob_claim_scheduled_idx"),
+            models.Index(fields=["status", "-scheduled_for"], name="oncejob_claim_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job} @ {self.scheduled_for.isoformat()}"
+
+    @property
+    def duration(self) -> timedelta | None:
+        """How long the job ran, once it has finished."""
+        if self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+    @property
+    def lateness(self) -> timedelta:
+        """How long after its scheduled time the job started."""
+        return self.started_at - self.scheduled_for

@@ -1,0 +1,153 @@
+"""Runs one occurrence: claim it, fence it in the history, call the job, record the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import logging
+import traceback
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import DatabaseError, close_old_connections
+from django.dispatch import Signal
+from django.utils import timezone
+
+from django_oncejob import history, signals
+from django_oncejob.claim import ClaimResult, claim
+from django_oncejob.conf import conf
+from django_oncejob.models import Claim
+from django_oncejob.occurrence import Occurrence, _current
+from django_oncejob.registry import JobSpec
+
+logger = logging.getLogger("django_oncejob")
+
+
+class Outcome(enum.Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    #: Another instance holds the claim key.
+    LOST = "lost"
+    #: The key was free, but the history already holds the occurrence.
+    FENCED = "fenced"
+    #: Nothing could fence the occurrence safely, so it did not run here.
+    SKIPPED = "skipped"
+
+
+def run_occurrence(job: JobSpec, scheduled_for: datetime, owner: str) -> Outcome:
+    """Run ``job``'s occurrence at ``scheduled_for`` here, unless another instance has it."""
+    scheduled_for = scheduled_for.astimezone(UTC)
+    result = claim(job.id, scheduled_for, owner)
+    if result is ClaimResult.LOST:
+        return Outcome.LOST
+    claimed_at = timezone.now()
+    occurrence = Occurrence(job=job.id, scheduled_for=scheduled_for, owner=owner)
+    if result is ClaimResult.UNAVAILABLE and conf.ON_CACHE_ERROR == "skip":
+        logger.error(
+            "Skipped job %r at %s: the claim cache failed and ON_CACHE_ERROR is 'skip'.",
+            job.id,
+            scheduled_for.isoformat(),
+        )
+        _send(signals.occurrence_skipped, occurrence, reason="cache-error")
+        return Outcome.SKIPPED
+
+    close_old_connections()
+    try:
+        try:
+            row = history.open_claim(job.id, scheduled_for, owner, claimed_at)
+        except DatabaseError:
+            if result is not ClaimResult.WON:
+                logger.exception(
+                    "Skipped job %r at %s: neither the cache nor the history database "
+                    "could fence it.",
+                    job.id,
+                    scheduled_for.isoformat(),
+                )
+                _send(signals.occurrence_skipped, occurrence, reason="history-error")
+                return Outcome.SKIPPED
+            # The cache claim alone still keeps other instances out.
+            logger.exception(
+                "Could not record job %r at %s in the history; running it on the cache "
+                "claim alone.",
+                job.id,
+                scheduled_for.isoformat(),
+            )
+            row = None
+        else:
+            if row is None:
+                logger.info(
+                    "Job %r at %s is already in the history; not running it again.",
+                    job.id,
+                    scheduled_for.isoformat(),
+                )
+                _send(signals.occurrence_skipped, occurrence, reason="fenced")
+                return Outcome.FENCED
+        return _call(job, occurrence, row)
+    finally:
+        close_old_connections()
+
+
+def _call(job: JobSpec, occurrence: Occurrence, row: Claim | None) -> Outcome:
+    _send(signals.occurrence_started, occurrence)
+    token = _current.set(occurrence)
+    try:
+        value = job.resolve()(*job.args, **job.kwargs)
+        if inspect.isawaitable(value):
+            value = asyncio.run(_wait(value))
+    except BaseException as exc:
+        logger.exception(
+            "Job %r at %s failed.", occurrence.job, occurrence.scheduled_for.isoformat()
+        )
+        _record(
+            row,
+            occurrence,
+            Claim.Status.FAILED,
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+        )
+        _send(signals.occurrence_failed, occurrence, exception=exc)
+        return Outcome.FAILED
+    finally:
+        _current.reset(token)
+    _record(row, occurrence, Claim.Status.SUCCEEDED)
+    _send(signals.occurrence_succeeded, occurrence, result=value)
+    return Outcome.SUCCEEDED
+
+
+async def _wait(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _record(row: Claim | None, occurrence: Occurrence, status: str, **details: str) -> None:
+    if row is None:
+        logger.warning(
+            "Job %r at %s ended %s; no history row holds it.",
+            occurrence.job,
+            occurrence.scheduled_for.isoformat(),
+            status,
+        )
+        return
+    try:
+        history.close_claim(row, status, **details)
+    except DatabaseError:
+        logger.exception(
+            "Job %r at %s ended %s, but the history could not be updated.",
+            occurrence.job,
+            occurrence.scheduled_for.isoformat(),
+            status,
+        )
+
+
+def _send(signal: Signal, occurrence: Occurrence, **kwargs: Any) -> None:
+    for receiver, response in signal.send_robust(
+        sender=occurrence.job, occurrence=occurrence, **kwargs
+    ):
+        if isinstance(response, Exception):
+            logger.error(
+                "Signal receiver %r failed for job %r.",
+                receiver,
+                occurrence.job,
+                exc_info=response,
+            )

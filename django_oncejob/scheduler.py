@@ -1,0 +1,58 @@
+"""Builds this instance's APScheduler from the job specs and stops it gracefully."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from django_oncejob.conf import conf
+from django_oncejob.executor import ClaimingExecutor
+from django_oncejob.registry import JobSpec
+
+logger = logging.getLogger("django_oncejob")
+
+
+class JobScheduler:
+    """One instance's scheduler: every instance builds the same one from settings."""
+
+    def __init__(self, jobs: Iterable[JobSpec], *, owner: str, max_workers: int) -> None:
+        self.owner = owner
+        self.jobs = [job for job in jobs if job.enabled]
+        self.executor = ClaimingExecutor({job.id: job for job in self.jobs}, owner, max_workers)
+        self.scheduler = BackgroundScheduler(
+            jobstores={"default": MemoryJobStore()},
+            executors={"default": self.executor},
+            timezone=conf.TIMEZONE,
+        )
+        for job in self.jobs:
+            # APScheduler holds the job's own callable for its bookkeeping; the
+            # executor runs the spec through the claim instead of calling it directly.
+            self.scheduler.add_job(
+                job.resolve(),
+                trigger=job.trigger,
+                args=job.args,
+                kwargs=job.kwargs,
+                id=job.id,
+                name=job.id,
+                misfire_grace_time=job.misfire_grace_time,
+                # A late instance tries only the newest due time: the others were
+                # claimed by live instances or are past saving.
+                coalesce=True,
+                # A job still running here leaves its next occurrence to another instance.
+                max_instances=1,
+            )
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Stop claiming, then wait up to ``timeout`` seconds for running jobs.
+
+        Returns ``True`` if every running job finished in time.
+        """
+        self.executor.stop_claiming()
+        self.scheduler.shutdown(wait=False)
+        return self.executor.wait(timeout)

@@ -1,0 +1,20 @@
+"""Signals sent around each occurrence this instance runs.
+
+Every signal is sent with ``sender`` set to the job id and ``occurrence``, an
+:class:`~django_oncejob.Occurrence`.
+"""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+#: This instance won the claim and recorded the occurrence; the job is about to start.
+occurrence_started = Signal()
+#: The job returned. Extra argument: ``result``.
+occurrence_succeeded = Signal()
+#: The job raised. Extra argument: ``exception``.
+occurrence_failed = Signal()
+#: This instance won nothing to run: ``reason`` is ``"fenced"`` (the history already holds
+#: the occurrence), ``"cache-error"`` (the cache failed and ``ON_CACHE_ERROR`` is ``"skip"``)
+#: or ``"history-error"`` (neither the cache nor the database could fence it).
+occurrence_skipped = Signal()

@@ -1,0 +1,286 @@
+"""Deterministic APScheduler triggers: every instance computes the same fire times.
+
+A claim key carries the occurrence's scheduled time, so two instances only
+compete for one occurrence if they compute the very same datetime for it.
+Hence no jitter, no "start from now", and one time zone for all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+
+CRON_FIELDS = (
+    "year",
+    "month",
+    "day",
+    "week",
+    "day_of_week",
+    "hour",
+    "minute",
+    "second",
+    "start_date",
+    "end_date",
+)
+INTERVAL_FIELDS = ("weeks", "days", "hours", "minutes", "seconds", "start_date")
+
+#: Standard crontab numbers days 0-7 from Sunday; APScheduler 3 numbers them from Monday.
+_CRONTAB_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_NUMERIC_DAYS = re.compile(r"^(\*|\d+)(?:-(\d+))?(?:/(\d+))?$")
+
+#: Where an interval without ``start_date`` is counted from, in the job's time zone.
+DEFAULT_ANCHOR = datetime(2000, 1, 1)
+
+
+class TriggerError(ValueError):
+    """A trigger definition that cannot be built; ``hint`` says what would be valid."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class AnchoredIntervalTrigger(BaseTrigger):  # type: ignore[misc]
+    """Fires at ``anchor + n * interval``, computed in exact integer microseconds.
+
+    APScheduler's IntervalTrigger counts from "now" by default and adds float
+    timestamps, so two instances can disagree on a fire time by a microsecond.
+    """
+
+    __slots__ = ("anchor", "interval", "timezone")
+
+    def __init__(self, interval: timedelta, anchor: datetime, timezone: tzinfo) -> None:
+        self.interval = interval
+        self.anchor = anchor
+        self.timezone = timezone
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        if previous_fire_time is not None:
+            steps = (previous_fire_time - self.anchor) // self.interval + 1
+        elif now <= self.anchor:
+            steps = 0
+        else:
+            steps = -((self.anchor - now) // self.interval)  # ceiling division
+        return (self.anchor + steps * self.interval).astimezone(self.timezone)
+
+    def __str__(self) -> str:
+        return f"interval[{self.interval}]"
+
+
+def cron_trigger(value: object, timezone: ZoneInfo) -> CronTrigger:
+    """Build a cron trigger from a crontab string or a dict of CronTrigger fields."""
+    if isinstance(value, str):
+        fields = value.split()
+        if len(fields) != 5:
+            raise TriggerError(
+                f"a cron string has 5 fields (minute hour day month day-of-week), "
+                f"got {len(fields)} in {value!r}",
+                "Write e.g. '0 21 * * *', or a dict such as {'second': '*'} for seconds.",
+            )
+        minute, hour, day, month, day_of_week = fields
+        try:
+            return CronTrigger(
+                minute=minute,
+                hour=hour,
+                day=day,
+                month=month,
+                day_of_week=crontab_days(day_of_week),
+                timezone=timezone,
+            )
+        except ValueError as exc:
+            raise TriggerError(
+                f"invalid cron string {value!r}: {exc}",
+                "Fields are minute 0-59, hour 0-23, day 1-31, month 1-12, "
+                "day of week 0-7 (0 and 7 are Sunday) or mon-sun.",
+            ) from exc
+    if isinstance(value, Mapping):
+        unknown = [key for key in value if key not in CRON_FIELDS]
+        if unknown:
+            raise TriggerError(
+                f"unknown cron field {unknown[0]!r}",
+                f"Valid fields are {', '.join(CRON_FIELDS)}.",
+            )
+        if not value:
+            raise TriggerError(
+                "a cron dict needs at least one field",
+                "Write e.g. {'second': '*'} or {'hour': 21, 'minute': 0}.",
+            )
+        for key, item in value.items():
+            if not isinstance(item, str | int) or isinstance(item, bool):
+                raise TriggerError(
+                    f"cron field {key!r} must be a string or an integer, got {item!r}",
+                    "Write e.g. {'minute': '*/5'} or {'hour': 21}.",
+                )
+        try:
+            return CronTrigger(**dict(value), timezone=timezone)
+        except ValueError as exc:
+            raise TriggerError(
+                f"invalid cron fields {dict(value)!r}: {exc}",
+                "See APScheduler's CronTrigger for each field's syntax; day_of_week "
+                "numbers count from Monday (0) there, so prefer names such as 'mon-fri'.",
+            ) from exc
+    raise TriggerError(
+        f"'cron' must be a crontab string or a dict, got {type(value).__name__}",
+        "Write e.g. '0 21 * * *' or {'second': '*'}.",
+    )
+
+
+def crontab_days(field: str) -> str:
+    """Translate a crontab day-of-week field (0 = Sunday) into day names for APScheduler."""
+    parts = []
+    for part in field.split(","):
+        match = _NUMERIC_DAYS.match(part)
+        if match is None:
+            parts.append(part)
+            continue
+        first, last, step = match.groups()
+        if first == "*":
+            if last is not None:
+                raise ValueError(f"Unrecognized day of week expression {part!r}")
+            if step is None:
+                parts.append("*")
+                continue
+            start, stop = 0, 6
+        else:
+            start = int(first)
+            stop = int(last) if last is not None else (6 if step else start)
+        if not 0 <= start <= 7 or not 0 <= stop <= 7 or start > stop:
+            raise ValueError(f"day of week {part!r} is not within 0-7 (0 and 7 are Sunday)")
+        increment = int(step) if step else 1
+        if increment < 1:
+            raise ValueError("Increment must be higher than 0")
+        parts.extend(_CRONTAB_DAYS[day] for day in range(start, stop + 1, increment))
+    return ",".join(dict.fromkeys(parts))
+
+
+def interval_trigger(value: object, timezone: ZoneInfo) -> AnchoredIntervalTrigger:
+    """Build an interval trigger anchored to ``start_date`` or to 2000-01-01 00:00 local time."""
+    if not isinstance(value, Mapping):
+        raise TriggerError(
+            f"'interval' must be a dict, got {type(value).__name__}",
+            "Write e.g. {'seconds': 30} or {'hours': 1, 'start_date': '2026-01-01T00:30:00Z'}.",
+        )
+    unknown = [key for key in value if key not in INTERVAL_FIELDS]
+    if unknown:
+        raise TriggerError(
+            f"unknown interval field {unknown[0]!r}",
+            f"Valid fields are {', '.join(INTERVAL_FIELDS)}.",
+        )
+    lengths = {key: item for key, item in value.items() if key != "start_date"}
+    for key, item in lengths.items():
+        if not isinstance(item, int | float) or isinstance(item, bool):
+            raise TriggerError(
+                f"interval field {key!r} must be a number, got {item!r}",
+                "Write e.g. {'seconds': 30}.",
+            )
+    interval = timedelta(**lengths)
+    if interval < timedelta(seconds=1) or interval % timedelta(milliseconds=1):
+        raise TriggerError(
+            f"an interval must be at least one second in whole milliseconds, got {interval}",
+            "Write e.g. {'seconds': 30} or {'minutes': 5}.",
+        )
+    if "start_date" in value:
+        anchor = aware_datetime(value["start_date"], "start_date")
+    else:
+        anchor = DEFAULT_ANCHOR.replace(tzinfo=timezone)
+    return AnchoredIntervalTrigger(interval, anchor.astimezone(UTC), timezone)
+
+
+def date_trigger(value: object, timezone: ZoneInfo) -> DateTrigger:
+    """Build a one-off trigger from an ISO-8601 datetime with an offset."""
+    return DateTrigger(run_date=aware_datetime(value, "at"), timezone=timezone)
+
+
+def aware_datetime(value: object, name: str) -> datetime:
+    """Parse an ISO-8601 string (or take a datetime) that must carry a UTC offset."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise TriggerError(
+                f"{name!r} is not an ISO-8601 datetime: {exc}",
+                "Write e.g. '2026-12-01T09:00:00+08:00'.",
+            ) from exc
+    if not isinstance(value, datetime):
+        raise TriggerError(
+            f"{name!r} must be an ISO-8601 string or a datetime, got {type(value).__name__}",
+            "Write e.g. '2026-12-01T09:00:00+08:00'.",
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise TriggerError(
+            f"{name!r} has no UTC offset: {value.isoformat()}",
+            "Add the offset, e.g. '2026-12-01T09:00:00+08:00' or '2026-12-01T01:00:00Z', "
+            "so every instance reads the same instant.",
+        )
+    return value
+
+
+def fire_times(trigger: BaseTrigger, now: datetime, count: int) -> Iterator[datetime]:
+    """The trigger's next ``count`` fire times after ``now``."""
+    previous: datetime | None = None
+    for _ in range(count):
+        fire_time: datetime | None = trigger.get_next_fire_time(previous, now)
+        if fire_time is None:
+            return
+        yield fire_time
+        previous = fire_time
+        # CronTrigger starts from min(now, previous + 1 µs): move now along too.
+        now = fire_time + timedelta(microseconds=1)
+
+
+def describe(trigger: BaseTrigger) -> str:
+    """The trigger in words, for ``runjobs --list`` and the admin."""
+    if isinstance(trigger, AnchoredIntervalTrigger):
+        start = trigger.anchor.astimezone(trigger.timezone)
+        return f"every {_duration(trigger.interval)} from {start.isoformat(' ')}"
+    if isinstance(trigger, DateTrigger):
+        return f"once at {trigger.run_date.isoformat(' ')}"
+    if isinstance(trigger, CronTrigger):
+        return f"{_cron_words(trigger)} ({trigger.timezone})"
+    return str(trigger)
+
+
+def _duration(interval: timedelta) -> str:
+    remaining = int(interval.total_seconds())
+    milliseconds = interval.microseconds // 1000
+    parts = []
+    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        amount, remaining = divmod(remaining, size)
+        if amount:
+            parts.append(f"{amount} {unit}{'s' if amount != 1 else ''}")
+    if remaining or milliseconds or not parts:
+        seconds = f"{remaining}.{milliseconds:03d}" if milliseconds else str(remaining)
+        parts.append(f"{seconds} second{'s' if seconds != '1' else ''}")
+    return " ".join(parts)
+
+
+def _cron_words(trigger: CronTrigger) -> str:
+    fields: dict[str, Any] = {field.name: str(field) for field in trigger.fields}
+    date_part = {key: fields[key] for key in ("year", "month", "day", "week", "day_of_week")}
+    every_day = all(value == "*" for value in date_part.values())
+    hour, minute, second = fields["hour"], fields["minute"], fields["second"]
+    if every_day and (hour, minute, second) == ("*", "*", "*"):
+        return "every second"
+    if every_day and (hour, minute, second) == ("*", "*", "0"):
+        return "every minute"
+    if every_day and hour == "*" and minute.isdigit() and second == "0":
+        return f"every hour at minute {minute}"
+    if hour.isdigit() and minute.isdigit() and second.isdigit():
+        at = f"{int(hour):02d}:{int(minute):02d}" + (f":{int(second):02d}" if second != "0" else "")
+        if every_day:
+            return f"every day at {at}"
+        others = [f"{k.replace('_', ' ')} {v}" for k, v in date_part.items() if v != "*"]
+        return f"at {at} on {', '.join(others)}"
+    described = [
+        f"{name.replace('_', ' ')} {value}" for name, value in fields.items() if value != "*"
+    ]
+    return "cron: " + ", ".join(described)

@@ -1,0 +1,39 @@
+"""Jobs the tests schedule. Each run appends a line to the file in ONCEJOB_TEST_RECORD."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from django_oncejob import current_occurrence
+
+
+def record(*args: object, **kwargs: object) -> str:
+    occurrence = current_occurrence()
+    assert occurrence is not None
+    line = f"{occurrence.job} {occurrence.scheduled_for.isoformat()} {os.getpid()}\n"
+    # One write() of a short line with O_APPEND is atomic between processes.
+    fd = os.open(os.environ["ONCEJOB_TEST_RECORD"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    return line
+
+
+def sleep_then_record(seconds: float) -> str:
+    time.sleep(seconds)
+    return record()
+
+
+async def async_record() -> str:
+    await asyncio.sleep(0.01)
+    return record()
+
+
+def fail() -> None:
+    raise RuntimeError("the job broke")
+
+
+not_callable = 42

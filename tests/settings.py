@@ -1,0 +1,92 @@
+"""Settings for the test suite and for the runjobs processes the tests start.
+
+The processes get their jobs and database through environment variables, so
+a test can start several instances of one configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+
+SECRET_KEY = "tests-only"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+USE_TZ = True
+TIME_ZONE = "UTC"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_oncejob",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+TEST_DB = os.environ.get("ONCEJOB_TEST_DB", "postgresql")
+if TEST_DB == "postgresql":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("ONCEJOB_DB_NAME", "postgres"),
+            "USER": os.environ.get("PGUSER", "postgres"),
+            "PASSWORD": os.environ.get("PGPASSWORD", ""),
+            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+            "PORT": os.environ.get("PGPORT", "5432"),
+            "TEST": {"NAME": "test_oncejob"},
+        }
+    }
+elif TEST_DB == "sqlite":
+    # A file, not memory: the runjobs processes must share the test database.
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("ONCEJOB_DB_NAME", str(BASE_DIR / "oncejob.sqlite3")),
+            "OPTIONS": {"timeout": 20},
+            "TEST": {"NAME": str(BASE_DIR / "test_oncejob.sqlite3")},
+        }
+    }
+else:
+    raise ValueError(f"ONCEJOB_TEST_DB must be 'postgresql' or 'sqlite', got {TEST_DB!r}")
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+    },
+    "local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+}
+
+ONCEJOB = {
+    "KEY_PREFIX": os.environ.get("ONCEJOB_TEST_PREFIX", "oncejob-tests"),
+    "JOBS": json.loads(os.environ.get("ONCEJOB_TEST_JOBS", "{}")),
+    **json.loads(os.environ.get("ONCEJOB_TEST_SETTINGS", "{}")),
+}
+
+STATIC_URL = "/static/"
