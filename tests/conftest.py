@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+from django.conf import settings
+from django.core.cache import caches
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Coordination is only proven against a real Redis: no Redis, no test run.
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.exit(
+            f"Redis is not answering at {url} ({exc}). The tests need a real Redis: start one "
+            "with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' "
+            "--appendonly no`, or point REDIS_URL at one.",
+            returncode=3,
+        )
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.postgresql":
+        import psycopg
+
+        try:
+            psycopg.connect(
+                dbname="postgres",
+                user=database["USER"],
+                password=database["PASSWORD"],
+                host=database["HOST"],
+                port=database["PORT"],
+                connect_timeout=3,
+            ).close()
+        except psycopg.Error as exc:
+            pytest.exit(
+                f"PostgreSQL is not answering at {database['HOST']}:{database['PORT']} ({exc}). "
+                "Start it, set PGHOST/PGPORT/PGUSER, or run the suite on SQLite with "
+                "ONCEJOB_TEST_DB=sqlite.",
+                returncode=3,
+            )
+
+
+@pytest.fixture(autouse=True)
+def _clean_claims() -> None:
+    """Each test starts with no claim keys under the test prefix."""
+    cache = caches["default"]
+    cache.delete_pattern(f"*{settings.ONCEJOB['KEY_PREFIX']}:*")  # type: ignore[attr-defined]
