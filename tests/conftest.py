@@ -1,11 +1,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from django.conf import settings
 from django.core.cache import caches
+
+from tests.processes import Fleet
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -47,3 +52,21 @@ def _clean_claims() -> None:
     """Each test starts with no claim keys under the test prefix."""
     cache = caches["default"]
     cache.delete_pattern(f"*{settings.ONCEJOB['KEY_PREFIX']}:*")  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, transactional_db: None) -> Iterator[Callable[..., Fleet]]:
+    """Make fleets of real runjobs processes; all are killed and their keys removed after."""
+    fleets: list[Fleet] = []
+
+    def make(jobs: dict[str, Any], settings: dict[str, Any] | None = None) -> Fleet:
+        workdir = tmp_path / f"fleet-{len(fleets)}"
+        workdir.mkdir()
+        made = Fleet(workdir, jobs, settings or {})
+        fleets.append(made)
+        return made
+
+    yield make
+    for made in fleets:
+        made.kill_all()
+        caches["default"].delete_pattern(f"*{made.prefix}:*")  # type: ignore[attr-defined]

@@ -1,0 +1,217 @@
+"""One occurrence through claim, fence, call and record, in this process, on real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.core.cache import caches
+from django.db import connection
+from django.test.utils import CaptureQueriesContext, override_settings
+
+from django_oncejob import current_occurrence, signals
+from django_oncejob.claim import KEY_VERSION, ClaimResult, claim, claim_key
+from django_oncejob.models import Claim
+from django_oncejob.occurrence import Occurrence
+from django_oncejob.registry import parse_job
+from django_oncejob.runner import Outcome, run_occurrence
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WHEN = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
+DEAD_REDIS = {
+    "BACKEND": "django_redis.cache.RedisCache",
+    # Nothing listens on port 9 of loopback: connections are refused at once.
+    "LOCATION": "redis://127.0.0.1:9/0",
+    "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+}
+
+
+@pytest.fixture(autouse=True)
+def record_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "runs.txt"
+    monkeypatch.setenv("ONCEJOB_TEST_RECORD", str(path))
+    return path
+
+
+def spec(func: str = "tests.jobs.record", **extra: Any):  # type: ignore[no-untyped-def]
+    job, errors = parse_job("report", {"func": func, "cron": "0 21 * * *", **extra})
+    assert errors == []
+    assert job is not None
+    return job
+
+
+def runs(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_winner_runs_and_records(record_file: Path) -> None:
+    assert run_occurrence(spec(), WHEN, "host-a:1") is Outcome.SUCCEEDED
+
+    (line,) = runs(record_file)
+    assert line.startswith("report 2026-11-26T21:00:00+00:00 ")
+    row = Claim.objects.get()
+    assert (row.job, row.scheduled_for, row.owner, row.status) == (
+        "report",
+        WHEN,
+        "host-a:1",
+        Claim.Status.SUCCEEDED,
+    )
+    assert row.claimed_at <= row.started_at <= row.finished_at  # type: ignore[operator]
+
+
+def test_claim_key_holds_job_and_scheduled_time_in_utc() -> None:
+    local = WHEN.astimezone(ZoneInfo("Asia/Shanghai"))
+    assert claim_key("report", local) == "oncejob-tests:report:2026-11-26T21:00:00+00:00"
+    assert claim("report", local, "a") is ClaimResult.WON
+    assert caches["default"].get(claim_key("report", WHEN), version=KEY_VERSION) == "a"
+
+
+def test_claim_timeout_is_set_on_the_key() -> None:
+    claim("report", WHEN, "a")
+    ttl = caches["default"].ttl(claim_key("report", WHEN), version=KEY_VERSION)  # type: ignore[attr-defined]
+    assert 86000 < ttl <= 86400
+
+
+def test_cache_version_bump_does_not_change_claim_keys() -> None:
+    assert claim("report", WHEN, "a") is ClaimResult.WON
+    caches["default"].version = 7  # as if the project bumped CACHES VERSION
+    try:
+        assert claim("report", WHEN, "b") is ClaimResult.LOST
+    finally:
+        caches["default"].version = 1
+
+
+def test_loser_does_nothing_more_not_even_a_query(record_file: Path) -> None:
+    run_occurrence(spec(), WHEN, "host-a:1")
+    with CaptureQueriesContext(connection) as queries:
+        assert run_occurrence(spec(), WHEN, "host-b:2") is Outcome.LOST
+    assert len(queries) == 0
+    assert len(runs(record_file)) == 1
+
+
+def test_winner_writes_twice() -> None:
+    with CaptureQueriesContext(connection) as queries:
+        run_occurrence(spec(), WHEN, "host-a:1")
+    writes = [q["sql"] for q in queries if q["sql"].startswith(("INSERT", "UPDATE"))]
+    assert len(writes) == 2, writes
+
+
+def test_history_fences_an_occurrence_whose_key_was_lost(record_file: Path) -> None:
+    assert run_occurrence(spec(), WHEN, "host-a:1") is Outcome.SUCCEEDED
+    caches["default"].delete(claim_key("report", WHEN), version=KEY_VERSION)
+
+    assert run_occurrence(spec(), WHEN, "host-b:2") is Outcome.FENCED
+
+    assert len(runs(record_file)) == 1
+    assert Claim.objects.get().owner == "host-a:1"
+
+
+def test_next_occurrence_is_a_new_claim(record_file: Path) -> None:
+    later = WHEN.replace(day=27)
+    assert run_occurrence(spec(), WHEN, "a") is Outcome.SUCCEEDED
+    assert run_occurrence(spec(), later, "b") is Outcome.SUCCEEDED
+    assert len(runs(record_file)) == 2
+
+
+def test_failure_is_recorded_with_its_traceback() -> None:
+    assert run_occurrence(spec("tests.jobs.fail"), WHEN, "a") is Outcome.FAILED
+
+    row = Claim.objects.get()
+    assert row.status == Claim.Status.FAILED
+    assert row.error == "RuntimeError: the job broke"
+    assert "tests/jobs.py" in row.traceback
+    assert row.finished_at is not None
+
+
+def test_async_job_is_awaited(record_file: Path) -> None:
+    assert run_occurrence(spec("tests.jobs.async_record"), WHEN, "a") is Outcome.SUCCEEDED
+    (line,) = runs(record_file)
+    assert line.startswith("report 2026-11-26T21:00:00+00:00")
+
+
+def test_current_occurrence_is_set_only_during_the_job() -> None:
+    seen: list[Occurrence | None] = []
+
+    def receiver(**kwargs: Any) -> None:
+        seen.append(current_occurrence())
+
+    assert current_occurrence() is None
+    signals.occurrence_succeeded.connect(receiver)
+    try:
+        run_occurrence(spec(), WHEN, "a")
+    finally:
+        signals.occurrence_succeeded.disconnect(receiver)
+    assert seen == [None]
+    assert current_occurrence() is None
+
+
+def test_args_and_kwargs_reach_the_job(record_file: Path) -> None:
+    job = spec("tests.jobs.sleep_then_record", args=[0])
+    assert run_occurrence(job, WHEN, "a") is Outcome.SUCCEEDED
+    assert len(runs(record_file)) == 1
+
+
+def test_signals_are_sent_in_order() -> None:
+    sent: list[tuple[str, Occurrence]] = []
+    handlers = {}
+    for name in ("occurrence_started", "occurrence_succeeded", "occurrence_failed"):
+
+        def handler(sender: str, occurrence: Occurrence, name: str = name, **kw: Any) -> None:
+            sent.append((name, occurrence))
+
+        handlers[name] = handler
+        getattr(signals, name).connect(handler)
+    try:
+        run_occurrence(spec(), WHEN, "a")
+        run_occurrence(spec("tests.jobs.fail"), WHEN.replace(day=27), "a")
+    finally:
+        for name, handler in handlers.items():
+            getattr(signals, name).disconnect(handler)
+    assert [name for name, _ in sent] == [
+        "occurrence_started",
+        "occurrence_succeeded",
+        "occurrence_started",
+        "occurrence_failed",
+    ]
+    assert sent[0][1] == Occurrence(job="report", scheduled_for=WHEN, owner="a")
+
+
+class TestCacheFailure:
+    @pytest.fixture(autouse=True)
+    def dead_cache(self) -> Iterator[None]:
+        with override_settings(CACHES={"default": DEAD_REDIS}):
+            yield
+
+    def test_claim_reports_unavailable(self) -> None:
+        assert claim("report", WHEN, "a") is ClaimResult.UNAVAILABLE
+
+    def test_ignored_exceptions_do_not_count_as_a_win(self) -> None:
+        config = {**DEAD_REDIS, "OPTIONS": {**DEAD_REDIS["OPTIONS"], "IGNORE_EXCEPTIONS": True}}
+        with override_settings(CACHES={"default": config}):
+            assert claim("report", WHEN, "a") is ClaimResult.UNAVAILABLE
+
+    def test_fence_mode_lets_the_history_decide(self, record_file: Path) -> None:
+        assert run_occurrence(spec(), WHEN, "a") is Outcome.SUCCEEDED
+        assert run_occurrence(spec(), WHEN, "b") is Outcome.FENCED
+        assert len(runs(record_file)) == 1
+
+    def test_skip_mode_runs_nothing(self, record_file: Path) -> None:
+        skipped: list[str] = []
+
+        def receiver(reason: str, **kwargs: Any) -> None:
+            skipped.append(reason)
+
+        signals.occurrence_skipped.connect(receiver)
+        try:
+            with override_settings(ONCEJOB={"ON_CACHE_ERROR": "skip"}):
+                assert run_occurrence(spec(), WHEN, "a") is Outcome.SKIPPED
+        finally:
+            signals.occurrence_skipped.disconnect(receiver)
+        assert skipped == ["cache-error"]
+        assert runs(record_file) == []
+        assert not Claim.objects.exists()
