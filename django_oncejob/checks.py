@@ -135,8 +135,9 @@ def check_settings(
             if job.misfire_grace_time >= timeout:
                 errors.append(
                     checks.Error(
-                        f"ONCEJOB['CLAIM_TIMEOUT'] ({timeout}) must exceed job {job.id!r}'s "
-                        f"misfire_grace_time ({job.misfire_grace_time}).",
+                        f"ONCEJOB['CLAIM_TIMEOUT'] ({timeout}) must exceed the misfire grace "
+                        f"time of job {job.id!r} ({job.misfire_grace_time} s, from its "
+                        "'misfire_grace_time' or ONCEJOB['MISFIRE_GRACE_TIME']).",
                         hint="Otherwise a claim can expire while a late instance may still "
                         "run the occurrence. Raise CLAIM_TIMEOUT or lower the grace time.",
                         obj=f"job {job.id}",

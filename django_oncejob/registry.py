@@ -19,7 +19,7 @@ from django.core import checks
 from django.utils.module_loading import import_string
 
 from django_oncejob import triggers
-from django_oncejob.conf import conf
+from django_oncejob.conf import DEFAULTS, conf, user_config
 
 JOB_KEYS = (
     "func",
@@ -90,7 +90,7 @@ def parse_jobs(raw: object) -> tuple[dict[str, JobSpec], list[checks.CheckMessag
     errors: list[checks.CheckMessage] = []
     seen: dict[str, str] = {}
     for job_id, definition in raw.items():
-        if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+        if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
             errors.append(
                 checks.Error(
                     f"ONCEJOB['JOBS'] has an invalid job id {job_id!r}.",
@@ -147,7 +147,9 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
     func_path = definition.get("func")
     errors.extend(_check_func(job_id, where, func_path))
 
-    timezone_name = definition.get("timezone", conf.TIMEZONE)
+    # A bad project-wide TIMEZONE or MISFIRE_GRACE_TIME is reported once, by its own
+    # check, rather than blamed on every job that did not set its own.
+    timezone_name = definition.get("timezone", _valid_zone(conf.TIMEZONE) or "UTC")
     try:
         if not isinstance(timezone_name, str):
             raise ZoneInfoNotFoundError(timezone_name)
@@ -209,7 +211,10 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
                 "E033",
             )
         )
-    grace = definition.get("misfire_grace_time", conf.MISFIRE_GRACE_TIME)
+    default_grace = user_config().get("MISFIRE_GRACE_TIME", DEFAULTS["MISFIRE_GRACE_TIME"])
+    if not _whole_seconds(default_grace):
+        default_grace = DEFAULTS["MISFIRE_GRACE_TIME"]
+    grace = definition.get("misfire_grace_time", default_grace)
     if not _whole_seconds(grace):
         errors.append(
             _error(
@@ -272,7 +277,7 @@ def _check_func(job_id: str, where: str, func_path: object) -> list[checks.Check
         ]
     try:
         func = import_string(func_path)
-    except ImportError as exc:
+    except (ImportError, ValueError, TypeError) as exc:  # '.x' raises ValueError, '..' TypeError
         return [
             _error(
                 job_id,
@@ -312,6 +317,13 @@ def _check_signature(
             )
         ]
     return []
+
+
+def _valid_zone(name: object) -> str | None:
+    try:
+        return str(ZoneInfo(name)) if isinstance(name, str) else None
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
 
 
 def _whole_seconds(value: object) -> bool:

@@ -87,6 +87,13 @@ def cron_trigger(value: object, timezone: ZoneInfo) -> CronTrigger:
                 "Write e.g. '0 21 * * *', or a dict such as {'second': '*'} for seconds.",
             )
         minute, hour, day, month, day_of_week = fields
+        if day != "*" and day_of_week != "*":
+            # crontab runs on either; APScheduler would run only when both match.
+            raise TriggerError(
+                f"{value!r} restricts both the day of the month and the day of the week, "
+                "which crontab reads as 'either' and APScheduler as 'both'",
+                "Leave one of the two as '*', or define two jobs.",
+            )
         try:
             return CronTrigger(
                 minute=minute,
@@ -122,7 +129,7 @@ def cron_trigger(value: object, timezone: ZoneInfo) -> CronTrigger:
                 )
         try:
             return CronTrigger(**dict(value), timezone=timezone)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise TriggerError(
                 f"invalid cron fields {dict(value)!r}: {exc}",
                 "See APScheduler's CronTrigger for each field's syntax; day_of_week "
@@ -182,7 +189,13 @@ def interval_trigger(value: object, timezone: ZoneInfo) -> AnchoredIntervalTrigg
                 f"interval field {key!r} must be a number, got {item!r}",
                 "Write e.g. {'seconds': 30}.",
             )
-    interval = timedelta(**lengths)
+    try:
+        interval = timedelta(**lengths)
+    except (OverflowError, ValueError) as exc:
+        raise TriggerError(
+            f"interval {dict(lengths)!r} is not a valid duration: {exc}",
+            "Write e.g. {'seconds': 30} or {'days': 7}.",
+        ) from exc
     if interval < timedelta(seconds=1) or interval % timedelta(milliseconds=1):
         raise TriggerError(
             f"an interval must be at least one second in whole milliseconds, got {interval}",
@@ -192,7 +205,14 @@ def interval_trigger(value: object, timezone: ZoneInfo) -> AnchoredIntervalTrigg
         anchor = aware_datetime(value["start_date"], "start_date")
     else:
         anchor = DEFAULT_ANCHOR.replace(tzinfo=timezone)
-    return AnchoredIntervalTrigger(interval, anchor.astimezone(UTC), timezone)
+    try:
+        anchor = anchor.astimezone(UTC)
+    except OverflowError as exc:
+        raise TriggerError(
+            f"'start_date' is out of range: {exc}",
+            "Write e.g. '2026-01-01T00:30:00Z'.",
+        ) from exc
+    return AnchoredIntervalTrigger(interval, anchor, timezone)
 
 
 def date_trigger(value: object, timezone: ZoneInfo) -> DateTrigger:
@@ -229,7 +249,8 @@ def fire_times(trigger: BaseTrigger, now: datetime, count: int) -> Iterator[date
     previous: datetime | None = None
     for _ in range(count):
         fire_time: datetime | None = trigger.get_next_fire_time(previous, now)
-        if fire_time is None:
+        # A DateTrigger answers with its date even when that has passed.
+        if fire_time is None or (previous is None and fire_time < now):
             return
         yield fire_time
         previous = fire_time

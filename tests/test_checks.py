@@ -1,0 +1,515 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.checks import CheckMessage, Error
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from django_oncejob.checks import check_settings
+
+REDIS = {
+    "BACKEND": "django_redis.cache.RedisCache",
+    "LOCATION": "redis://127.0.0.1:6379/0",
+}
+
+
+def run(oncejob: Any, **other_settings: Any) -> list[CheckMessage]:
+    with override_settings(ONCEJOB=oncejob, **other_settings):
+        return check_settings()
+
+
+def run_job(definition: Any, job_id: str = "x", **top: Any) -> list[CheckMessage]:
+    return run({"JOBS": {job_id: definition}, **top})
+
+
+def cron_job(**extra: Any) -> dict[str, Any]:
+    return {"func": "tests.jobs.record", "cron": "0 21 * * *", **extra}
+
+
+def ids(errors: list[CheckMessage]) -> list[str | None]:
+    return [error.id for error in errors]
+
+
+def only(errors: list[CheckMessage], code: str) -> CheckMessage:
+    assert ids(errors) == [f"django_oncejob.{code}"], [str(e) for e in errors]
+    (error,) = errors
+    assert isinstance(error, Error)
+    assert error.hint
+    return error
+
+
+def only_job_error(errors: list[CheckMessage], code: str, key: str, job_id: str = "x") -> str:
+    error = only(errors, code)
+    assert error.obj == f"job {job_id}"
+    assert f"ONCEJOB['JOBS'][{job_id!r}][{key!r}]" in error.msg
+    return error.msg
+
+
+VALID = {
+    "CACHE": "default",
+    "CLAIM_TIMEOUT": 3600,
+    "KEY_PREFIX": "myproject-jobs",
+    "TIMEZONE": "Europe/Paris",
+    "OWNER": "web-1",
+    "MISFIRE_GRACE_TIME": 30,
+    "MAX_WORKERS": 4,
+    "SHUTDOWN_TIMEOUT": 2.5,
+    "ON_CACHE_ERROR": "skip",
+    "JOBS": {
+        "nightly-report": {
+            "func": "tests.jobs.record",
+            "cron": "0 21 * * 1-5",
+            "description": "Mails the report.",
+        },
+        "every_second": {"func": "tests.jobs.record", "cron": {"second": "*"}},
+        "half.hourly": {
+            "func": "tests.jobs.sleep_then_record",
+            "interval": {"minutes": 30, "start_date": "2026-01-01T00:15:00+01:00"},
+            "args": [0.1],
+            "misfire_grace_time": 120,
+            "timezone": "Asia/Shanghai",
+        },
+        "async": {"func": "tests.jobs.async_record", "interval": {"seconds": 1.5}},
+        "once": {
+            "func": "tests.jobs.record",
+            "at": "2026-12-01T09:00:00+08:00",
+            "args": (1, 2),
+            "kwargs": {"dry_run": True},
+            "enabled": False,
+        },
+        "Fails": {"func": "tests.jobs.fail", "cron": "*/5 * * * *"},
+    },
+}
+
+
+def test_valid_config_gives_no_errors() -> None:
+    assert run(VALID) == []
+
+
+def test_empty_config_gives_no_errors() -> None:
+    assert run({}) == []
+
+
+def test_missing_setting_gives_no_errors() -> None:
+    with override_settings():
+        del settings.ONCEJOB
+        assert check_settings() == []
+
+
+def test_checks_are_bound() -> None:
+    with override_settings(ONCEJOB={"CLAIM_TIMEOUT": 0}), pytest.raises(SystemCheckError) as info:
+        call_command("check")
+    assert "django_oncejob.E005" in str(info.value)
+
+
+def test_check_command_passes_with_a_valid_config() -> None:
+    with override_settings(ONCEJOB=VALID):
+        call_command("check", verbosity=0)
+
+
+@pytest.mark.parametrize("value", [["JOBS"], None, "JOBS"])
+def test_e001_setting_not_a_dict(value: object) -> None:
+    error = only(run(value), "E001")
+    assert "ONCEJOB setting must be a dict" in error.msg
+    assert type(value).__name__ in error.msg
+
+
+def test_e002_unknown_top_level_key() -> None:
+    error = only(run({"CLAIM_TIMOUT": 60}), "E002")
+    assert "'CLAIM_TIMOUT'" in error.msg
+    assert error.hint is not None and "CLAIM_TIMEOUT" in error.hint
+
+
+@pytest.mark.parametrize("alias", ["nope", 5])
+def test_e003_cache_alias_not_in_caches(alias: object) -> None:
+    error = only(run({"CACHE": alias}), "E003")
+    assert f"ONCEJOB['CACHE'] names no cache in CACHES: {alias!r}" in error.msg
+    assert error.hint is not None and "'default'" in error.hint
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "django.core.cache.backends.locmem.LocMemCache",
+        "django.core.cache.backends.dummy.DummyCache",
+        "django.core.cache.backends.filebased.FileBasedCache",
+    ],
+)
+def test_e004_cache_cannot_coordinate_processes(backend: str) -> None:
+    caches = {"default": REDIS, "claims": {"BACKEND": backend, "LOCATION": "/tmp/oncejob"}}
+    error = only(run({"CACHE": "claims"}, CACHES=caches), "E004")
+    assert "ONCEJOB['CACHE'] is 'claims'" in error.msg
+    assert backend.rsplit(".", 1)[-1] in error.msg
+
+
+def test_e004_accepts_django_redis_and_djangos_redis_backend() -> None:
+    caches = {
+        "default": REDIS,
+        "builtin": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/0",
+        },
+    }
+    assert run({"CACHE": "default"}, CACHES=caches) == []
+    assert run({"CACHE": "builtin"}, CACHES=caches) == []
+
+
+@pytest.mark.parametrize("value", [0, -5, 1.5, "86400", None, True])
+def test_e005_claim_timeout(value: object) -> None:
+    error = only(run({"CLAIM_TIMEOUT": value}), "E005")
+    assert f"ONCEJOB['CLAIM_TIMEOUT'] must be a whole number of seconds >= 1, got {value!r}" in (
+        error.msg
+    )
+
+
+def test_e006_claim_timeout_equal_to_a_jobs_grace_time() -> None:
+    errors = run_job(cron_job(misfire_grace_time=100), CLAIM_TIMEOUT=100)
+    error = only(errors, "E006")
+    assert error.obj == "job x"
+    assert "ONCEJOB['CLAIM_TIMEOUT'] (100)" in error.msg
+    assert "job 'x'" in error.msg
+    assert "(100 s, from its 'misfire_grace_time'" in error.msg
+
+
+def test_e006_claim_timeout_below_the_default_grace_time() -> None:
+    errors = run({"CLAIM_TIMEOUT": 59, "MISFIRE_GRACE_TIME": 60, "JOBS": {"y": cron_job()}})
+    error = only(errors, "E006")
+    assert error.obj == "job y"
+    assert "(60 s, from its 'misfire_grace_time'" in error.msg
+
+
+def test_e006_one_error_per_offending_job() -> None:
+    jobs = {
+        "short": cron_job(misfire_grace_time=10),
+        "long": cron_job(misfire_grace_time=600),
+        "longer": cron_job(misfire_grace_time=6000),
+    }
+    errors = run({"CLAIM_TIMEOUT": 600, "JOBS": jobs})
+    assert ids(errors) == ["django_oncejob.E006"] * 2
+    assert [error.obj for error in errors] == ["job long", "job longer"]
+
+
+def test_e006_not_raised_when_claim_timeout_exceeds_grace_time() -> None:
+    assert run_job(cron_job(misfire_grace_time=99), CLAIM_TIMEOUT=100) == []
+
+
+def test_e006_not_raised_on_top_of_an_invalid_claim_timeout() -> None:
+    assert ids(run_job(cron_job(), CLAIM_TIMEOUT=-1)) == ["django_oncejob.E005"]
+
+
+@pytest.mark.parametrize("value", ["", "has space", "tab\there", 5, None])
+def test_e007_key_prefix(value: object) -> None:
+    error = only(run({"KEY_PREFIX": value}), "E007")
+    assert f"ONCEJOB['KEY_PREFIX'] must be a non-empty string without spaces, got {value!r}" in (
+        error.msg
+    )
+
+
+@pytest.mark.parametrize("value", ["Mars/Olympus", "", "utc", 5, "../etc"])
+def test_e008_timezone(value: object) -> None:
+    error = only(run({"TIMEZONE": value}), "E008")
+    assert f"ONCEJOB['TIMEZONE'] is not a known time zone: {value!r}" in error.msg
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.0, "10", True])
+def test_e009_max_workers(value: object) -> None:
+    error = only(run({"MAX_WORKERS": value}), "E009")
+    assert f"ONCEJOB['MAX_WORKERS'] must be a whole number >= 1, got {value!r}" in error.msg
+
+
+@pytest.mark.parametrize("value", [-1, -0.5, "30", None, True, False])
+def test_e010_shutdown_timeout(value: object) -> None:
+    error = only(run({"SHUTDOWN_TIMEOUT": value}), "E010")
+    assert f"ONCEJOB['SHUTDOWN_TIMEOUT'] must be a number of seconds >= 0, got {value!r}" in (
+        error.msg
+    )
+
+
+@pytest.mark.parametrize("value", [0, 0.5, 30])
+def test_e010_accepts_zero_and_fractions(value: float) -> None:
+    assert run({"SHUTDOWN_TIMEOUT": value}) == []
+
+
+@pytest.mark.parametrize("value", ["ignore", "FENCE", None])
+def test_e011_on_cache_error(value: object) -> None:
+    error = only(run({"ON_CACHE_ERROR": value}), "E011")
+    assert f"ONCEJOB['ON_CACHE_ERROR'] must be 'fence' or 'skip', got {value!r}" in error.msg
+
+
+@pytest.mark.parametrize("value", ["", "x" * 256, 5])
+def test_e012_owner(value: object) -> None:
+    error = only(run({"OWNER": value}), "E012")
+    assert "ONCEJOB['OWNER'] must be a non-empty string of at most 255 characters" in error.msg
+
+
+def test_e012_accepts_255_characters() -> None:
+    assert run({"OWNER": "x" * 255}) == []
+
+
+@pytest.mark.parametrize("value", [0, 1.5, "60", True])
+def test_e013_misfire_grace_time(value: object) -> None:
+    error = only(run({"MISFIRE_GRACE_TIME": value}), "E013")
+    assert f"ONCEJOB['MISFIRE_GRACE_TIME'] must be a whole number >= 1, got {value!r}" in (
+        error.msg
+    )
+
+
+@pytest.mark.parametrize("value", [None, "abc", "60", True])
+def test_e013_with_jobs_is_reported_not_raised(value: object) -> None:
+    # Regression: the job default went through int(), which raised or coerced
+    # a bad MISFIRE_GRACE_TIME instead of reporting it.
+    errors = run({"MISFIRE_GRACE_TIME": value, "JOBS": {"x": cron_job()}})
+    assert "django_oncejob.E013" in ids(errors)
+
+
+@pytest.mark.parametrize("value", [["x"], "x", None, 5])
+def test_e020_jobs_not_a_dict(value: object) -> None:
+    error = only(run({"JOBS": value}), "E020")
+    assert "ONCEJOB['JOBS'] must be a dict of job id to definition" in error.msg
+
+
+@pytest.mark.parametrize(
+    "job_id", ["", "-starts-with-dash", "has space", "a" * 101, "slash/", "nightly\n", 1]
+)
+def test_e021_invalid_job_id(job_id: object) -> None:
+    error = only(run({"JOBS": {job_id: cron_job()}}), "E021")
+    assert f"ONCEJOB['JOBS'] has an invalid job id {job_id!r}" in error.msg
+
+
+def test_e021_accepts_100_characters() -> None:
+    assert run({"JOBS": {"a" * 100: cron_job()}}) == []
+
+
+def test_e022_job_ids_differing_only_in_case() -> None:
+    errors = run({"JOBS": {"Report": cron_job(), "report": cron_job()}})
+    error = only(errors, "E022")
+    assert "Job 'report' duplicates job 'Report'" in error.msg
+    assert "ONCEJOB['JOBS']" in error.msg
+
+
+@pytest.mark.parametrize("definition", ["tests.jobs.record", None, ["tests.jobs.record"]])
+def test_e023_definition_not_a_dict(definition: object) -> None:
+    error = only(run_job(definition), "E023")
+    assert error.obj == "job x"
+    assert f"ONCEJOB['JOBS']['x'] must be a dict, got {type(definition).__name__}" in error.msg
+
+
+@pytest.mark.parametrize(
+    ("key", "suggestion"),
+    [
+        ("intervall", "interval"),
+        ("crontab", "cron"),
+        ("kwarg", "kwargs"),
+        ("misfire_grace", "misfire_grace_time"),
+        ("time_zone", "timezone"),
+    ],
+)
+def test_e024_unknown_job_key_suggests_the_close_match(key: str, suggestion: str) -> None:
+    error = only(run_job(cron_job(**{key: 1})), "E024")
+    assert error.obj == "job x"
+    assert f"ONCEJOB['JOBS']['x'] has an unknown key {key!r}" in error.msg
+    assert error.hint is not None
+    assert error.hint.startswith(f"Did you mean {suggestion!r}? ")
+
+
+def test_e024_unknown_job_key_without_a_close_match() -> None:
+    error = only(run_job(cron_job(zzz=1)), "E024")
+    assert error.hint is not None
+    assert error.hint.startswith("Valid keys are func, cron, interval, at,")
+
+
+def test_e024_misspelt_trigger_also_leaves_the_job_without_one() -> None:
+    errors = run_job({"func": "tests.jobs.record", "intervall": {"seconds": 30}})
+    assert ids(errors) == ["django_oncejob.E024", "django_oncejob.E028"]
+    assert errors[0].hint is not None and "Did you mean 'interval'?" in errors[0].hint
+
+
+@pytest.mark.parametrize("func", ["record", 42, None, ""])
+def test_e025_func_not_a_dotted_path(func: object) -> None:
+    msg = only_job_error(run_job(cron_job(func=func)), "E025", "func")
+    assert f"must be a dotted path to a callable, got {func!r}" in msg
+
+
+def test_e025_func_missing() -> None:
+    msg = only_job_error(run_job({"cron": "0 21 * * *"}), "E025", "func")
+    assert "got None" in msg
+
+
+@pytest.mark.parametrize(
+    "func", ["tests.jobs.missing", "tests.nomodule.run", "tests.jobs.", ".jobs", "..", "."]
+)
+def test_e026_func_cannot_be_imported(func: str) -> None:
+    msg = only_job_error(run_job(cron_job(func=func)), "E026", "func")
+    assert f"{func!r} cannot be imported" in msg
+
+
+@pytest.mark.parametrize(
+    ("func", "kind"), [("tests.jobs.not_callable", "int"), ("datetime.datetime", "type")]
+)
+def test_e027_func_not_a_function(func: str, kind: str) -> None:
+    msg = only_job_error(run_job(cron_job(func=func)), "E027", "func")
+    assert f"{func!r} is not a function, it is {kind}" in msg
+
+
+def test_e028_no_trigger() -> None:
+    error = only(run_job({"func": "tests.jobs.record"}), "E028")
+    assert error.obj == "job x"
+    assert "ONCEJOB['JOBS']['x'] needs exactly one trigger" in error.msg
+    assert "found none" in error.msg
+
+
+def test_e028_two_triggers() -> None:
+    error = only(run_job(cron_job(interval={"seconds": 30})), "E028")
+    assert "found 'cron', 'interval'" in error.msg
+
+
+@pytest.mark.parametrize(
+    ("cron", "detail"),
+    [
+        ("0 21 * *", "a cron string has 5 fields"),
+        ("0 21 * * * *", "got 6"),
+        ("61 * * * *", "invalid cron string"),
+        ("0 0 * * 8", "not within 0-7"),
+        ("0 0 * * 5-1", "not within 0-7"),
+        ("0 0 * * funday", "invalid cron string"),
+        ({"minutes": 5}, "unknown cron field 'minutes'"),
+        ({}, "needs at least one field"),
+        ({"hour": True}, "must be a string or an integer, got True"),
+        ({"hour": 1.5}, "must be a string or an integer"),
+        ({"day_of_week": 7}, "invalid cron fields"),
+        ({"start_date": 5}, "invalid cron fields"),
+        (5, "must be a crontab string or a dict, got int"),
+    ],
+)
+def test_e029_invalid_cron(cron: object, detail: str) -> None:
+    msg = only_job_error(run_job({"func": "tests.jobs.record", "cron": cron}), "E029", "cron")
+    assert detail in msg
+
+
+@pytest.mark.parametrize(
+    ("interval", "detail"),
+    [
+        (30, "'interval' must be a dict, got int"),
+        ({"second": 30}, "unknown interval field 'second'"),
+        ({"seconds": True}, "must be a number, got True"),
+        ({"seconds": "30"}, "must be a number, got '30'"),
+        ({}, "at least one second"),
+        ({"seconds": 0.5}, "at least one second"),
+        ({"seconds": -30}, "at least one second"),
+        ({"seconds": 1.0005}, "whole milliseconds"),
+        ({"seconds": 10**20}, "not a valid duration"),
+        ({"seconds": float("nan")}, "not a valid duration"),
+        ({"seconds": 30, "start_date": "2026-01-01T00:00:00"}, "no UTC offset"),
+        ({"seconds": 30, "start_date": "tomorrow"}, "not an ISO-8601 datetime"),
+        ({"seconds": 30, "start_date": "0001-01-01T00:00:00+01:00"}, "out of range"),
+    ],
+)
+def test_e030_invalid_interval(interval: object, detail: str) -> None:
+    definition = {"func": "tests.jobs.record", "interval": interval}
+    msg = only_job_error(run_job(definition), "E030", "interval")
+    assert detail in msg
+
+
+@pytest.mark.parametrize(
+    ("at", "detail"),
+    [
+        ("2026-12-01T09:00:00", "'at' has no UTC offset"),
+        ("next tuesday", "'at' is not an ISO-8601 datetime"),
+        (20261201, "must be an ISO-8601 string or a datetime, got int"),
+    ],
+)
+def test_e031_invalid_at(at: object, detail: str) -> None:
+    msg = only_job_error(run_job({"func": "tests.jobs.record", "at": at}), "E031", "at")
+    assert detail in msg
+
+
+@pytest.mark.parametrize("args", ["abc", 5, {"a": 1}])
+def test_e032_args_not_a_list(args: object) -> None:
+    msg = only_job_error(run_job(cron_job(args=args)), "E032", "args")
+    assert f"must be a list, got {type(args).__name__}" in msg
+
+
+@pytest.mark.parametrize("kwargs", [[("a", 1)], {1: "one"}, "a=1"])
+def test_e033_kwargs_not_a_dict_of_strings(kwargs: object) -> None:
+    msg = only_job_error(run_job(cron_job(kwargs=kwargs)), "E033", "kwargs")
+    assert "must be a dict with string keys" in msg
+
+
+@pytest.mark.parametrize("grace", [0, -1, 1.5, "60", None, True])
+def test_e034_misfire_grace_time(grace: object) -> None:
+    errors = run_job(cron_job(misfire_grace_time=grace))
+    msg = only_job_error(errors, "E034", "misfire_grace_time")
+    assert f"must be a whole number of seconds >= 1, got {grace!r}" in msg
+
+
+@pytest.mark.parametrize("enabled", [1, 0, "yes", None])
+def test_e035_enabled_not_a_bool(enabled: object) -> None:
+    msg = only_job_error(run_job(cron_job(enabled=enabled)), "E035", "enabled")
+    assert f"must be True or False, got {enabled!r}" in msg
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "", 8])
+def test_e036_job_timezone(zone: object) -> None:
+    msg = only_job_error(run_job(cron_job(timezone=zone)), "E036", "timezone")
+    assert f"is not a known time zone: {zone!r}" in msg
+
+
+@pytest.mark.parametrize("description", [5, ["a"], None])
+def test_e037_description_not_a_string(description: object) -> None:
+    msg = only_job_error(run_job(cron_job(description=description)), "E037", "description")
+    assert f"must be a string, got {type(description).__name__}" in msg
+
+
+@pytest.mark.parametrize(
+    ("func", "extra"),
+    [
+        ("tests.jobs.sleep_then_record", {}),
+        ("tests.jobs.sleep_then_record", {"args": [1, 2]}),
+        ("tests.jobs.sleep_then_record", {"kwargs": {"secs": 1}}),
+        ("tests.jobs.fail", {"args": [1]}),
+        ("tests.jobs.async_record", {"kwargs": {"when": "now"}}),
+    ],
+)
+def test_e038_arguments_do_not_fit_the_function(func: str, extra: dict[str, Any]) -> None:
+    msg = only_job_error(run_job(cron_job(func=func, **extra)), "E038", "args")
+    assert f"do not fit {func}(" in msg
+
+
+def test_e038_not_reported_on_top_of_other_errors() -> None:
+    definition = cron_job(func="tests.jobs.sleep_then_record", enabled="yes")
+    assert ids(run_job(definition)) == ["django_oncejob.E035"]
+
+
+def test_arguments_that_fit_give_no_error() -> None:
+    assert run_job(cron_job(func="tests.jobs.sleep_then_record", kwargs={"seconds": 1})) == []
+    assert run_job(cron_job(args=[1, "two"], kwargs={"three": 3})) == []
+
+
+def test_every_problem_of_a_job_is_reported_at_once() -> None:
+    definition = {
+        "func": "tests.jobs.not_callable",
+        "cron": "0 21 * *",
+        "args": "a",
+        "kwargs": [],
+        "misfire_grace_time": 0,
+        "enabled": "no",
+        "timezone": "Nowhere/Town",
+        "description": 1,
+        "colour": "red",
+    }
+    assert sorted(str(code) for code in ids(run_job(definition))) == [
+        f"django_oncejob.{code}"
+        for code in ("E024", "E027", "E029", "E032", "E033", "E034", "E035", "E036", "E037")
+    ]
+
+
+def test_errors_of_several_jobs_name_each_job() -> None:
+    errors = run({"JOBS": {"a": cron_job(enabled=1), "b": cron_job(args=5), "c": cron_job()}})
+    assert [(error.id, error.obj) for error in errors] == [
+        ("django_oncejob.E035", "job a"),
+        ("django_oncejob.E032", "job b"),
+    ]

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Ids are written in full ("django_oncejob.E001") or as a quoted code that is
+# prefixed later ("E023"); requiring the quote keeps ruff codes in noqa comments out.
+CODE_ID = re.compile(r"""(?:django_oncejob\.|["'])([EW]\d{3})\b""")
+DOCS_ID = re.compile(r"django_oncejob\.([EW]\d{3})\b")
+
+
+def code_ids() -> set[str]:
+    return {
+        code
+        for path in (ROOT / "django_oncejob").rglob("*.py")
+        for code in CODE_ID.findall(path.read_text())
+    }
+
+
+def docs_ids() -> Counter[str]:
+    return Counter(DOCS_ID.findall((ROOT / "docs" / "checks.rst").read_text()))
+
+
+def test_code_ids_are_found() -> None:
+    # Guards the pattern: both the full and the short spelling must be picked up.
+    assert {"E001", "E009", "E013", "E020", "E023", "E038"} <= code_ids()
+
+
+def test_every_check_id_is_documented_exactly_once() -> None:
+    documented = docs_ids()
+    ids = sorted(code_ids())
+    assert {code: documented[code] for code in ids} == dict.fromkeys(ids, 1)
+
+
+def test_every_documented_id_exists() -> None:
+    assert set(docs_ids()) - code_ids() == set()
+
+
+def test_documented_ids_are_in_order() -> None:
+    listed = DOCS_ID.findall((ROOT / "docs" / "checks.rst").read_text())
+    assert listed == sorted(listed)
