@@ -19,6 +19,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_WORKERS": 10,
     "SHUTDOWN_TIMEOUT": 30,
     "ON_CACHE_ERROR": "fence",
+    "HEARTBEAT_INTERVAL": 10,
+    "HEARTBEAT_TIMEOUT": 60,
     "JOBS": {},
 }
 
@@ -79,6 +81,16 @@ class Settings:
     def ON_CACHE_ERROR(self) -> str:
         """``"fence"`` (the history table alone decides) or ``"skip"`` when the cache fails."""
         return str(_get("ON_CACHE_ERROR"))
+
+    @property
+    def HEARTBEAT_INTERVAL(self) -> int:
+        """Seconds between this instance's heartbeats in the database."""
+        return int(_get("HEARTBEAT_INTERVAL"))
+
+    @property
+    def HEARTBEAT_TIMEOUT(self) -> int:
+        """Seconds without a heartbeat after which an instance counts as gone."""
+        return int(_get("HEARTBEAT_TIMEOUT"))
 
     @property
     def JOBS(self) -> Any:

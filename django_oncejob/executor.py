@@ -18,8 +18,9 @@ from apscheduler.events import (
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.job import Job
 
+from django_oncejob.models import Claim
 from django_oncejob.registry import JobSpec
-from django_oncejob.runner import Outcome, run_occurrence
+from django_oncejob.runner import Outcome, rerun_occurrence, run_occurrence
 
 logger = logging.getLogger("django_oncejob")
 
@@ -38,7 +39,7 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
         self._max_workers = max_workers
         self._accepting = threading.Event()
         self._accepting.set()
-        self._futures: set[concurrent.futures.Future[list[JobExecutionEvent]]] = set()
+        self._futures: set[concurrent.futures.Future[Any]] = set()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def start(self, scheduler: Any, alias: str) -> None:
@@ -63,6 +64,15 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
     def shutdown(self, wait: bool = True) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+    def submit_rerun(self, spec: JobSpec, row: Claim) -> None:
+        """Run an occurrence taken over from a dead instance, outside APScheduler's books."""
+        assert self._pool is not None, "The executor has not been started."
+        if not self._accepting.is_set():
+            return
+        future = self._pool.submit(rerun_occurrence, spec, row)
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
         assert self._pool is not None, "The executor has not been started."

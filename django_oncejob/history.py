@@ -45,9 +45,14 @@ def open_claim(
         )
     except IntegrityError:
         return None
+    hold(claim)
+    return claim
+
+
+def hold(claim: Claim) -> None:
+    """Note a row this process is running, so that a forced stop can settle it."""
     with _open_lock:
         _open[claim.pk] = claim
-    return claim
 
 
 def close_claim(claim: Claim, status: str, *, error: str = "", traceback: str = "") -> None:

@@ -13,6 +13,10 @@ class Claim(models.Model):
         RUNNING = "running", _("running")
         SUCCEEDED = "succeeded", _("succeeded")
         FAILED = "failed", _("failed")
+        #: The instance running it stopped sending heartbeats: it may or may not have finished.
+        ABANDONED = "abandoned", _("abandoned")
+        #: Won here but not run: the job's lock showed a previous run still going.
+        SKIPPED = "skipped", _("skipped")
 
     job = models.CharField(_("job"), max_length=100, help_text=_("The job id from settings."))
     scheduled_for = models.DateTimeField(
@@ -31,7 +35,14 @@ class Claim(models.Model):
     finished_at = models.DateTimeField(
         _("finished at"), null=True, blank=True, help_text=_("When the job returned or raised.")
     )
-    error = models.TextField(_("error"), blank=True, help_text=_("The exception, for a failure."))
+    attempts = models.PositiveSmallIntegerField(
+        _("attempts"),
+        default=1,
+        help_text=_("How many times it was started: more than one after an abandoned run."),
+    )
+    error = models.TextField(
+        _("error"), blank=True, help_text=_("The exception, or why it did not finish.")
+    )
     traceback = models.TextField(_("traceback"), blank=True)
 
     class Meta:
@@ -62,3 +73,28 @@ class Claim(models.Model):
     def lateness(self) -> timedelta:
         """How long after its scheduled time the job started."""
         return self.started_at - self.scheduled_for
+
+
+class Instance(models.Model):
+    """A ``runjobs`` process, kept alive by its heartbeat."""
+
+    owner = models.CharField(_("owner"), max_length=255, unique=True)
+    host = models.CharField(_("host"), max_length=255)
+    pid = models.PositiveIntegerField(_("process id"))
+    version = models.CharField(_("version"), max_length=50, help_text=_("django-oncejob's."))
+    started_at = models.DateTimeField(_("started at"))
+    heartbeat_at = models.DateTimeField(_("last heartbeat"))
+    stopped_at = models.DateTimeField(
+        _("stopped at"),
+        null=True,
+        blank=True,
+        help_text=_("When it stopped, or was found silent by another instance."),
+    )
+
+    class Meta:
+        verbose_name = _("instance")
+        verbose_name_plural = _("instances")
+        ordering = ["-heartbeat_at"]
+
+    def __str__(self) -> str:
+        return self.owner

@@ -16,7 +16,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from django_oncejob import history, signals
-from django_oncejob.claim import ClaimResult, claim
+from django_oncejob.claim import ClaimResult, acquire_lock, claim, release_lock
 from django_oncejob.conf import conf
 from django_oncejob.models import Claim
 from django_oncejob.occurrence import Occurrence, _current
@@ -84,9 +84,41 @@ def run_occurrence(job: JobSpec, scheduled_for: datetime, owner: str) -> Outcome
                 )
                 _send(signals.occurrence_skipped, occurrence, reason="fenced")
                 return Outcome.FENCED
+        if job.lock_timeout is None:
+            return _call(job, occurrence, row)
+        return _call_locked(job, occurrence, row, job.lock_timeout)
+    finally:
+        close_old_connections()
+
+
+def rerun_occurrence(job: JobSpec, row: Claim) -> Outcome:
+    """Run again an occurrence whose row this instance took over from a dead one."""
+    occurrence = Occurrence(job=job.id, scheduled_for=row.scheduled_for, owner=row.owner)
+    history.hold(row)
+    close_old_connections()
+    try:
         return _call(job, occurrence, row)
     finally:
         close_old_connections()
+
+
+def _call_locked(job: JobSpec, occurrence: Occurrence, row: Claim | None, timeout: int) -> Outcome:
+    token = f"{occurrence.owner}@{occurrence.scheduled_for.isoformat()}"
+    locked = acquire_lock(job.id, token, timeout)
+    if locked is not ClaimResult.WON:
+        reason = (
+            "Skipped: a previous run of this job still holds its lock."
+            if locked is ClaimResult.LOST
+            else "Skipped: the job's lock could not be taken, the cache failed."
+        )
+        logger.warning("Job %r at %s: %s", job.id, occurrence.scheduled_for.isoformat(), reason)
+        _record(row, occurrence, Claim.Status.SKIPPED, error=reason)
+        _send(signals.occurrence_skipped, occurrence, reason="locked")
+        return Outcome.SKIPPED
+    try:
+        return _call(job, occurrence, row)
+    finally:
+        release_lock(job.id, token)
 
 
 def _call(job: JobSpec, occurrence: Occurrence, row: Claim | None) -> Outcome:

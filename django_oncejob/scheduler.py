@@ -7,7 +7,9 @@ from collections.abc import Iterable
 
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from django.db import DatabaseError
 
+from django_oncejob import heartbeat
 from django_oncejob.conf import conf
 from django_oncejob.executor import ClaimingExecutor
 from django_oncejob.registry import JobSpec
@@ -26,6 +28,13 @@ class JobScheduler:
             jobstores={"default": MemoryJobStore()},
             executors={"default": self.executor},
             timezone=conf.TIMEZONE,
+        )
+        self.heartbeat = heartbeat.Heartbeat(
+            owner,
+            interval=conf.HEARTBEAT_INTERVAL,
+            timeout=conf.HEARTBEAT_TIMEOUT,
+            jobs={job.id: job for job in self.jobs},
+            rerun=self.executor.submit_rerun,
         )
         for job in self.jobs:
             # APScheduler holds the job's own callable for its bookkeeping; the
@@ -47,12 +56,22 @@ class JobScheduler:
 
     def start(self) -> None:
         self.scheduler.start()
+        self.heartbeat.start()
 
-    def stop(self, timeout: float) -> bool:
-        """Stop claiming, then wait up to ``timeout`` seconds for running jobs.
-
-        Returns ``True`` if every running job finished in time.
-        """
+    def stop_claiming(self) -> None:
+        """Claim nothing more; occurrences due from now on are left to other instances."""
+        self.heartbeat.reaping.clear()
         self.executor.stop_claiming()
         self.scheduler.shutdown(wait=False)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for running jobs; ``True`` if none is left."""
         return self.executor.wait(timeout)
+
+    def sign_off(self) -> None:
+        """Stop the heartbeat and record that this instance left on purpose."""
+        self.heartbeat.stop()
+        try:
+            heartbeat.sign_off(self.owner)
+        except DatabaseError:
+            logger.warning("Could not record that %s stopped.", self.owner, exc_info=True)

@@ -15,6 +15,7 @@ occurrence_succeeded = Signal()
 #: The job raised. Extra argument: ``exception``.
 occurrence_failed = Signal()
 #: This instance won nothing to run: ``reason`` is ``"fenced"`` (the history already holds
-#: the occurrence), ``"cache-error"`` (the cache failed and ``ON_CACHE_ERROR`` is ``"skip"``)
-#: or ``"history-error"`` (neither the cache nor the database could fence it).
+#: the occurrence), ``"cache-error"`` (the cache failed and ``ON_CACHE_ERROR`` is ``"skip"``),
+#: ``"history-error"`` (neither the cache nor the database could fence it) or ``"locked"``
+#: (a previous run of a job with ``lock_timeout`` still holds the job's lock).
 occurrence_skipped = Signal()

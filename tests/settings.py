@@ -58,7 +58,7 @@ if TEST_DB == "postgresql":
             "PASSWORD": os.environ.get("PGPASSWORD", ""),
             "HOST": os.environ.get("PGHOST", "127.0.0.1"),
             "PORT": os.environ.get("PGPORT", "5432"),
-            "TEST": {"NAME": "test_oncejob"},
+            "TEST": {"NAME": os.environ.get("ONCEJOB_TEST_DB_NAME", "test_oncejob")},
         }
     }
 elif TEST_DB == "sqlite":

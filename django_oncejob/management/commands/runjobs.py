@@ -101,20 +101,20 @@ class Command(BaseCommand):
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if finished:
+            scheduler.sign_off()
             self.stdout.write(f"runjobs {owner}: stopped.")
             return
         self.abandon(owner, scheduler)
 
     def stop(self, scheduler: JobScheduler, timeout: float, forced: threading.Event) -> bool:
-        scheduler.executor.stop_claiming()
-        scheduler.scheduler.shutdown(wait=False)
+        scheduler.stop_claiming()
         deadline = time.monotonic() + timeout
         while not forced.is_set():
-            if scheduler.executor.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
+            if scheduler.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
                 return True
             if time.monotonic() >= deadline:
                 return False
-        return scheduler.executor.wait(0)
+        return scheduler.wait(0)
 
     def abandon(self, owner: str, scheduler: JobScheduler) -> None:
         """Record the jobs still running as interrupted, then leave without joining them."""
@@ -125,6 +125,7 @@ class Command(BaseCommand):
         except DatabaseError:
             logger.exception("Could not record the interrupted jobs in the history.")
             count = scheduler.executor.running
+        scheduler.sign_off()
         self.stderr.write(f"runjobs {owner}: stopped with {count} job(s) still running.")
         sys.stdout.flush()
         sys.stderr.flush()

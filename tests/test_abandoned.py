@@ -1,0 +1,220 @@
+"""Heartbeats, abandoned occurrences, re-runs and the job-wide lock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.cache import caches
+from django.utils import timezone
+
+from django_oncejob import heartbeat
+from django_oncejob.claim import KEY_VERSION, lock_key
+from django_oncejob.models import Claim, Instance
+from django_oncejob.registry import JobSpec, parse_job
+from django_oncejob.runner import Outcome, run_occurrence
+from tests.processes import Fleet, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WHEN = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
+
+
+def spec(**extra: Any) -> JobSpec:
+    job, errors = parse_job("report", {"func": "tests.jobs.record", "cron": "0 21 * * *", **extra})
+    assert errors == [] and job is not None
+    return job
+
+
+def instance(owner: str, silent_for: float) -> Instance:
+    beat = timezone.now() - timedelta(seconds=silent_for)
+    return Instance.objects.create(
+        owner=owner, host="h", pid=1, version="0", started_at=beat, heartbeat_at=beat
+    )
+
+
+def running(owner: str, started_ago: float = 120, when: datetime = WHEN) -> Claim:
+    started = timezone.now() - timedelta(seconds=started_ago)
+    return Claim.objects.create(
+        job="report", scheduled_for=when, owner=owner, claimed_at=started, started_at=started
+    )
+
+
+def test_beat_registers_then_refreshes() -> None:
+    heartbeat.beat("web-1:10")
+    first = Instance.objects.get()
+    assert (first.owner, first.pid, first.stopped_at) == ("web-1:10", os.getpid(), None)
+    heartbeat.sign_off("web-1:10")
+    assert Instance.objects.get().stopped_at is not None
+
+    heartbeat.beat("web-1:10")
+    again = Instance.objects.get()
+    assert again.heartbeat_at > first.heartbeat_at
+    assert again.stopped_at is None
+
+
+def test_reap_abandons_the_rows_of_a_silent_instance() -> None:
+    instance("dead:1", silent_for=120)
+    instance("alive:2", silent_for=1)
+    dead_row = running("dead:1")
+    alive_row = running("alive:2", when=WHEN.replace(day=27))
+
+    assert heartbeat.reap("me:3", 60, {}) == []
+
+    dead_row.refresh_from_db()
+    alive_row.refresh_from_db()
+    assert dead_row.status == Claim.Status.ABANDONED
+    assert "dead:1 stopped sending heartbeats" in dead_row.error
+    assert dead_row.finished_at is not None
+    assert alive_row.status == Claim.Status.RUNNING
+    assert Instance.objects.get(owner="dead:1").stopped_at is not None
+    assert Instance.objects.get(owner="alive:2").stopped_at is None
+
+
+def test_reap_covers_rows_whose_owner_never_registered() -> None:
+    row = running("ghost:1")
+    heartbeat.reap("me:3", 60, {})
+    row.refresh_from_db()
+    assert row.status == Claim.Status.ABANDONED
+
+
+def test_reap_leaves_a_recent_row_alone() -> None:
+    row = running("ghost:1", started_ago=5)
+    heartbeat.reap("me:3", 60, {})
+    row.refresh_from_db()
+    assert row.status == Claim.Status.RUNNING
+
+
+def test_rerun_takes_the_row_over_exactly_once() -> None:
+    instance("dead:1", silent_for=120)
+    row = running("dead:1")
+    jobs = {"report": spec(rerun_abandoned=True)}
+
+    (taken,) = heartbeat.reap("me:3", 60, jobs)
+    assert heartbeat.reap("other:4", 60, jobs) == []
+
+    assert taken.pk == row.pk
+    assert (taken.owner, taken.status, taken.attempts) == ("me:3", Claim.Status.RUNNING, 2)
+
+
+def test_lock_skips_an_occurrence_while_a_run_holds_it(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("ONCEJOB_TEST_RECORD", str(tmp_path / "runs.txt"))
+    job = spec(lock_timeout=30)
+    caches["default"].add(lock_key("report"), "someone", timeout=30, version=KEY_VERSION)
+
+    assert run_occurrence(job, WHEN, "a") is Outcome.SKIPPED
+    row = Claim.objects.get()
+    assert row.status == Claim.Status.SKIPPED
+    assert "still holds its lock" in row.error
+
+    caches["default"].delete(lock_key("report"), version=KEY_VERSION)
+    assert run_occurrence(job, WHEN.replace(day=27), "a") is Outcome.SUCCEEDED
+    assert caches["default"].get(lock_key("report"), version=KEY_VERSION) is None
+
+
+FAST_HEARTBEAT = {"HEARTBEAT_INTERVAL": 1, "HEARTBEAT_TIMEOUT": 3}
+
+
+def soon(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).replace(microsecond=0).isoformat()
+
+
+def kill_the_winner(instances: Fleet) -> tuple[Claim, int]:
+    wait_for(lambda: Claim.objects.filter(status="running").exists(), 15, "the job to start")
+    row = Claim.objects.get()
+    pid = int(row.owner.rsplit(":", 1)[1])
+    os.kill(pid, signal.SIGKILL)
+    return row, pid
+
+
+@pytest.mark.processes
+def test_winner_killed_mid_run_is_marked_abandoned(fleet: Callable[..., Fleet]) -> None:
+    instances = fleet(
+        {"long": {"func": "tests.jobs.sleep_then_record", "args": [30], "at": soon(4)}},
+        FAST_HEARTBEAT,
+    )
+    instances.start(2)
+    row, pid = kill_the_winner(instances)
+    killed = time.monotonic()
+
+    wait_for(
+        lambda: Claim.objects.filter(pk=row.pk, status="abandoned").exists(),
+        15,
+        "the row to be marked abandoned",
+    )
+    print(f"abandoned {time.monotonic() - killed:.1f} s after SIGKILL")
+    assert sorted(instances.stop()) == [-signal.SIGKILL, 0]
+    row.refresh_from_db()
+    assert row.attempts == 1
+    assert instances.runs() == []
+    assert Instance.objects.get(pid=pid).stopped_at is not None
+
+
+@pytest.mark.processes
+def test_rerun_abandoned_runs_it_again_on_a_live_instance(fleet: Callable[..., Fleet]) -> None:
+    instances = fleet(
+        {
+            "long": {
+                "func": "tests.jobs.sleep_then_record",
+                "args": [4],
+                "at": soon(4),
+                "rerun_abandoned": True,
+            }
+        },
+        FAST_HEARTBEAT,
+    )
+    instances.start(2)
+    row, pid = kill_the_winner(instances)
+
+    wait_for(
+        lambda: Claim.objects.filter(pk=row.pk, status="succeeded").exists(),
+        20,
+        "the re-run to succeed",
+    )
+    assert sorted(instances.stop()) == [-signal.SIGKILL, 0]
+    row.refresh_from_db()
+    assert row.attempts == 2
+    assert not row.owner.endswith(f":{pid}")
+    ((job, scheduled_for, run_pid),) = instances.runs()
+    assert (job, scheduled_for, run_pid) == (
+        "long",
+        row.scheduled_for,
+        int(row.owner.split(":")[1]),
+    )
+
+
+def overlapping(rows: list[Claim]) -> int:
+    spans = sorted((r.started_at, r.finished_at) for r in rows if r.finished_at)
+    return sum(1 for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1])
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize("lock_timeout", [None, 10])
+def test_lock_timeout_prevents_overlapping_runs_across_instances(
+    fleet: Callable[..., Fleet], lock_timeout: int | None
+) -> None:
+    job: dict[str, Any] = {
+        "func": "tests.jobs.sleep_then_record",
+        "args": [2.5],
+        "cron": {"second": "*"},
+    }
+    if lock_timeout:
+        job["lock_timeout"] = lock_timeout
+    instances = fleet({"slow": job})
+    instances.start(3)
+    time.sleep(8)
+    assert instances.stop() == [0, 0, 0]
+
+    ran = list(Claim.objects.filter(status="succeeded"))
+    assert len(ran) >= 2
+    if lock_timeout:
+        assert overlapping(ran) == 0
+        assert Claim.objects.filter(status="skipped").exists()
+    else:
+        assert overlapping(ran) > 0
