@@ -7,12 +7,14 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
-from django_oncejob.models import Claim
+from django_oncejob.conf import conf
+from django_oncejob.models import Claim, Instance
 
 if TYPE_CHECKING:
     ClaimAdminBase = admin.ModelAdmin[Claim]
+    InstanceAdminBase = admin.ModelAdmin[Instance]
 else:
-    ClaimAdminBase = admin.ModelAdmin
+    ClaimAdminBase = InstanceAdminBase = admin.ModelAdmin
 
 
 @admin.register(Claim)
@@ -31,6 +33,7 @@ class ClaimAdmin(ClaimAdminBase):
         "finished_at",
         "duration",
         "lateness",
+        "attempts",
         "error",
         "traceback",
     )
@@ -50,6 +53,32 @@ class ClaimAdmin(ClaimAdminBase):
     @admin.display(description=_("lateness"))
     def lateness(self, obj: Claim) -> str:
         return _seconds(obj.lateness)
+
+
+@admin.register(Instance)
+class InstanceAdmin(InstanceAdminBase):
+    list_display = ["owner", "state", "host", "pid", "version", "started_at", "heartbeat_at"]
+    search_fields = ["owner", "host"]
+    readonly_fields = (
+        "owner",
+        "host",
+        "pid",
+        "version",
+        "started_at",
+        "heartbeat_at",
+        "stopped_at",
+    )
+    fields = readonly_fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Instance | None = None) -> bool:
+        return False
+
+    @admin.display(description=_("state"))
+    def state(self, obj: Instance) -> str:
+        return str(_("alive") if obj.is_alive(conf.HEARTBEAT_TIMEOUT) else _("gone"))
 
 
 def _seconds(value: timedelta | None) -> str:

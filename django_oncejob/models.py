@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -98,3 +99,8 @@ class Instance(models.Model):
 
     def __str__(self) -> str:
         return self.owner
+
+    def is_alive(self, timeout: int) -> bool:
+        """Whether it beat within the last ``timeout`` seconds and has not stopped."""
+        silent = timezone.now() - self.heartbeat_at
+        return self.stopped_at is None and silent <= timedelta(seconds=timeout)

@@ -5,8 +5,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
-from django_oncejob.models import Claim
+from django_oncejob.models import Claim, Instance
 
 pytestmark = pytest.mark.django_db
 
@@ -81,3 +82,31 @@ def test_str_and_timings(claims: list[Claim]) -> None:
     assert claims[0].lateness == timedelta(milliseconds=5)
     running = Claim(job="x", scheduled_for=WHEN, started_at=WHEN, claimed_at=WHEN)
     assert running.duration is None
+
+
+def test_instances_are_listed_alive_or_gone(admin_client: Client) -> None:
+    now = timezone.now()
+    for owner, silent, stopped in [
+        ("web-1:1", 2, None),
+        ("web-2:2", 600, None),
+        ("web-3:3", 1, now),
+    ]:
+        beat = now - timedelta(seconds=silent)
+        Instance.objects.create(
+            owner=owner,
+            host="h",
+            pid=1,
+            version="0.1.0",
+            started_at=beat,
+            heartbeat_at=beat,
+            stopped_at=stopped,
+        )
+
+    response = admin_client.get(reverse("admin:django_oncejob_instance_changelist"))
+
+    rows = {i.owner: i.is_alive(60) for i in response.context["cl"].result_list}
+    assert rows == {"web-1:1": True, "web-2:2": False, "web-3:3": False}
+    content = response.content.decode()
+    assert content.count(">alive<") == 1
+    assert content.count(">gone<") == 2
+    assert admin_client.get(reverse("admin:django_oncejob_instance_add")).status_code == 403
