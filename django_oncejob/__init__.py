@@ -1,4 +1,4 @@
-"""Run scheduled jobs on every Django instance; each occurrence runs exactly once."""
+"""Run scheduled jobs on every Django instance; each occurrence runs on one instance only."""
 
 from __future__ import annotations
 

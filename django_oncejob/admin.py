@@ -46,6 +46,10 @@ class ClaimAdmin(ClaimAdminBase):
     def has_change_permission(self, request: HttpRequest, obj: Claim | None = None) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Claim | None = None) -> bool:
+        # The rows are the fence against a second run: deleting one re-opens its occurrence.
+        return False
+
     @admin.display(description=_("duration"))
     def duration(self, obj: Claim) -> str:
         return _seconds(obj.duration)
@@ -74,6 +78,9 @@ class InstanceAdmin(InstanceAdminBase):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Instance | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Instance | None = None) -> bool:
         return False
 
     @admin.display(description=_("state"))

@@ -1,17 +1,24 @@
 """System checks: every bad ``ONCEJOB`` setting is an error with a stable id and a hint.
 
 ``runjobs`` runs the same checks and refuses to start while any error stands.
+Warnings (``W0xx``) are settings that work, but leave the claims weaker than
+they look; the history table still stops a second run of an occurrence.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import Any, cast
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from apscheduler.triggers.date import DateTrigger
 from django.apps import AppConfig
 from django.conf import settings
 from django.core import checks
+from django.utils import timezone
 
 from django_oncejob import registry
 from django_oncejob.conf import DEFAULTS, ON_CACHE_ERROR_CHOICES
@@ -22,6 +29,14 @@ UNSAFE_BACKENDS = {
     "django.core.cache.backends.locmem.LocMemCache": "is private to each process",
     "django.core.cache.backends.filebased.FileBasedCache": "has no atomic add",
 }
+DATABASE_BACKEND = "django.core.cache.backends.db.DatabaseCache"
+MEMCACHED_BACKENDS = (
+    "django.core.cache.backends.memcached.PyMemcacheCache",
+    "django.core.cache.backends.memcached.PyLibMCCache",
+)
+DJANGO_REDIS_BACKEND = "django_redis.cache.RedisCache"
+DJANGO_REDIS_SHARD_CLIENT = "django_redis.client.ShardClient"
+BUILTIN_REDIS_BACKEND = "django.core.cache.backends.redis.RedisCache"
 
 
 def check_settings(
@@ -40,10 +55,12 @@ def check_settings(
     errors: list[checks.CheckMessage] = []
     for key in raw:
         if key not in DEFAULTS:
+            close = difflib.get_close_matches(str(key).upper(), DEFAULTS, n=1)
+            suggestion = f"Did you mean {close[0]!r}? " if close else ""
             errors.append(
                 checks.Error(
                     f"ONCEJOB has an unknown key {key!r}.",
-                    hint=f"Valid keys are {', '.join(DEFAULTS)}.",
+                    hint=f"{suggestion}Valid keys are {', '.join(DEFAULTS)}.",
                     id="django_oncejob.E002",
                 )
             )
@@ -87,6 +104,8 @@ def check_settings(
     for key, minimum, code in (
         ("MAX_WORKERS", 1, "E009"),
         ("MISFIRE_GRACE_TIME", 1, "E013"),
+        ("HEARTBEAT_INTERVAL", 1, "E014"),
+        ("HEARTBEAT_TIMEOUT", 1, "E015"),
     ):
         value = raw.get(key, DEFAULTS[key])
         if not _whole_number(value, minimum):
@@ -97,6 +116,18 @@ def check_settings(
                     id=f"django_oncejob.{code}",
                 )
             )
+    interval = raw.get("HEARTBEAT_INTERVAL", DEFAULTS["HEARTBEAT_INTERVAL"])
+    silence = raw.get("HEARTBEAT_TIMEOUT", DEFAULTS["HEARTBEAT_TIMEOUT"])
+    if _whole_number(interval, 1) and _whole_number(silence, 1) and silence < 2 * interval:
+        errors.append(
+            checks.Error(
+                f"ONCEJOB['HEARTBEAT_TIMEOUT'] ({silence}) must be at least twice "
+                f"ONCEJOB['HEARTBEAT_INTERVAL'] ({interval}).",
+                hint="Otherwise one late heartbeat makes a live instance look dead and its "
+                "running jobs abandoned. The defaults are 60 and 10.",
+                id="django_oncejob.E016",
+            )
+        )
     shutdown = raw.get("SHUTDOWN_TIMEOUT", DEFAULTS["SHUTDOWN_TIMEOUT"])
     if not isinstance(shutdown, int | float) or isinstance(shutdown, bool) or shutdown < 0:
         errors.append(
@@ -144,7 +175,29 @@ def check_settings(
                         id="django_oncejob.E006",
                     )
                 )
+    errors.extend(_check_past_dates(jobs.values()))
     return errors
+
+
+def _check_past_dates(jobs: Iterable[registry.JobSpec]) -> list[checks.CheckMessage]:
+    now = timezone.now()
+    warnings: list[checks.CheckMessage] = []
+    for job in jobs:
+        if not job.enabled or not isinstance(job.trigger, DateTrigger):
+            continue
+        if job.trigger.run_date + timedelta(seconds=job.misfire_grace_time) < now:
+            warnings.append(
+                checks.Warning(
+                    f"ONCEJOB['JOBS'][{job.id!r}]['at'] ({job.trigger.run_date.isoformat()}) "
+                    f"is more than its misfire grace time ({job.misfire_grace_time} s) in the "
+                    "past: the job will never run.",
+                    hint="Set 'at' to a time to come, or 'enabled': False to keep the job "
+                    "defined without scheduling it.",
+                    obj=f"job {job.id}",
+                    id="django_oncejob.W007",
+                )
+            )
+    return warnings
 
 
 def _check_cache(alias: object) -> list[checks.CheckMessage]:
@@ -170,7 +223,168 @@ def _check_cache(alias: object) -> list[checks.CheckMessage]:
                 id="django_oncejob.E004",
             )
         ]
+    where = f"CACHES[{alias!r}]"
+    options = config.get("OPTIONS") or {}
+    if backend == DATABASE_BACKEND:
+        return [
+            checks.Warning(
+                f"ONCEJOB['CACHE'] is {alias!r}, a DatabaseCache: its add() is not atomic "
+                "against an expired row of the same key, and culling past MAX_ENTRIES deletes "
+                "keys that have not expired, so a claim can fail to stop a second instance.",
+                hint="The history table's unique (job, scheduled_for) still stops a second run. "
+                "For claims that hold on their own, point ONCEJOB['CACHE'] at a Redis cache "
+                "such as 'django_redis.cache.RedisCache'.",
+                obj=where,
+                id="django_oncejob.W001",
+            )
+        ]
+    if backend in MEMCACHED_BACKENDS:
+        return [
+            checks.Warning(
+                f"ONCEJOB['CACHE'] is {alias!r}, a {backend.rsplit('.', 1)[-1]}: Memcached "
+                "evicts keys under memory pressure before they expire and keeps nothing "
+                "across a restart, so a claim can vanish while a late instance may still run "
+                "the occurrence.",
+                hint="The history table's unique (job, scheduled_for) still stops a second run. "
+                "For claims that hold on their own, point ONCEJOB['CACHE'] at a Redis cache "
+                "with maxmemory-policy noeviction.",
+                obj=where,
+                id="django_oncejob.W002",
+            )
+        ]
+    if backend == DJANGO_REDIS_BACKEND:
+        locations = _locations(config.get("LOCATION"), ",")
+        pool_kwargs = options.get("CONNECTION_POOL_KWARGS") or {}
+        return [
+            *_check_django_redis(alias, where, options, locations),
+            *_check_socket_timeout(
+                alias,
+                where,
+                ("SOCKET_TIMEOUT", "SOCKET_CONNECT_TIMEOUT"),
+                [options.get("SOCKET_TIMEOUT"), pool_kwargs.get("socket_timeout")],
+                locations,
+            ),
+        ]
+    if backend == BUILTIN_REDIS_BACKEND:
+        locations = _locations(config.get("LOCATION"), ",;")
+        return [
+            *_check_replicas(alias, where, locations),
+            *_check_socket_timeout(
+                alias,
+                where,
+                ("socket_timeout", "socket_connect_timeout"),
+                [options.get("socket_timeout")],
+                locations,
+            ),
+        ]
     return []
+
+
+def _check_django_redis(
+    alias: str, where: str, options: dict[str, Any], locations: list[str]
+) -> list[checks.CheckMessage]:
+    warnings: list[checks.CheckMessage] = []
+    # As django-redis does: the option wins over the project-wide setting.
+    if "IGNORE_EXCEPTIONS" in options:
+        ignore, source = options["IGNORE_EXCEPTIONS"], f"{where}['OPTIONS']['IGNORE_EXCEPTIONS']"
+    else:
+        ignore = getattr(settings, "DJANGO_REDIS_IGNORE_EXCEPTIONS", False)
+        source = "settings.DJANGO_REDIS_IGNORE_EXCEPTIONS"
+    if ignore:
+        warnings.append(
+            checks.Warning(
+                f"ONCEJOB['CACHE'] is {alias!r}, a django-redis cache with {source} set: a "
+                "Redis that fails then answers None instead of raising. A claim counts that "
+                "as the cache being unavailable (ON_CACHE_ERROR applies), but the error is "
+                "hidden, and a failed read looks like a missing key.",
+                hint="Give ONCEJOB['CACHE'] an alias of its own in CACHES for the same Redis, "
+                "without IGNORE_EXCEPTIONS (or with 'IGNORE_EXCEPTIONS': False in its OPTIONS).",
+                obj=where,
+                id="django_oncejob.W003",
+            )
+        )
+    if options.get("CLIENT_CLASS") == DJANGO_REDIS_SHARD_CLIENT:
+        warnings.append(
+            checks.Warning(
+                f"ONCEJOB['CACHE'] is {alias!r}, a django-redis cache with the ShardClient: "
+                "each claim key lives on the server that a hash of the key picks among the "
+                "LOCATION strings, so instances whose LOCATION lists differ, or a server added "
+                "or removed, look for one claim on different servers; and a server that is "
+                "down fails every claim that hashes to it.",
+                hint=f"Point ONCEJOB['CACHE'] at one Redis server (no "
+                f"{where}['OPTIONS']['CLIENT_CLASS']), or give every instance the very same "
+                "LOCATION list and never change it while claims live.",
+                obj=where,
+                id="django_oncejob.W004",
+            )
+        )
+    else:
+        warnings.extend(_check_replicas(alias, where, locations))
+    return warnings
+
+
+def _check_replicas(alias: str, where: str, locations: list[str]) -> list[checks.CheckMessage]:
+    if len(locations) < 2:
+        return []
+    return [
+        checks.Warning(
+            f"ONCEJOB['CACHE'] is {alias!r}, a Redis cache with {len(locations)} locations: "
+            "the first is the primary, which takes every write, and reads go to the others as "
+            "read replicas. Claims and job locks are taken with add(), a write, so the primary "
+            "decides them; but a read of a claim or lock key, such as the check before a job's "
+            "lock is released, can reach a replica that does not have the key yet.",
+            hint=f"Set {where}['LOCATION'] to the primary alone, e.g. {locations[0]!r}; if other "
+            "code needs the replicas, give ONCEJOB['CACHE'] an alias of its own.",
+            obj=where,
+            id="django_oncejob.W005",
+        )
+    ]
+
+
+def _check_socket_timeout(
+    alias: str, where: str, names: tuple[str, str], values: list[Any], locations: list[str]
+) -> list[checks.CheckMessage]:
+    read, connect = names
+    if any(_positive(value) for value in values):
+        return []
+    # redis-py reads socket_timeout from the URL too, over OPTIONS.
+    if locations and all(_url_option(url, "socket_timeout") for url in locations):
+        return []
+    return [
+        checks.Warning(
+            f"ONCEJOB['CACHE'] is {alias!r}, a Redis cache without a socket timeout "
+            f"({where}['OPTIONS'][{read!r}] is not set): a Redis that stops answering holds "
+            "each claim, and with it a worker thread and the job's next occurrences, as long "
+            "as redis-py's defaults allow: forever before redis-py 8, 5 seconds a try with "
+            "retries from redis-py 8.",
+            hint=f"Set {where}['OPTIONS'][{read!r}] and [{connect!r}] to a few seconds, "
+            f"e.g. {{{read!r}: 5, {connect!r}: 2}}.",
+            obj=where,
+            id="django_oncejob.W006",
+        )
+    ]
+
+
+def _locations(location: object, separators: str) -> list[str]:
+    if isinstance(location, str):
+        for separator in separators[1:]:
+            location = location.replace(separator, separators[0])
+        return [part for part in location.split(separators[0]) if part]
+    if isinstance(location, list | tuple | set):
+        return [str(part) for part in location]
+    return []
+
+
+def _url_option(url: str, name: str) -> bool:
+    values = parse_qs(urlsplit(url).query).get(name, [])
+    try:
+        return bool(values) and float(values[-1]) > 0
+    except ValueError:
+        return False
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 def _whole_number(value: object, minimum: int) -> bool:

@@ -55,19 +55,22 @@ def hold(claim: Claim) -> None:
         _open[claim.pk] = claim
 
 
-def close_claim(claim: Claim, status: str, *, error: str = "", traceback: str = "") -> None:
-    """Record how the occurrence ended."""
+def close_claim(claim: Claim, status: str, *, error: str = "", traceback: str = "") -> bool:
+    """Record how the occurrence ended; ``False`` if another instance has taken the row over."""
     with _open_lock:
         _open.pop(claim.pk, None)
     claim.status = status
     claim.finished_at = timezone.now()
     claim.error = error
     claim.traceback = traceback
-    _retry_locked(
-        lambda: Claim.objects.filter(pk=claim.pk).update(
+    # Only while the row is still ours: an instance that was taken for dead must
+    # not overwrite the outcome of the re-run that replaced it.
+    updated: int = _retry_locked(
+        lambda: Claim.objects.filter(pk=claim.pk, owner=claim.owner).update(
             status=status, finished_at=claim.finished_at, error=error, traceback=traceback
         )
     )
+    return updated == 1
 
 
 def interrupt_open_claims(reason: str) -> int:

@@ -32,6 +32,8 @@ JOB_KEYS = (
     "enabled",
     "timezone",
     "description",
+    "lock_timeout",
+    "rerun_abandoned",
 )
 TRIGGER_KEYS = ("cron", "interval", "at")
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -50,6 +52,10 @@ class JobSpec:
     enabled: bool = True
     timezone: str = "UTC"
     description: str = ""
+    #: Seconds a job-wide lock lives while a run is going: no overlapping runs. ``None``: off.
+    lock_timeout: int | None = None
+    #: Run an occurrence again when the instance running it is found dead.
+    rerun_abandoned: bool = False
 
     def resolve(self) -> Callable[..., Any]:
         """Import the job's callable."""
@@ -245,6 +251,29 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
                 "E037",
             )
         )
+    lock_timeout = definition.get("lock_timeout")
+    if lock_timeout is not None and not _whole_seconds(lock_timeout):
+        errors.append(
+            _error(
+                job_id,
+                f"{where}['lock_timeout'] must be a whole number of seconds >= 1 or None, "
+                f"got {lock_timeout!r}.",
+                "Set it above the job's longest run, e.g. 'lock_timeout': 3600; "
+                "leave it out to allow overlapping runs.",
+                "E039",
+            )
+        )
+    rerun = definition.get("rerun_abandoned", False)
+    if not isinstance(rerun, bool):
+        errors.append(
+            _error(
+                job_id,
+                f"{where}['rerun_abandoned'] must be True or False, got {rerun!r}.",
+                "Write 'rerun_abandoned': True to run an occurrence again when the instance "
+                "running it dies.",
+                "E040",
+            )
+        )
     if not errors:
         errors.extend(_check_signature(job_id, where, str(func_path), args, kwargs))
     if errors or trigger is None:
@@ -260,6 +289,8 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
             enabled=bool(enabled),
             timezone=str(timezone),
             description=str(description),
+            lock_timeout=lock_timeout,
+            rerun_abandoned=rerun,
         ),
         [],
     )
@@ -277,11 +308,12 @@ def _check_func(job_id: str, where: str, func_path: object) -> list[checks.Check
         ]
     try:
         func = import_string(func_path)
-    except (ImportError, ValueError, TypeError) as exc:  # '.x' raises ValueError, '..' TypeError
+    except Exception as exc:  # '.x' raises ValueError, '..' TypeError, a module anything
+        detail = exc if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
         return [
             _error(
                 job_id,
-                f"{where}['func'] {func_path!r} cannot be imported: {exc}.",
+                f"{where}['func'] {func_path!r} cannot be imported: {detail}.",
                 "Check the module path and the function name, and that its app is installed.",
                 "E026",
             )

@@ -97,7 +97,9 @@ def rerun_occurrence(job: JobSpec, row: Claim) -> Outcome:
     history.hold(row)
     close_old_connections()
     try:
-        return _call(job, occurrence, row)
+        if job.lock_timeout is None:
+            return _call(job, occurrence, row)
+        return _call_locked(job, occurrence, row, job.lock_timeout)
     finally:
         close_old_connections()
 
@@ -162,7 +164,14 @@ def _record(row: Claim | None, occurrence: Occurrence, status: str, **details: s
         )
         return
     try:
-        history.close_claim(row, status, **details)
+        if not history.close_claim(row, status, **details):
+            logger.warning(
+                "Job %r at %s ended %s here, but another instance had taken it over; "
+                "its record stands.",
+                occurrence.job,
+                occurrence.scheduled_for.isoformat(),
+                status,
+            )
     except DatabaseError:
         logger.exception(
             "Job %r at %s ended %s, but the history could not be updated.",

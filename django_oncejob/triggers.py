@@ -7,6 +7,7 @@ Hence no jitter, no "start from now", and one time zone for all.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -112,10 +113,7 @@ def cron_trigger(value: object, timezone: ZoneInfo) -> CronTrigger:
     if isinstance(value, Mapping):
         unknown = [key for key in value if key not in CRON_FIELDS]
         if unknown:
-            raise TriggerError(
-                f"unknown cron field {unknown[0]!r}",
-                f"Valid fields are {', '.join(CRON_FIELDS)}.",
-            )
+            raise _unknown_field("cron", unknown[0], CRON_FIELDS)
         if not value:
             raise TriggerError(
                 "a cron dict needs at least one field",
@@ -138,6 +136,14 @@ def cron_trigger(value: object, timezone: ZoneInfo) -> CronTrigger:
     raise TriggerError(
         f"'cron' must be a crontab string or a dict, got {type(value).__name__}",
         "Write e.g. '0 21 * * *' or {'second': '*'}.",
+    )
+
+
+def _unknown_field(kind: str, key: object, fields: tuple[str, ...]) -> TriggerError:
+    close = difflib.get_close_matches(str(key).lower(), fields, n=1)
+    suggestion = f"Did you mean {close[0]!r}? " if close else ""
+    return TriggerError(
+        f"unknown {kind} field {key!r}", f"{suggestion}Valid fields are {', '.join(fields)}."
     )
 
 
@@ -178,10 +184,7 @@ def interval_trigger(value: object, timezone: ZoneInfo) -> AnchoredIntervalTrigg
         )
     unknown = [key for key in value if key not in INTERVAL_FIELDS]
     if unknown:
-        raise TriggerError(
-            f"unknown interval field {unknown[0]!r}",
-            f"Valid fields are {', '.join(INTERVAL_FIELDS)}.",
-        )
+        raise _unknown_field("interval", unknown[0], INTERVAL_FIELDS)
     lengths = {key: item for key, item in value.items() if key != "start_date"}
     for key, item in lengths.items():
         if not isinstance(item, int | float) or isinstance(item, bool):
@@ -255,7 +258,8 @@ def fire_times(trigger: BaseTrigger, now: datetime, count: int) -> Iterator[date
         yield fire_time
         previous = fire_time
         # CronTrigger starts from min(now, previous + 1 µs): move now along too.
-        now = fire_time + timedelta(microseconds=1)
+        # In UTC: local arithmetic would drop the fold of an autumn repeated hour.
+        now = fire_time.astimezone(UTC) + timedelta(microseconds=1)
 
 
 def describe(trigger: BaseTrigger) -> str:

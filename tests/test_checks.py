@@ -1,19 +1,33 @@
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.conf import settings
-from django.core.checks import CheckMessage, Error
+from django.core.checks import CheckMessage, Error, Warning
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
+from django.utils import timezone
 
 from django_oncejob.checks import check_settings
+from django_oncejob.conf import DEFAULTS
+from django_oncejob.registry import JOB_KEYS
+
+ROOT = Path(__file__).resolve().parent.parent
 
 REDIS = {
     "BACKEND": "django_redis.cache.RedisCache",
     "LOCATION": "redis://127.0.0.1:6379/0",
+    "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 5},
+}
+BUILTIN_REDIS = {
+    "BACKEND": "django.core.cache.backends.redis.RedisCache",
+    "LOCATION": "redis://127.0.0.1:6379/0",
+    "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5},
 }
 
 
@@ -40,6 +54,19 @@ def only(errors: list[CheckMessage], code: str) -> CheckMessage:
     assert isinstance(error, Error)
     assert error.hint
     return error
+
+
+def only_warning(errors: list[CheckMessage], code: str) -> CheckMessage:
+    assert ids(errors) == [f"django_oncejob.{code}"], [str(e) for e in errors]
+    (warning,) = errors
+    assert isinstance(warning, Warning)
+    assert warning.hint
+    return warning
+
+
+def run_cache(config: dict[str, Any], **other_settings: Any) -> list[CheckMessage]:
+    caches = {"default": REDIS, "claims": config}
+    return run({"CACHE": "claims"}, CACHES=caches, **other_settings)
 
 
 def only_job_error(errors: list[CheckMessage], code: str, key: str, job_id: str = "x") -> str:
@@ -118,10 +145,25 @@ def test_e001_setting_not_a_dict(value: object) -> None:
     assert type(value).__name__ in error.msg
 
 
-def test_e002_unknown_top_level_key() -> None:
-    error = only(run({"CLAIM_TIMOUT": 60}), "E002")
-    assert "'CLAIM_TIMOUT'" in error.msg
-    assert error.hint is not None and "CLAIM_TIMEOUT" in error.hint
+@pytest.mark.parametrize(
+    ("key", "suggestion"),
+    [
+        ("CLAIM_TIMOUT", "CLAIM_TIMEOUT"),
+        ("jobs", "JOBS"),
+        ("HEARTBEAT_INTERVALS", "HEARTBEAT_INTERVAL"),
+        ("MISFIRE_GRACE", "MISFIRE_GRACE_TIME"),
+    ],
+)
+def test_e002_unknown_top_level_key_suggests_the_close_match(key: str, suggestion: str) -> None:
+    error = only(run({key: 60}), "E002")
+    assert f"ONCEJOB has an unknown key {key!r}" in error.msg
+    assert error.hint is not None
+    assert error.hint.startswith(f"Did you mean {suggestion!r}? Valid keys are CACHE, ")
+
+
+def test_e002_unknown_top_level_key_without_a_close_match() -> None:
+    error = only(run({"ZZZ": 1}), "E002")
+    assert error.hint == f"Valid keys are {', '.join(DEFAULTS)}."
 
 
 @pytest.mark.parametrize("alias", ["nope", 5])
@@ -147,15 +189,8 @@ def test_e004_cache_cannot_coordinate_processes(backend: str) -> None:
 
 
 def test_e004_accepts_django_redis_and_djangos_redis_backend() -> None:
-    caches = {
-        "default": REDIS,
-        "builtin": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": "redis://127.0.0.1:6379/0",
-        },
-    }
-    assert run({"CACHE": "default"}, CACHES=caches) == []
-    assert run({"CACHE": "builtin"}, CACHES=caches) == []
+    assert run_cache(REDIS) == []
+    assert run_cache(BUILTIN_REDIS) == []
 
 
 @pytest.mark.parametrize("value", [0, -5, 1.5, "86400", None, True])
@@ -266,6 +301,40 @@ def test_e013_with_jobs_is_reported_not_raised(value: object) -> None:
     assert "django_oncejob.E013" in ids(errors)
 
 
+@pytest.mark.parametrize(
+    ("key", "code"), [("HEARTBEAT_INTERVAL", "E014"), ("HEARTBEAT_TIMEOUT", "E015")]
+)
+@pytest.mark.parametrize("value", [0, -10, 2.5, "10", None, True])
+def test_e014_e015_heartbeat_settings(key: str, code: str, value: object) -> None:
+    error = only(run({key: value}), code)
+    assert f"ONCEJOB[{key!r}] must be a whole number >= 1, got {value!r}" in error.msg
+    assert error.hint == f"The default is {DEFAULTS[key]}."
+
+
+@pytest.mark.parametrize(("interval", "timeout"), [(10, 19), (30, 59), (1, 1), (60, 60)])
+def test_e016_heartbeat_timeout_below_twice_the_interval(interval: int, timeout: int) -> None:
+    errors = run({"HEARTBEAT_INTERVAL": interval, "HEARTBEAT_TIMEOUT": timeout})
+    error = only(errors, "E016")
+    assert (
+        f"ONCEJOB['HEARTBEAT_TIMEOUT'] ({timeout}) must be at least twice "
+        f"ONCEJOB['HEARTBEAT_INTERVAL'] ({interval})"
+    ) in error.msg
+
+
+def test_e016_with_the_default_interval() -> None:
+    assert ids(run({"HEARTBEAT_TIMEOUT": 19})) == ["django_oncejob.E016"]
+
+
+@pytest.mark.parametrize(("interval", "timeout"), [(10, 20), (1, 2), (10, 60), (5, 3600)])
+def test_e016_accepts_twice_the_interval_or_more(interval: int, timeout: int) -> None:
+    assert run({"HEARTBEAT_INTERVAL": interval, "HEARTBEAT_TIMEOUT": timeout}) == []
+
+
+def test_e016_not_raised_on_top_of_an_invalid_heartbeat_setting() -> None:
+    errors = run({"HEARTBEAT_INTERVAL": 100, "HEARTBEAT_TIMEOUT": 1.5})
+    assert ids(errors) == ["django_oncejob.E015"]
+
+
 @pytest.mark.parametrize("value", [["x"], "x", None, 5])
 def test_e020_jobs_not_a_dict(value: object) -> None:
     error = only(run({"JOBS": value}), "E020")
@@ -347,6 +416,11 @@ def test_e026_func_cannot_be_imported(func: str) -> None:
     assert f"{func!r} cannot be imported" in msg
 
 
+def test_e026_func_whose_module_raises_while_importing() -> None:
+    msg = only_job_error(run_job(cron_job(func="tests.broken_jobs.run")), "E026", "func")
+    assert "'tests.broken_jobs.run' cannot be imported: RuntimeError: broken on purpose" in msg
+
+
 @pytest.mark.parametrize(
     ("func", "kind"), [("tests.jobs.not_callable", "int"), ("datetime.datetime", "type")]
 )
@@ -373,6 +447,12 @@ def test_e028_two_triggers() -> None:
         ("0 21 * *", "a cron string has 5 fields"),
         ("0 21 * * * *", "got 6"),
         ("61 * * * *", "invalid cron string"),
+        ("0 24 * * *", "invalid cron string"),
+        ("0 0 32 * *", "invalid cron string"),
+        ("0 0 0 * *", "invalid cron string"),
+        ("0 0 * 13 *", "invalid cron string"),
+        ("*/0 * * * *", "invalid cron string"),
+        ("-1 * * * *", "invalid cron string"),
         ("0 0 * * 8", "not within 0-7"),
         ("0 0 * * 5-1", "not within 0-7"),
         ("0 0 * * funday", "invalid cron string"),
@@ -381,6 +461,8 @@ def test_e028_two_triggers() -> None:
         ({"hour": True}, "must be a string or an integer, got True"),
         ({"hour": 1.5}, "must be a string or an integer"),
         ({"day_of_week": 7}, "invalid cron fields"),
+        ({"hour": 25}, "invalid cron fields"),
+        ({"minute": "0-60"}, "invalid cron fields"),
         ({"start_date": 5}, "invalid cron fields"),
         (5, "must be a crontab string or a dict, got int"),
     ],
@@ -388,6 +470,32 @@ def test_e028_two_triggers() -> None:
 def test_e029_invalid_cron(cron: object, detail: str) -> None:
     msg = only_job_error(run_job({"func": "tests.jobs.record", "cron": cron}), "E029", "cron")
     assert detail in msg
+
+
+@pytest.mark.parametrize(
+    ("field", "suggestion"),
+    [
+        ("minutes", "minute"),
+        ("hours", "hour"),
+        ("days_of_week", "day_of_week"),
+        ("Month", "month"),
+        ("seconds", "second"),
+        ("start", "start_date"),
+    ],
+)
+def test_e029_misspelt_cron_field_suggests_the_close_match(field: str, suggestion: str) -> None:
+    errors = run_job({"func": "tests.jobs.record", "cron": {field: 5}})
+    error = only(errors, "E029")
+    assert f"unknown cron field {field!r}" in error.msg
+    assert error.hint == (
+        f"Did you mean {suggestion!r}? Valid fields are year, month, day, week, day_of_week, "
+        "hour, minute, second, start_date, end_date."
+    )
+
+
+def test_e029_unknown_cron_field_without_a_close_match() -> None:
+    error = only(run_job({"func": "tests.jobs.record", "cron": {"zzz": 5}}), "E029")
+    assert error.hint is not None and error.hint.startswith("Valid fields are year, ")
 
 
 @pytest.mark.parametrize(
@@ -415,9 +523,36 @@ def test_e030_invalid_interval(interval: object, detail: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("field", "suggestion"),
+    [("second", "seconds"), ("minute", "minutes"), ("hrs", "hours"), ("start", "start_date")],
+)
+def test_e030_misspelt_interval_field_suggests_the_close_match(field: str, suggestion: str) -> None:
+    errors = run_job({"func": "tests.jobs.record", "interval": {field: 5}})
+    error = only(errors, "E030")
+    assert f"unknown interval field {field!r}" in error.msg
+    assert error.hint == (
+        f"Did you mean {suggestion!r}? Valid fields are weeks, days, hours, minutes, seconds, "
+        "start_date."
+    )
+
+
+@pytest.mark.parametrize(
+    "interval",
+    [{"seconds": 0}, {"minutes": 0}, {"seconds": -1}, {"hours": -1, "minutes": 30}, {"days": -7}],
+)
+def test_e030_interval_of_zero_or_negative_length(interval: dict[str, int]) -> None:
+    definition = {"func": "tests.jobs.record", "interval": interval}
+    msg = only_job_error(run_job(definition), "E030", "interval")
+    assert "an interval must be at least one second" in msg
+
+
+@pytest.mark.parametrize(
     ("at", "detail"),
     [
         ("2026-12-01T09:00:00", "'at' has no UTC offset"),
+        (datetime(2026, 12, 1, 9), "'at' has no UTC offset"),
+        ("2026-13-01T09:00:00+00:00", "'at' is not an ISO-8601 datetime"),
+        ("", "'at' is not an ISO-8601 datetime"),
         ("next tuesday", "'at' is not an ISO-8601 datetime"),
         (20261201, "must be an ISO-8601 string or a datetime, got int"),
     ],
@@ -427,7 +562,7 @@ def test_e031_invalid_at(at: object, detail: str) -> None:
     assert detail in msg
 
 
-@pytest.mark.parametrize("args", ["abc", 5, {"a": 1}])
+@pytest.mark.parametrize("args", ["abc", 5, {"a": 1}, None, {1, 2}])
 def test_e032_args_not_a_list(args: object) -> None:
     msg = only_job_error(run_job(cron_job(args=args)), "E032", "args")
     assert f"must be a list, got {type(args).__name__}" in msg
@@ -462,6 +597,28 @@ def test_e036_job_timezone(zone: object) -> None:
 def test_e037_description_not_a_string(description: object) -> None:
     msg = only_job_error(run_job(cron_job(description=description)), "E037", "description")
     assert f"must be a string, got {type(description).__name__}" in msg
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "3600", True, False])
+def test_e039_lock_timeout(value: object) -> None:
+    msg = only_job_error(run_job(cron_job(lock_timeout=value)), "E039", "lock_timeout")
+    assert f"must be a whole number of seconds >= 1 or None, got {value!r}" in msg
+
+
+@pytest.mark.parametrize("value", [None, 1, 3600])
+def test_e039_accepts_none_and_whole_seconds(value: int | None) -> None:
+    assert run_job(cron_job(lock_timeout=value)) == []
+
+
+@pytest.mark.parametrize("value", [1, 0, "yes", None])
+def test_e040_rerun_abandoned_not_a_bool(value: object) -> None:
+    msg = only_job_error(run_job(cron_job(rerun_abandoned=value)), "E040", "rerun_abandoned")
+    assert f"must be True or False, got {value!r}" in msg
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_e040_accepts_a_bool(value: bool) -> None:
+    assert run_job(cron_job(rerun_abandoned=value)) == []
 
 
 @pytest.mark.parametrize(
@@ -500,10 +657,15 @@ def test_every_problem_of_a_job_is_reported_at_once() -> None:
         "timezone": "Nowhere/Town",
         "description": 1,
         "colour": "red",
+        "lock_timeout": 0,
+        "rerun_abandoned": "no",
     }
     assert sorted(str(code) for code in ids(run_job(definition))) == [
         f"django_oncejob.{code}"
-        for code in ("E024", "E027", "E029", "E032", "E033", "E034", "E035", "E036", "E037")
+        for code in (
+            *("E024", "E027", "E029", "E032", "E033", "E034", "E035", "E036", "E037"),
+            *("E039", "E040"),
+        )
     ]
 
 
@@ -513,3 +675,189 @@ def test_errors_of_several_jobs_name_each_job() -> None:
         ("django_oncejob.E035", "job a"),
         ("django_oncejob.E032", "job b"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("key", "valid"), [("E002", list(DEFAULTS)), ("E024", list(JOB_KEYS))], ids=["E002", "E024"]
+)
+def test_docs_name_every_valid_key(key: str, valid: list[str]) -> None:
+    docs = (ROOT / "docs" / "checks.rst").read_text()
+    row = docs.split(f"``django_oncejob.{key}``")[1].split("* - ``django_oncejob.")[0]
+    assert [name for name in valid if f"``{name}``" not in row] == []
+
+
+def test_w001_database_cache() -> None:
+    config = {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache"}
+    warning = only_warning(run_cache(config), "W001")
+    assert warning.obj == "CACHES['claims']"
+    assert "ONCEJOB['CACHE'] is 'claims', a DatabaseCache" in warning.msg
+    assert "MAX_ENTRIES" in warning.msg
+    assert warning.hint is not None and "history table" in warning.hint
+
+
+@pytest.mark.parametrize("backend", ["PyMemcacheCache", "PyLibMCCache"])
+def test_w002_memcached(backend: str) -> None:
+    config = {
+        "BACKEND": f"django.core.cache.backends.memcached.{backend}",
+        "LOCATION": "127.0.0.1:11211",
+    }
+    warning = only_warning(run_cache(config), "W002")
+    assert f"ONCEJOB['CACHE'] is 'claims', a {backend}: Memcached evicts keys" in warning.msg
+    assert warning.hint is not None and "noeviction" in warning.hint
+
+
+def test_w003_django_redis_ignoring_exceptions() -> None:
+    config = {**REDIS, "OPTIONS": {**REDIS["OPTIONS"], "IGNORE_EXCEPTIONS": True}}
+    warning = only_warning(run_cache(config), "W003")
+    assert "CACHES['claims']['OPTIONS']['IGNORE_EXCEPTIONS'] set" in warning.msg
+    assert warning.hint is not None and "'IGNORE_EXCEPTIONS': False" in warning.hint
+
+
+def test_w003_from_the_project_wide_setting() -> None:
+    warning = only_warning(run_cache(REDIS, DJANGO_REDIS_IGNORE_EXCEPTIONS=True), "W003")
+    assert "settings.DJANGO_REDIS_IGNORE_EXCEPTIONS set" in warning.msg
+
+
+def test_w003_option_false_wins_over_the_setting() -> None:
+    config = {**REDIS, "OPTIONS": {**REDIS["OPTIONS"], "IGNORE_EXCEPTIONS": False}}
+    assert run_cache(config, DJANGO_REDIS_IGNORE_EXCEPTIONS=True) == []
+
+
+def test_w003_not_for_djangos_redis_backend() -> None:
+    assert run_cache(BUILTIN_REDIS, DJANGO_REDIS_IGNORE_EXCEPTIONS=True) == []
+
+
+def test_w004_django_redis_shard_client() -> None:
+    config = {
+        **REDIS,
+        "LOCATION": ["redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/1"],
+        "OPTIONS": {**REDIS["OPTIONS"], "CLIENT_CLASS": "django_redis.client.ShardClient"},
+    }
+    # Shards are not replicas: no W005 on top.
+    warning = only_warning(run_cache(config), "W004")
+    assert "a django-redis cache with the ShardClient" in warning.msg
+    assert warning.hint is not None and "CACHES['claims']['OPTIONS']['CLIENT_CLASS']" in (
+        warning.hint
+    )
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "redis://127.0.0.1:6379/0,redis://127.0.0.1:6380/0",
+        ["redis://127.0.0.1:6379/0", "redis://127.0.0.1:6380/0"],
+    ],
+)
+def test_w005_django_redis_with_read_replicas(location: object) -> None:
+    warning = only_warning(run_cache({**REDIS, "LOCATION": location}), "W005")
+    assert "a Redis cache with 2 locations: the first is the primary" in warning.msg
+    assert "Claims and job locks are taken with add(), a write" in warning.msg
+    assert warning.hint is not None
+    assert warning.hint.startswith(
+        "Set CACHES['claims']['LOCATION'] to the primary alone, e.g. 'redis://127.0.0.1:6379/0'"
+    )
+
+
+@pytest.mark.parametrize(
+    "location", ["redis://127.0.0.1:6379/0;redis://127.0.0.1:6380/0;redis://127.0.0.1:6381/0"]
+)
+def test_w005_djangos_redis_backend_with_read_replicas(location: str) -> None:
+    warning = only_warning(run_cache({**BUILTIN_REDIS, "LOCATION": location}), "W005")
+    assert "a Redis cache with 3 locations" in warning.msg
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"SOCKET_CONNECT_TIMEOUT": 2},
+        {"SOCKET_TIMEOUT": None, "SOCKET_CONNECT_TIMEOUT": 2},
+        {"SOCKET_TIMEOUT": 0},
+        {"socket_timeout": 5},
+    ],
+)
+def test_w006_django_redis_without_a_socket_timeout(options: dict[str, Any]) -> None:
+    warning = only_warning(run_cache({**REDIS, "OPTIONS": options}), "W006")
+    assert (
+        "ONCEJOB['CACHE'] is 'claims', a Redis cache without a socket timeout "
+        "(CACHES['claims']['OPTIONS']['SOCKET_TIMEOUT'] is not set)"
+    ) in warning.msg
+    assert warning.hint == (
+        "Set CACHES['claims']['OPTIONS']['SOCKET_TIMEOUT'] and ['SOCKET_CONNECT_TIMEOUT'] to a "
+        "few seconds, e.g. {'SOCKET_TIMEOUT': 5, 'SOCKET_CONNECT_TIMEOUT': 2}."
+    )
+
+
+@pytest.mark.parametrize("options", [{}, {"SOCKET_TIMEOUT": 5}, {"socket_connect_timeout": 2}])
+def test_w006_djangos_redis_backend_without_a_socket_timeout(options: dict[str, Any]) -> None:
+    warning = only_warning(run_cache({**BUILTIN_REDIS, "OPTIONS": options}), "W006")
+    assert "(CACHES['claims']['OPTIONS']['socket_timeout'] is not set)" in warning.msg
+    assert warning.hint is not None and "'socket_connect_timeout': 2" in warning.hint
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        # redis-py bounds the connect by socket_timeout when socket_connect_timeout is unset.
+        {**REDIS, "OPTIONS": {"SOCKET_TIMEOUT": 5}},
+        {**REDIS, "OPTIONS": {"CONNECTION_POOL_KWARGS": {"socket_timeout": 5}}},
+        {**REDIS, "OPTIONS": {}, "LOCATION": "redis://127.0.0.1:6379/0?socket_timeout=5"},
+        {**BUILTIN_REDIS, "OPTIONS": {"socket_timeout": 0.5}},
+        {**BUILTIN_REDIS, "OPTIONS": {}, "LOCATION": "redis://127.0.0.1:6379/0?socket_timeout=5"},
+    ],
+)
+def test_w006_accepts_a_socket_timeout_from_any_source(config: dict[str, Any]) -> None:
+    assert run_cache(config) == []
+
+
+def test_w006_needs_the_timeout_in_every_location() -> None:
+    location = "redis://127.0.0.1:6379/0?socket_timeout=5,redis://127.0.0.1:6380/0"
+    warnings = run_cache({**REDIS, "OPTIONS": {}, "LOCATION": location})
+    assert ids(warnings) == ["django_oncejob.W005", "django_oncejob.W006"]
+
+
+def test_cache_warnings_add_up() -> None:
+    config = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": "redis://127.0.0.1:6379/0,redis://127.0.0.1:6380/0",
+        "OPTIONS": {"IGNORE_EXCEPTIONS": True},
+    }
+    assert ids(run_cache(config)) == [
+        "django_oncejob.W003",
+        "django_oncejob.W005",
+        "django_oncejob.W006",
+    ]
+
+
+def test_cache_warnings_do_not_stop_the_check_command() -> None:
+    config = {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache"}
+    with override_settings(
+        ONCEJOB={"CACHE": "claims"}, CACHES={"default": REDIS, "claims": config}
+    ):
+        call_command("check", verbosity=0)
+
+
+@pytest.mark.parametrize(
+    "at", ["2001-01-01T00:00:00Z", datetime(2020, 6, 1, 12, tzinfo=ZoneInfo("Asia/Shanghai"))]
+)
+def test_w007_at_in_the_past(at: object) -> None:
+    warning = only_warning(run_job({"func": "tests.jobs.record", "at": at}), "W007")
+    assert warning.obj == "job x"
+    assert "ONCEJOB['JOBS']['x']['at'] (" in warning.msg
+    assert "is more than its misfire grace time (60 s) in the past: the job will never run" in (
+        warning.msg
+    )
+
+
+def test_w007_not_within_the_misfire_grace_time() -> None:
+    at = (timezone.now() - timedelta(seconds=30)).isoformat()
+    assert run_job({"func": "tests.jobs.record", "at": at, "misfire_grace_time": 120}) == []
+    warnings = run_job({"func": "tests.jobs.record", "at": at, "misfire_grace_time": 10})
+    assert ids(warnings) == ["django_oncejob.W007"]
+
+
+def test_w007_not_for_a_disabled_job_or_a_future_date() -> None:
+    assert (
+        run_job({"func": "tests.jobs.record", "at": "2001-01-01T00:00:00Z", "enabled": False}) == []
+    )
+    assert run_job({"func": "tests.jobs.record", "at": "2999-01-01T00:00:00Z"}) == []

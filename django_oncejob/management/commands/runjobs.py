@@ -19,6 +19,7 @@ from django.utils import timezone
 from django_oncejob import history, triggers
 from django_oncejob.checks import check_settings
 from django_oncejob.conf import conf
+from django_oncejob.redis_policy import eviction_warning
 from django_oncejob.registry import JobSpec, load_jobs
 from django_oncejob.scheduler import JobScheduler
 
@@ -78,6 +79,8 @@ class Command(BaseCommand):
 
     def run(self, jobs: Collection[JobSpec], owner: str, verbosity: int) -> None:
         self.configure_logging(verbosity)
+        if eviction := eviction_warning(conf.CACHE):
+            self.stderr.write(f"runjobs {owner}: {eviction}")
         stopping = threading.Event()
         forced = threading.Event()
 
@@ -91,7 +94,10 @@ class Command(BaseCommand):
         scheduler = JobScheduler(jobs, owner=owner, max_workers=conf.MAX_WORKERS)
         scheduler.start()
         names = ", ".join(job.id for job in scheduler.jobs) or "none"
-        self.stdout.write(f"runjobs {owner}: scheduled {len(scheduler.jobs)} jobs ({names}).")
+        count = len(scheduler.jobs)
+        self.stdout.write(
+            f"runjobs {owner}: scheduled {count} job{'s' if count != 1 else ''} ({names})."
+        )
         try:
             while not stopping.wait(0.5):
                 pass
