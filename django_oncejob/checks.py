@@ -106,6 +106,8 @@ def check_settings(
         ("MISFIRE_GRACE_TIME", 1, "E013"),
         ("HEARTBEAT_INTERVAL", 1, "E014"),
         ("HEARTBEAT_TIMEOUT", 1, "E015"),
+        ("CONTROL_INTERVAL", 1, "E017"),
+        ("MISSED_LOOKBACK", 1, "E018"),
     ):
         value = raw.get(key, DEFAULTS[key])
         if not _whole_number(value, minimum):

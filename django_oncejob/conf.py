@@ -21,6 +21,8 @@ DEFAULTS: dict[str, Any] = {
     "ON_CACHE_ERROR": "fence",
     "HEARTBEAT_INTERVAL": 10,
     "HEARTBEAT_TIMEOUT": 60,
+    "CONTROL_INTERVAL": 2,
+    "MISSED_LOOKBACK": 86400,
     "JOBS": {},
 }
 
@@ -91,6 +93,16 @@ class Settings:
     def HEARTBEAT_TIMEOUT(self) -> int:
         """Seconds without a heartbeat after which an instance counts as gone."""
         return int(_get("HEARTBEAT_TIMEOUT"))
+
+    @property
+    def CONTROL_INTERVAL(self) -> int:
+        """Seconds between looks at run-now requests and paused jobs in the database."""
+        return int(_get("CONTROL_INTERVAL"))
+
+    @property
+    def MISSED_LOOKBACK(self) -> int:
+        """How far back, in seconds, an instance looks for occurrences that nobody ran."""
+        return int(_get("MISSED_LOOKBACK"))
 
     @property
     def JOBS(self) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,9 +18,9 @@ from apscheduler.events import (
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.job import Job
 
-from django_oncejob.models import Claim
+from django_oncejob.models import Claim, RunRequest
 from django_oncejob.registry import JobSpec
-from django_oncejob.runner import Outcome, rerun_occurrence, run_occurrence
+from django_oncejob.runner import Outcome, rerun_occurrence, run_manual, run_occurrence
 
 logger = logging.getLogger("django_oncejob")
 
@@ -41,12 +41,18 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
         self._accepting.set()
         self._futures: set[concurrent.futures.Future[Any]] = set()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        #: Job ids paused in the admin, refreshed by the control thread.
+        self.paused: frozenset[str] = frozenset()
 
     def start(self, scheduler: Any, alias: str) -> None:
         super().start(scheduler, alias)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             self._max_workers, thread_name_prefix="oncejob"
         )
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting.is_set()
 
     def stop_claiming(self) -> None:
         """From now on, occurrences already handed to the pool are left to other instances."""
@@ -67,10 +73,15 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
 
     def submit_rerun(self, spec: JobSpec, row: Claim) -> None:
         """Run an occurrence taken over from a dead instance, outside APScheduler's books."""
+        self._submit(rerun_occurrence, spec, row)
+
+    def submit_manual(self, spec: JobSpec, request: RunRequest) -> None:
+        """Run a job now, as a run request this instance won asks."""
+        self._submit(run_manual, spec, request.requested_at, request.requested_by, self.owner)
+
+    def _submit(self, func: Callable[..., Outcome], *args: Any) -> None:
         assert self._pool is not None, "The executor has not been started."
-        if not self._accepting.is_set():
-            return
-        future = self._pool.submit(rerun_occurrence, spec, row)
+        future = self._pool.submit(func, *args)
         self._futures.add(future)
         future.add_done_callback(self._futures.discard)
 
@@ -113,7 +124,7 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
                     run_time.isoformat(),
                 )
                 continue
-            outcome = run_occurrence(spec, run_time, self.owner)
+            outcome = run_occurrence(spec, run_time, self.owner, paused=spec.id in self.paused)
             code = EVENT_JOB_ERROR if outcome is Outcome.FAILED else EVENT_JOB_EXECUTED
             events.append(JobExecutionEvent(code, job.id, None, run_time, retval=outcome))
         return events

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db import IntegrityError, OperationalError
 from django.utils import timezone
@@ -25,28 +25,54 @@ LOCKED_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 
 def open_claim(
-    job_id: str, scheduled_for: datetime, owner: str, claimed_at: datetime
+    job_id: str,
+    scheduled_for: datetime,
+    owner: str,
+    claimed_at: datetime,
+    *,
+    requested_by: str = "",
 ) -> Claim | None:
     """Insert the occurrence's row, or return ``None`` if another instance already holds it.
 
     The unique constraint on (job, scheduled_for) makes this the second fence:
     it holds even when the claim key has vanished from the cache.
     """
+    claim = _insert(
+        job=job_id,
+        scheduled_for=scheduled_for,
+        owner=owner,
+        status=Claim.Status.RUNNING,
+        claimed_at=claimed_at,
+        started_at=timezone.now(),
+        manual=bool(requested_by),
+        requested_by=requested_by,
+    )
+    if claim is not None:
+        hold(claim)
+    return claim
+
+
+def record_not_run(
+    job_id: str, scheduled_for: datetime, owner: str, status: str, error: str
+) -> Claim | None:
+    """Record an occurrence that will not run (paused, missed), unless it already has a row."""
+    now = timezone.now()
+    return _insert(
+        job=job_id,
+        scheduled_for=scheduled_for,
+        owner=owner,
+        status=status,
+        claimed_at=now,
+        finished_at=now,
+        error=error,
+    )
+
+
+def _insert(**fields: Any) -> Claim | None:
     try:
-        claim = _retry_locked(
-            lambda: Claim.objects.create(
-                job=job_id,
-                scheduled_for=scheduled_for,
-                owner=owner,
-                status=Claim.Status.RUNNING,
-                claimed_at=claimed_at,
-                started_at=timezone.now(),
-            )
-        )
+        return _retry_locked(lambda: Claim.objects.create(**fields))
     except IntegrityError:
         return None
-    hold(claim)
-    return claim
 
 
 def hold(claim: Claim) -> None:

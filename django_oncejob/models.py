@@ -18,6 +18,10 @@ class Claim(models.Model):
         ABANDONED = "abandoned", _("abandoned")
         #: Won here but not run: the job's lock showed a previous run still going.
         SKIPPED = "skipped", _("skipped")
+        #: Due while the job was paused: recorded once, not run.
+        PAUSED = "paused", _("skipped: paused")
+        #: No instance ran it before its misfire grace time ran out.
+        MISSED = "missed", _("missed")
 
     job = models.CharField(_("job"), max_length=100, help_text=_("The job id from settings."))
     scheduled_for = models.DateTimeField(
@@ -32,9 +36,17 @@ class Claim(models.Model):
     claimed_at = models.DateTimeField(
         _("claimed at"), help_text=_("When the instance won the claim in the cache.")
     )
-    started_at = models.DateTimeField(_("started at"), help_text=_("When the job was called."))
+    started_at = models.DateTimeField(
+        _("started at"), null=True, blank=True, help_text=_("When the job was called.")
+    )
     finished_at = models.DateTimeField(
         _("finished at"), null=True, blank=True, help_text=_("When the job returned or raised.")
+    )
+    manual = models.BooleanField(
+        _("manual"), default=False, help_text=_("Run on request rather than by its schedule.")
+    )
+    requested_by = models.CharField(
+        _("requested by"), max_length=150, blank=True, help_text=_("Who asked for a manual run.")
     )
     attempts = models.PositiveSmallIntegerField(
         _("attempts"),
@@ -66,13 +78,15 @@ class Claim(models.Model):
     @property
     def duration(self) -> timedelta | None:
         """How long the job ran, once it has finished."""
-        if self.finished_at is None:
+        if self.finished_at is None or self.started_at is None:
             return None
         return self.finished_at - self.started_at
 
     @property
-    def lateness(self) -> timedelta:
+    def lateness(self) -> timedelta | None:
         """How long after its scheduled time the job started."""
+        if self.started_at is None:
+            return None
         return self.started_at - self.scheduled_for
 
 
@@ -104,3 +118,55 @@ class Instance(models.Model):
         """Whether it beat within the last ``timeout`` seconds and has not stopped."""
         silent = timezone.now() - self.heartbeat_at
         return self.stopped_at is None and silent <= timedelta(seconds=timeout)
+
+
+class JobState(models.Model):
+    """What the admin changes about a job from settings: paused or not. Never its definition."""
+
+    job = models.CharField(_("job"), max_length=100, unique=True)
+    paused = models.BooleanField(_("paused"), default=False)
+    changed_at = models.DateTimeField(_("changed at"), null=True, blank=True)
+    changed_by = models.CharField(_("changed by"), max_length=150, blank=True)
+    checked_until = models.DateTimeField(
+        _("checked for misses until"),
+        null=True,
+        blank=True,
+        help_text=_("Occurrences up to this time have been checked for misses."),
+    )
+
+    class Meta:
+        verbose_name = _("job")
+        verbose_name_plural = _("jobs")
+        ordering = ["job"]
+        permissions = [
+            ("run_job", _("Can run a job now")),
+            ("pause_job", _("Can pause and resume a job")),
+        ]
+
+    def __str__(self) -> str:
+        return self.job
+
+
+class RunRequest(models.Model):
+    """A request from the admin or the command line to run a job once, now."""
+
+    job = models.CharField(_("job"), max_length=100)
+    requested_by = models.CharField(_("requested by"), max_length=150)
+    requested_at = models.DateTimeField(_("requested at"))
+    taken_by = models.CharField(_("taken by"), max_length=255, blank=True)
+    taken_at = models.DateTimeField(_("taken at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("run request")
+        verbose_name_plural = _("run requests")
+        ordering = ["-requested_at"]
+        indexes = [
+            models.Index(
+                fields=["requested_at"],
+                condition=models.Q(taken_at__isnull=True),
+                name="oncejob_runrequest_open_idx",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job} ({self.requested_by})"

@@ -34,21 +34,32 @@ class Outcome(enum.Enum):
     FENCED = "fenced"
     #: Nothing could fence the occurrence safely, so it did not run here.
     SKIPPED = "skipped"
+    #: The job is paused: this instance recorded the occurrence as such, once.
+    PAUSED = "paused"
 
 
-def run_occurrence(job: JobSpec, scheduled_for: datetime, owner: str) -> Outcome:
-    """Run ``job``'s occurrence at ``scheduled_for`` here, unless another instance has it."""
+def run_occurrence(
+    job: JobSpec, scheduled_for: datetime, owner: str, *, paused: bool = False
+) -> Outcome:
+    """Run ``job``'s occurrence at ``scheduled_for`` here, unless another instance has it.
+
+    A ``paused`` job's occurrence is still claimed, so that exactly one instance
+    records it as skipped.
+    """
     scheduled_for = scheduled_for.astimezone(UTC)
     result = claim(job.id, scheduled_for, owner)
     if result is ClaimResult.LOST:
         return Outcome.LOST
     claimed_at = timezone.now()
     occurrence = Occurrence(job=job.id, scheduled_for=scheduled_for, owner=owner)
+    if paused:
+        return _record_paused(occurrence)
     if result is ClaimResult.UNAVAILABLE and conf.ON_CACHE_ERROR == "skip":
         logger.error(
             "Skipped job %r at %s: the claim cache failed and ON_CACHE_ERROR is 'skip'.",
             job.id,
             scheduled_for.isoformat(),
+            extra=_fields(occurrence, "skipped"),
         )
         _send(signals.occurrence_skipped, occurrence, reason="cache-error")
         return Outcome.SKIPPED
@@ -64,6 +75,7 @@ def run_occurrence(job: JobSpec, scheduled_for: datetime, owner: str) -> Outcome
                     "could fence it.",
                     job.id,
                     scheduled_for.isoformat(),
+                    extra=_fields(occurrence, "skipped"),
                 )
                 _send(signals.occurrence_skipped, occurrence, reason="history-error")
                 return Outcome.SKIPPED
@@ -73,6 +85,7 @@ def run_occurrence(job: JobSpec, scheduled_for: datetime, owner: str) -> Outcome
                 "claim alone.",
                 job.id,
                 scheduled_for.isoformat(),
+                extra=_fields(occurrence, "history-error"),
             )
             row = None
         else:
@@ -81,6 +94,7 @@ def run_occurrence(job: JobSpec, scheduled_for: datetime, owner: str) -> Outcome
                     "Job %r at %s is already in the history; not running it again.",
                     job.id,
                     scheduled_for.isoformat(),
+                    extra=_fields(occurrence, "fenced"),
                 )
                 _send(signals.occurrence_skipped, occurrence, reason="fenced")
                 return Outcome.FENCED
@@ -89,6 +103,59 @@ def run_occurrence(job: JobSpec, scheduled_for: datetime, owner: str) -> Outcome
         return _call_locked(job, occurrence, row, job.lock_timeout)
     finally:
         close_old_connections()
+
+
+def run_manual(job: JobSpec, requested_at: datetime, requested_by: str, owner: str) -> Outcome:
+    """Run a job once on request; this instance already won the request in the database."""
+    scheduled_for = requested_at.astimezone(UTC)
+    occurrence = Occurrence(job=job.id, scheduled_for=scheduled_for, owner=owner)
+    close_old_connections()
+    try:
+        row = history.open_claim(
+            job.id, scheduled_for, owner, timezone.now(), requested_by=requested_by
+        )
+        if row is None:
+            return Outcome.FENCED
+        logger.info(
+            "Running job %r now, as %s asked.",
+            job.id,
+            requested_by,
+            extra=_fields(occurrence, "manual"),
+        )
+        if job.lock_timeout is None:
+            return _call(job, occurrence, row)
+        return _call_locked(job, occurrence, row, job.lock_timeout)
+    finally:
+        close_old_connections()
+
+
+def _record_paused(occurrence: Occurrence) -> Outcome:
+    close_old_connections()
+    try:
+        history.record_not_run(
+            occurrence.job,
+            occurrence.scheduled_for,
+            occurrence.owner,
+            Claim.Status.PAUSED,
+            "Skipped: the job was paused.",
+        )
+    except DatabaseError:
+        logger.exception(
+            "Could not record the paused occurrence of job %r at %s.",
+            occurrence.job,
+            occurrence.scheduled_for.isoformat(),
+            extra=_fields(occurrence, "paused"),
+        )
+    finally:
+        close_old_connections()
+    logger.info(
+        "Job %r at %s skipped: the job is paused.",
+        occurrence.job,
+        occurrence.scheduled_for.isoformat(),
+        extra=_fields(occurrence, "paused"),
+    )
+    _send(signals.occurrence_skipped, occurrence, reason="paused")
+    return Outcome.PAUSED
 
 
 def rerun_occurrence(job: JobSpec, row: Claim) -> Outcome:
@@ -113,7 +180,13 @@ def _call_locked(job: JobSpec, occurrence: Occurrence, row: Claim | None, timeou
             if locked is ClaimResult.LOST
             else "Skipped: the job's lock could not be taken, the cache failed."
         )
-        logger.warning("Job %r at %s: %s", job.id, occurrence.scheduled_for.isoformat(), reason)
+        logger.warning(
+            "Job %r at %s: %s",
+            job.id,
+            occurrence.scheduled_for.isoformat(),
+            reason,
+            extra=_fields(occurrence, "skipped"),
+        )
         _record(row, occurrence, Claim.Status.SKIPPED, error=reason)
         _send(signals.occurrence_skipped, occurrence, reason="locked")
         return Outcome.SKIPPED
@@ -124,6 +197,14 @@ def _call_locked(job: JobSpec, occurrence: Occurrence, row: Claim | None, timeou
 
 
 def _call(job: JobSpec, occurrence: Occurrence, row: Claim | None) -> Outcome:
+    _send(signals.occurrence_claimed, occurrence)
+    logger.info(
+        "Job %r at %s started on %s.",
+        occurrence.job,
+        occurrence.scheduled_for.isoformat(),
+        occurrence.owner,
+        extra=_fields(occurrence, "started"),
+    )
     _send(signals.occurrence_started, occurrence)
     token = _current.set(occurrence)
     try:
@@ -132,7 +213,10 @@ def _call(job: JobSpec, occurrence: Occurrence, row: Claim | None) -> Outcome:
             value = asyncio.run(_wait(value))
     except BaseException as exc:
         logger.exception(
-            "Job %r at %s failed.", occurrence.job, occurrence.scheduled_for.isoformat()
+            "Job %r at %s failed.",
+            occurrence.job,
+            occurrence.scheduled_for.isoformat(),
+            extra=_fields(occurrence, "failed"),
         )
         _record(
             row,
@@ -145,6 +229,12 @@ def _call(job: JobSpec, occurrence: Occurrence, row: Claim | None) -> Outcome:
         return Outcome.FAILED
     finally:
         _current.reset(token)
+    logger.info(
+        "Job %r at %s succeeded.",
+        occurrence.job,
+        occurrence.scheduled_for.isoformat(),
+        extra=_fields(occurrence, "succeeded"),
+    )
     _record(row, occurrence, Claim.Status.SUCCEEDED)
     _send(signals.occurrence_succeeded, occurrence, result=value)
     return Outcome.SUCCEEDED
@@ -161,6 +251,7 @@ def _record(row: Claim | None, occurrence: Occurrence, status: str, **details: s
             occurrence.job,
             occurrence.scheduled_for.isoformat(),
             status,
+            extra=_fields(occurrence, "history-error"),
         )
         return
     try:
@@ -171,6 +262,7 @@ def _record(row: Claim | None, occurrence: Occurrence, status: str, **details: s
                 occurrence.job,
                 occurrence.scheduled_for.isoformat(),
                 status,
+                extra=_fields(occurrence, "taken-over"),
             )
     except DatabaseError:
         logger.exception(
@@ -178,7 +270,18 @@ def _record(row: Claim | None, occurrence: Occurrence, status: str, **details: s
             occurrence.job,
             occurrence.scheduled_for.isoformat(),
             status,
+            extra=_fields(occurrence, "history-error"),
         )
+
+
+def _fields(occurrence: Occurrence, event: str) -> dict[str, Any]:
+    """Structured fields for log records, for handlers that format or ship them."""
+    return {
+        "oncejob_event": event,
+        "oncejob_job": occurrence.job,
+        "oncejob_scheduled_for": occurrence.scheduled_for.isoformat(),
+        "oncejob_owner": occurrence.owner,
+    }
 
 
 def _send(signal: Signal, occurrence: Occurrence, **kwargs: Any) -> None:

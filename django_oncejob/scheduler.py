@@ -9,7 +9,7 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from django.db import DatabaseError
 
-from django_oncejob import heartbeat
+from django_oncejob import control, heartbeat
 from django_oncejob.conf import conf
 from django_oncejob.executor import ClaimingExecutor
 from django_oncejob.registry import JobSpec
@@ -36,6 +36,12 @@ class JobScheduler:
             jobs={job.id: job for job in self.jobs},
             rerun=self.executor.submit_rerun,
         )
+        self.control = control.Control(
+            owner,
+            interval=conf.CONTROL_INTERVAL,
+            jobs={job.id: job for job in self.jobs},
+            executor=self.executor,
+        )
         for job in self.jobs:
             # APScheduler holds the job's own callable for its bookkeeping; the
             # executor runs the spec through the claim instead of calling it directly.
@@ -57,11 +63,13 @@ class JobScheduler:
     def start(self) -> None:
         self.scheduler.start()
         self.heartbeat.start()
+        self.control.start()
 
     def stop_claiming(self) -> None:
         """Claim nothing more; occurrences due from now on are left to other instances."""
         self.heartbeat.reaping.clear()
         self.executor.stop_claiming()
+        self.control.stop()
         self.scheduler.shutdown(wait=False)
 
     def wait(self, timeout: float) -> bool:

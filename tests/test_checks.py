@@ -302,10 +302,16 @@ def test_e013_with_jobs_is_reported_not_raised(value: object) -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "code"), [("HEARTBEAT_INTERVAL", "E014"), ("HEARTBEAT_TIMEOUT", "E015")]
+    ("key", "code"),
+    [
+        ("HEARTBEAT_INTERVAL", "E014"),
+        ("HEARTBEAT_TIMEOUT", "E015"),
+        ("CONTROL_INTERVAL", "E017"),
+        ("MISSED_LOOKBACK", "E018"),
+    ],
 )
 @pytest.mark.parametrize("value", [0, -10, 2.5, "10", None, True])
-def test_e014_e015_heartbeat_settings(key: str, code: str, value: object) -> None:
+def test_whole_number_settings(key: str, code: str, value: object) -> None:
     error = only(run({key: value}), code)
     assert f"ONCEJOB[{key!r}] must be a whole number >= 1, got {value!r}" in error.msg
     assert error.hint == f"The default is {DEFAULTS[key]}."

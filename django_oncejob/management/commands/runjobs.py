@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from django_oncejob.checks import check_settings
 from django_oncejob.conf import conf
 from django_oncejob.redis_policy import eviction_warning
 from django_oncejob.registry import JobSpec, load_jobs
+from django_oncejob.runner import Outcome, run_manual
 from django_oncejob.scheduler import JobScheduler
 
 logger = logging.getLogger("django_oncejob")
@@ -29,7 +31,7 @@ logger = logging.getLogger("django_oncejob")
 class Command(BaseCommand):
     help = (
         "Run the jobs from settings.ONCEJOB on this instance until SIGTERM or SIGINT. "
-        "Run it on every instance: each occurrence runs on exactly one of them."
+        "Run it on every instance: each occurrence runs on one of them only."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -46,12 +48,27 @@ class Command(BaseCommand):
             help="With --list, how many next fire times to print per job (default 3).",
         )
         parser.add_argument(
+            "--run",
+            metavar="JOB",
+            dest="run_job",
+            help="Run JOB once now, recorded in the history as a manual run, and exit with "
+            "its outcome (0 if it succeeded).",
+        )
+        parser.add_argument(
             "--owner",
             help="Name recorded for this instance in the history (default: ONCEJOB['OWNER'] "
             "or '<host>:<pid>').",
         )
 
-    def handle(self, *, list_jobs: bool, count: int, owner: str | None, **options: Any) -> None:
+    def handle(
+        self,
+        *,
+        list_jobs: bool,
+        count: int,
+        run_job: str | None,
+        owner: str | None,
+        **options: Any,
+    ) -> None:
         errors = [e for e in check_settings() if e.level >= checks.ERROR]
         if errors:
             raise CommandError(
@@ -62,7 +79,21 @@ class Command(BaseCommand):
         if list_jobs:
             self.print_jobs(jobs.values(), count)
             return
+        if run_job is not None:
+            self.run_once(jobs, run_job, owner or conf.OWNER, options["verbosity"])
+            return
         self.run(jobs.values(), owner or conf.OWNER, options["verbosity"])
+
+    def run_once(self, jobs: dict[str, JobSpec], job_id: str, owner: str, verbosity: int) -> None:
+        if job_id not in jobs:
+            known = ", ".join(jobs) or "none"
+            raise CommandError(f"No job {job_id!r} in ONCEJOB['JOBS'] (jobs: {known}).")
+        self.configure_logging(verbosity)
+        requested_by = f"runjobs --run ({getpass.getuser()})"
+        outcome = run_manual(jobs[job_id], timezone.now(), requested_by, owner)
+        if outcome is not Outcome.SUCCEEDED:
+            raise CommandError(f"Job {job_id!r} did not succeed: {outcome.value}.")
+        self.stdout.write(f"Job {job_id!r} succeeded.")
 
     def print_jobs(self, jobs: Collection[JobSpec], count: int) -> None:
         if count < 0:

@@ -1,0 +1,196 @@
+"""Pause, run now and the sweep for missed occurrences: in process, then across real processes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+from django.utils import timezone
+
+from django_oncejob import missed
+from django_oncejob.models import Claim, JobState, RunRequest
+from django_oncejob.registry import JobSpec, parse_job
+from django_oncejob.runner import Outcome, run_manual, run_occurrence
+from tests.processes import Fleet, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+WHEN = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def record_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "runs.txt"
+    monkeypatch.setenv("ONCEJOB_TEST_RECORD", str(path))
+    return path
+
+
+def spec(job_id: str = "report", **definition: Any) -> JobSpec:
+    definition = {"func": "tests.jobs.record", "cron": "0 21 * * *", **definition}
+    job, errors = parse_job(job_id, definition)
+    assert errors == [] and job is not None
+    return job
+
+
+def runs(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_a_paused_occurrence_is_recorded_once_and_not_run(record_file: Path) -> None:
+    assert run_occurrence(spec(), WHEN, "a", paused=True) is Outcome.PAUSED
+    assert run_occurrence(spec(), WHEN, "b", paused=True) is Outcome.LOST
+
+    row = Claim.objects.get()
+    assert (row.status, row.owner, row.started_at) == (Claim.Status.PAUSED, "a", None)
+    assert runs(record_file) == []
+
+
+def test_manual_run_is_recorded_as_manual(record_file: Path) -> None:
+    requested = timezone.now()
+    assert run_manual(spec(), requested, "alice", "web-1:1") is Outcome.SUCCEEDED
+
+    row = Claim.objects.get()
+    assert (row.manual, row.requested_by, row.scheduled_for) == (True, "alice", requested)
+    assert len(runs(record_file)) == 1
+
+
+def test_runjobs_run_exits_with_the_jobs_outcome(record_file: Path) -> None:
+    jobs = {"ok": {"func": "tests.jobs.record", "cron": "0 21 * * *"}}
+    jobs["broken"] = {"func": "tests.jobs.fail", "cron": "0 21 * * *"}
+    with override_settings(ONCEJOB={"JOBS": jobs}):
+        call_command("runjobs", "--run", "ok", stdout=open("/dev/null", "w"))  # noqa: SIM115
+        with pytest.raises(CommandError, match="did not succeed: failed"):
+            call_command("runjobs", "--run", "broken")
+        with pytest.raises(CommandError, match="No job 'nope'"):
+            call_command("runjobs", "--run", "nope")
+    assert sorted(Claim.objects.values_list("job", "status", "manual")) == [
+        ("broken", "failed", True),
+        ("ok", "succeeded", True),
+    ]
+    assert len(runs(record_file)) == 1
+
+
+def test_sweep_records_the_gaps_since_the_last_sweep() -> None:
+    job = spec("tick", cron={"minute": "*"}, misfire_grace_time=10)
+    now = datetime(2026, 11, 26, 21, 30, 0, tzinfo=UTC)
+
+    assert missed.sweep([job], "a", now=now - timedelta(minutes=10)) == 0  # sets the mark
+    mark = JobState.objects.get(job="tick").checked_until
+    assert mark == now - timedelta(minutes=10, seconds=15)
+    for minute in (20, 22, 23):
+        Claim.objects.create(
+            job="tick",
+            scheduled_for=now.replace(minute=minute),
+            owner="b",
+            status=Claim.Status.SUCCEEDED,
+            claimed_at=now,
+            started_at=now,
+        )
+
+    found = missed.sweep([job], "a", now=now)
+
+    expected = [now.replace(minute=m) for m in range(20, 30) if m not in (20, 22, 23)]
+    rows = Claim.objects.filter(status=Claim.Status.MISSED).order_by("scheduled_for")
+    assert [row.scheduled_for for row in rows] == expected
+    assert found == len(expected)
+    # The next sweep starts where this one ended: 21:30 is new, nothing is found twice.
+    assert missed.sweep([job], "b", now=now + timedelta(seconds=30)) == 1
+    assert missed.sweep([job], "a", now=now + timedelta(seconds=30)) == 0
+
+
+def test_sweep_never_looks_further_back_than_the_lookback() -> None:
+    job = spec("tick", cron={"minute": "*"}, misfire_grace_time=10)
+    now = datetime(2026, 11, 26, 21, 30, 0, tzinfo=UTC)
+    JobState.objects.create(job="tick", checked_until=now - timedelta(days=30))
+    with override_settings(ONCEJOB={"MISSED_LOOKBACK": 300}):
+        found = missed.sweep([job], "a", now=now)
+    # (21:25, 21:29:45]: the lookback, less the grace time and the settling margin.
+    assert found == 4
+    first = Claim.objects.order_by("scheduled_for").first()
+    assert first is not None and first.scheduled_for == now.replace(minute=26)
+
+
+FleetFactory = Callable[..., Fleet]
+
+
+@pytest.mark.processes
+def test_run_now_runs_on_exactly_one_live_instance(fleet: FleetFactory) -> None:
+    instances = fleet(
+        {"report": {"func": "tests.jobs.record", "cron": "0 3 1 1 *"}},
+        {"CONTROL_INTERVAL": 1},
+    )
+    instances.start(3)
+    asked = time.monotonic()
+    RunRequest.objects.create(job="report", requested_by="alice", requested_at=timezone.now())
+
+    wait_for(lambda: len(instances.runs()) == 1, 10, "the manual run")
+    took = time.monotonic() - asked
+    time.sleep(2)  # room for a second, wrong, run
+    assert instances.stop() == [0, 0, 0]
+
+    assert len(instances.runs()) == 1
+    row = Claim.objects.get()
+    request = RunRequest.objects.get()
+    assert (row.manual, row.requested_by, row.status) == (True, "alice", "succeeded")
+    assert request.taken_by == row.owner
+    print(f"run now took {took:.2f} s")
+
+
+@pytest.mark.processes
+def test_pause_takes_effect_on_every_instance_and_resume_undoes_it(fleet: FleetFactory) -> None:
+    instances = fleet(
+        {"tick": {"func": "tests.jobs.record", "cron": {"second": "*"}}},
+        {"CONTROL_INTERVAL": 1},
+    )
+    instances.start(3)
+    JobState.objects.update_or_create(job="tick", defaults={"paused": True})
+    time.sleep(3)  # every instance has looked at least twice
+    paused_from = datetime.now(UTC)
+    time.sleep(4)
+    paused_until = datetime.now(UTC)
+    JobState.objects.filter(job="tick").update(paused=False)
+    time.sleep(3)
+    resumed_from = datetime.now(UTC)
+    time.sleep(3)
+    assert instances.stop() == [0, 0, 0]
+
+    ran = {when for _, when, _ in instances.runs()}
+    assert not [t for t in ran if paused_from <= t <= paused_until]
+    assert [t for t in ran if t >= resumed_from]
+    paused = Claim.objects.filter(status="paused", scheduled_for__range=(paused_from, paused_until))
+    assert paused.count() >= 3
+    counts = instances.run_counts()
+    assert [key for key, count in counts.items() if count > 1] == []
+
+
+@pytest.mark.processes
+def test_the_next_instance_up_records_what_nobody_ran(fleet: FleetFactory) -> None:
+    jobs = {"tick": {"func": "tests.jobs.record", "cron": {"second": "*"}, "misfire_grace_time": 1}}
+    instances = fleet(jobs)
+    instances.start()
+    time.sleep(3)
+    assert instances.stop() == [0]
+    down_from = datetime.now(UTC)
+    time.sleep(9)
+    down_until = datetime.now(UTC)
+    later = fleet(jobs)
+    later.record_file.symlink_to(instances.record_file)
+    later.start()
+
+    wait_for(lambda: Claim.objects.filter(status="missed").exists(), 10, "missed rows")
+    assert later.stop() == [0]
+
+    ran = {when for _, when, _ in instances.runs()}
+    missed_rows = set(Claim.objects.filter(status="missed").values_list("scheduled_for", flat=True))
+    assert not ran & missed_rows
+    gap = {
+        down_from.replace(microsecond=0) + timedelta(seconds=s)
+        for s in range(2, int((down_until - down_from).total_seconds()) - 6)
+    }
+    assert gap <= missed_rows, sorted(gap - missed_rows)
