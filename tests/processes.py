@@ -146,6 +146,42 @@ class Fleet:
         )
 
 
+#: Where Debian and Ubuntu install libfaketime (the ``faketime`` package).
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+def faketime_env(offset: str) -> dict[str, str]:
+    """Environment that shifts a process's wall clock by ``offset``, e.g. ``"-0.4s"``.
+
+    What ``faketime -f OFFSET`` sets, without its wrapper process: ``faketime``
+    forks, so signals sent to the Popen pid would not reach ``runjobs``.
+    Monotonic time stays real, as it does on a host whose clock is off.
+    """
+    if not LIBFAKETIME.exists():
+        raise FileNotFoundError(f"{LIBFAKETIME} is missing: apt-get install faketime")
+    return {
+        "LD_PRELOAD": str(LIBFAKETIME),
+        "FAKETIME": offset,
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+
+
+def clock_offset(env: dict[str, str]) -> float:
+    """Seconds by which a Python started with ``env`` sees ``time.time()`` ahead of ours."""
+    probe = "import sys, time; sys.stdout.write(repr(time.time()))"
+    before = time.time()
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    after = time.time()
+    return float(result.stdout) - (before + after) / 2
+
+
 def wait_for(condition: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -14,6 +14,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from django_oncejob import missed
+from django_oncejob.claim import claim
 from django_oncejob.models import Claim, JobState, RunRequest
 from django_oncejob.registry import JobSpec, parse_job
 from django_oncejob.runner import Outcome, run_manual, run_occurrence
@@ -82,7 +83,7 @@ def test_sweep_records_the_gaps_since_the_last_sweep() -> None:
 
     assert missed.sweep([job], "a", now=now - timedelta(minutes=10)) == 0  # sets the mark
     mark = JobState.objects.get(job="tick").checked_until
-    assert mark == now - timedelta(minutes=10, seconds=15)
+    assert mark == now - timedelta(minutes=10)
     for minute in (20, 22, 23):
         Claim.objects.create(
             job="tick",
@@ -102,6 +103,18 @@ def test_sweep_records_the_gaps_since_the_last_sweep() -> None:
     # The next sweep starts where this one ended: 21:30 is new, nothing is found twice.
     assert missed.sweep([job], "b", now=now + timedelta(seconds=30)) == 1
     assert missed.sweep([job], "a", now=now + timedelta(seconds=30)) == 0
+
+
+def test_the_first_sweep_counts_nothing_before_it_as_missed() -> None:
+    job = spec("tick", cron={"second": "*"}, misfire_grace_time=10)
+    now = datetime(2026, 11, 26, 21, 30, 0, tzinfo=UTC)
+
+    assert missed.sweep([job], "a", now=now) == 0
+    # 16 s later the settled past is (21:30:00, 21:30:01]: one fire time, not the 15
+    # before the first sweep, when no instance was up to run them.
+    assert missed.sweep([job], "a", now=now + timedelta(seconds=16)) == 1
+    (row,) = Claim.objects.all()
+    assert row.scheduled_for == now + timedelta(seconds=1)
 
 
 def test_sweep_never_looks_further_back_than_the_lookback() -> None:
@@ -194,3 +207,22 @@ def test_the_next_instance_up_records_what_nobody_ran(fleet: FleetFactory) -> No
         for s in range(2, int((down_until - down_from).total_seconds()) - 6)
     }
     assert gap <= missed_rows, sorted(gap - missed_rows)
+
+
+def test_sweep_records_a_claimed_occurrence_without_a_row_as_abandoned() -> None:
+    job = spec("tick", cron={"minute": "*"}, misfire_grace_time=10)
+    now = datetime(2026, 11, 26, 21, 30, 0, tzinfo=UTC)
+    JobState.objects.create(job="tick", checked_until=now - timedelta(minutes=2, seconds=30))
+    # Won in the cache by an instance that then wrote nothing to the history.
+    claim("tick", now - timedelta(minutes=1), "web-9:99")
+
+    missed.sweep([job], "a", now=now)
+
+    rows = dict(Claim.objects.values_list("scheduled_for", "status"))
+    assert rows == {
+        now - timedelta(minutes=2): Claim.Status.MISSED,
+        now - timedelta(minutes=1): Claim.Status.ABANDONED,
+    }
+    abandoned = Claim.objects.get(status=Claim.Status.ABANDONED)
+    assert abandoned.owner == "web-9:99"
+    assert "recorded no outcome" in abandoned.error
