@@ -118,6 +118,17 @@ def check_settings(
                     id=f"django_oncejob.{code}",
                 )
             )
+    retention = raw.get("RETENTION_DAYS")
+    if retention is not None and not _whole_number(retention, 1):
+        errors.append(
+            checks.Error(
+                f"ONCEJOB['RETENTION_DAYS'] must be None or a whole number of days >= 1, "
+                f"got {retention!r}.",
+                hint="Set how many days of history oncejob_prune keeps, e.g. 30, or None "
+                "(the default) to keep it all.",
+                id="django_oncejob.E019",
+            )
+        )
     interval = raw.get("HEARTBEAT_INTERVAL", DEFAULTS["HEARTBEAT_INTERVAL"])
     silence = raw.get("HEARTBEAT_TIMEOUT", DEFAULTS["HEARTBEAT_TIMEOUT"])
     if _whole_number(interval, 1) and _whole_number(silence, 1) and silence < 2 * interval:

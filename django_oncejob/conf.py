@@ -23,6 +23,7 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_TIMEOUT": 60,
     "CONTROL_INTERVAL": 2,
     "MISSED_LOOKBACK": 86400,
+    "RETENTION_DAYS": None,
     "JOBS": {},
 }
 
@@ -103,6 +104,12 @@ class Settings:
     def MISSED_LOOKBACK(self) -> int:
         """How far back, in seconds, an instance looks for occurrences that nobody ran."""
         return int(_get("MISSED_LOOKBACK"))
+
+    @property
+    def RETENTION_DAYS(self) -> int | None:
+        """Days of history ``oncejob_prune`` keeps by default; ``None`` keeps it all."""
+        value = _get("RETENTION_DAYS")
+        return None if value is None else int(value)
 
     @property
     def JOBS(self) -> Any:

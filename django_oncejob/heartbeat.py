@@ -8,6 +8,7 @@ abandoned, or takes them over to run again where the job asks for that.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -15,11 +16,12 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, IntegrityError, close_old_connections
 from django.db.models import F, Q
 from django.utils import timezone
 
 import django_oncejob
+from django_oncejob.history import retry_locked
 from django_oncejob.models import Claim, Instance
 from django_oncejob.registry import JobSpec
 
@@ -28,20 +30,25 @@ logger = logging.getLogger("django_oncejob")
 
 def beat(owner: str) -> None:
     """Record that this instance is alive, registering it on its first beat."""
+    # Single statements only: on SQLite, a transaction that reads and then writes
+    # fails at once with "database is locked" when another process writes.
     now = timezone.now()
-    if Instance.objects.filter(owner=owner).update(heartbeat_at=now, stopped_at=None):
+    if retry_locked(
+        lambda: Instance.objects.filter(owner=owner).update(heartbeat_at=now, stopped_at=None)
+    ):
         return
-    Instance.objects.update_or_create(
-        owner=owner,
-        defaults={
-            "host": socket.gethostname()[:255],
-            "pid": os.getpid(),
-            "version": django_oncejob.__version__,
-            "started_at": now,
-            "heartbeat_at": now,
-            "stopped_at": None,
-        },
-    )
+    # IntegrityError: registered meanwhile under the same owner; the next beat updates it.
+    with contextlib.suppress(IntegrityError):
+        retry_locked(
+            lambda: Instance.objects.create(
+                owner=owner,
+                host=socket.gethostname()[:255],
+                pid=os.getpid(),
+                version=django_oncejob.__version__,
+                started_at=now,
+                heartbeat_at=now,
+            )
+        )
 
 
 def sign_off(owner: str) -> None:

@@ -70,7 +70,7 @@ def record_not_run(
 
 def _insert(**fields: Any) -> Claim | None:
     try:
-        return _retry_locked(lambda: Claim.objects.create(**fields))
+        return retry_locked(lambda: Claim.objects.create(**fields))
     except IntegrityError:
         return None
 
@@ -91,7 +91,7 @@ def close_claim(claim: Claim, status: str, *, error: str = "", traceback: str = 
     claim.traceback = traceback
     # Only while the row is still ours: an instance that was taken for dead must
     # not overwrite the outcome of the re-run that replaced it.
-    updated: int = _retry_locked(
+    updated: int = retry_locked(
         lambda: Claim.objects.filter(pk=claim.pk, owner=claim.owner).update(
             status=status, finished_at=claim.finished_at, error=error, traceback=traceback
         )
@@ -108,7 +108,8 @@ def interrupt_open_claims(reason: str) -> int:
     return len(claims)
 
 
-def _retry_locked(write: Callable[[], T]) -> T:
+def retry_locked(write: Callable[[], T]) -> T:
+    """Run ``write``, trying again while SQLite says the database is locked."""
     for delay in LOCKED_RETRY_DELAYS:
         try:
             return write()

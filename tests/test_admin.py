@@ -1,17 +1,54 @@
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from django.contrib.auth.models import Permission
+from django.contrib.messages import get_messages
+from django.db import connection
+from django.http import HttpResponse
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from django_oncejob.models import Claim, Instance
+from django_oncejob.models import Claim, Instance, JobState, RunRequest
+from tests.processes import Fleet, wait_for
 
 pytestmark = pytest.mark.django_db
 
 WHEN = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
+
+JOBS = {
+    "nightly-report": {
+        "func": "tests.jobs.record",
+        "cron": "30 2 * * *",
+        "timezone": "Europe/Paris",
+        "description": "Mails the report.",
+    },
+    "sync": {"func": "tests.jobs.fail", "interval": {"minutes": 5}},
+    "old-import": {"func": "tests.jobs.record", "at": "2001-01-01T00:00:00Z", "enabled": False},
+}
+
+OVERVIEW = "admin:django_oncejob_jobstate_changelist"
+HISTORY = "admin:django_oncejob_claim_changelist"
+
+
+@pytest.fixture
+def jobs(settings: Any) -> dict[str, Any]:
+    settings.ONCEJOB = {"JOBS": JOBS}
+    return JOBS
+
+
+@pytest.fixture
+def live() -> Instance:
+    now = timezone.now()
+    return Instance.objects.create(
+        owner="web-1:41", host="web-1", pid=41, version="0.1.0", started_at=now, heartbeat_at=now
+    )
 
 
 @pytest.fixture
@@ -39,10 +76,43 @@ def claims() -> list[Claim]:
     return [ok, failed]
 
 
+def claim(job: str, status: str, minutes_ago: float, **fields: Any) -> Claim:
+    when = timezone.now() - timedelta(minutes=minutes_ago)
+    return Claim.objects.create(
+        job=job,
+        scheduled_for=when,
+        owner=fields.pop("owner", "web-1:41"),
+        status=status,
+        claimed_at=when,
+        started_at=None if status == "missed" else when + timedelta(milliseconds=250),
+        finished_at=None if status == "running" else when + timedelta(seconds=3),
+        **fields,
+    )
+
+
+def staff_client(django_user_model: Any, *codenames: str) -> Client:
+    user = django_user_model.objects.create_user(username="staff", password="pw", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="django_oncejob", codename__in=codenames)
+    )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def notes(response: HttpResponse) -> list[str]:
+    """The messages this response's request added (the storage also holds older ones)."""
+    storage = get_messages(response.wsgi_request)  # type: ignore[attr-defined]
+    return [str(message) for message in storage._queued_messages]
+
+
+# The history ------------------------------------------------------------------
+
+
 def test_history_list_shows_duration_and_lateness(
     admin_client: Client, claims: list[Claim]
 ) -> None:
-    response = admin_client.get(reverse("admin:django_oncejob_claim_changelist"))
+    response = admin_client.get(reverse(HISTORY))
 
     assert response.status_code == 200
     content = response.content.decode()
@@ -50,16 +120,54 @@ def test_history_list_shows_duration_and_lateness(
     assert "web-2:77" in content
     assert "2.000 s" in content  # duration
     assert "0.005 s" in content  # lateness
+    assert "2026-11-26 21:00:00" in content  # to the second
 
 
 def test_history_list_filters_by_status_and_job(admin_client: Client, claims: list[Claim]) -> None:
-    url = reverse("admin:django_oncejob_claim_changelist")
+    url = reverse(HISTORY)
     response = admin_client.get(url, {"status__exact": "failed"})
     assert list(response.context["cl"].result_list) == [claims[1]]
     response = admin_client.get(url, {"job": "nightly-report"})
     assert list(response.context["cl"].result_list) == [claims[0]]
     response = admin_client.get(url, {"q": "web-1"})
     assert list(response.context["cl"].result_list) == [claims[0]]
+
+
+def test_history_filters_missed_and_manual_rows(admin_client: Client, jobs: dict[str, Any]) -> None:
+    missed = claim("sync", "missed", 10, error="Missed: no instance ran it.")
+    manual = claim("sync", "succeeded", 5, manual=True, requested_by="alice")
+    claim("sync", "succeeded", 1)
+    url = reverse(HISTORY)
+
+    response = admin_client.get(url, {"status__exact": "missed"})
+    assert list(response.context["cl"].result_list) == [missed]
+    response = admin_client.get(url, {"started_by": "manual"})
+    assert list(response.context["cl"].result_list) == [manual]
+    # The overview's failure links ask for two statuses at once.
+    response = admin_client.get(url, {"job": "sync", "status__in": "missed,failed"})
+    assert list(response.context["cl"].result_list) == [missed]
+
+    content = admin_client.get(url).content.decode()
+    assert "manual, by alice" in content
+    # The job filter offers the jobs from settings.
+    assert '?job=old-import"' in content
+    assert '?status__exact=missed"' in content
+
+
+def test_status_is_shown_with_a_symbol_and_words_not_colour_alone(
+    admin_client: Client, claims: list[Claim]
+) -> None:
+    content = admin_client.get(reverse(HISTORY)).content.decode()
+
+    assert (
+        '<span class="oncejob-badge oncejob-failed"><span aria-hidden="true">✗</span> failed</span>'
+        in content
+    )
+    assert (
+        '<span class="oncejob-badge oncejob-succeeded"><span aria-hidden="true">✓</span> '
+        "succeeded</span>" in content
+    )
+    assert ".oncejob-failed { background: #b71c1c; }" in content
 
 
 def test_history_is_read_only(admin_client: Client, claims: list[Claim]) -> None:
@@ -74,17 +182,370 @@ def test_history_is_read_only(admin_client: Client, claims: list[Claim]) -> None
     admin_client.post(url, {"status": "succeeded"})
     claims[1].refresh_from_db()
     assert claims[1].status == Claim.Status.FAILED
+    delete = reverse("admin:django_oncejob_claim_delete", args=[claims[1].pk])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert Claim.objects.count() == 2
 
 
-def test_str_and_timings(claims: list[Claim]) -> None:
-    assert str(claims[0]) == "nightly-report @ 2026-11-26T21:00:00+00:00"
-    assert claims[0].duration == timedelta(seconds=2)
-    assert claims[0].lateness == timedelta(milliseconds=5)
-    running = Claim(job="x", scheduled_for=WHEN, started_at=WHEN, claimed_at=WHEN)
-    assert running.duration is None
+def test_error_detail_shows_the_traceback_escaped_in_pre(admin_client: Client) -> None:
+    row = claim(
+        "sync",
+        "failed",
+        3,
+        error="ValueError: <b>bad</b> input",
+        traceback=(
+            'Traceback (most recent call last):\n  File "x.py", line 1\n<script>alert(1)</script>'
+        ),
+    )
+
+    response = admin_client.get(reverse("admin:django_oncejob_claim_change", args=[row.pk]))
+
+    content = response.content.decode()
+    assert '<pre class="oncejob-pre">ValueError: &lt;b&gt;bad&lt;/b&gt; input</pre>' in content
+    assert (
+        '<pre class="oncejob-pre oncejob-traceback">Traceback (most recent call last):\n'
+        "  File &quot;x.py&quot;, line 1\n&lt;script&gt;alert(1)&lt;/script&gt;</pre>"
+    ) in content
+    assert "<script>alert(1)" not in content
+    assert f"{reverse(HISTORY)}?job=sync" in content  # back to the job's history
 
 
-def test_instances_are_listed_alive_or_gone(admin_client: Client) -> None:
+def test_history_list_queries_do_not_grow_with_rows(admin_client: Client) -> None:
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_client.get(reverse(HISTORY)).status_code == 200
+        return len(captured)
+
+    for minute in range(10):
+        claim("sync", "failed" if minute % 3 else "succeeded", minute, error="x")
+    few = queries()
+    for minute in range(10, 100):
+        claim("sync", "succeeded", minute, manual=True, requested_by="bob")
+    assert queries() == few
+
+
+# The jobs overview -------------------------------------------------------------
+
+
+def test_jobs_overview_lists_every_job_from_settings(
+    admin_client: Client, jobs: dict[str, Any], live: Instance
+) -> None:
+    JobState.objects.create(job="sync", paused=True, changed_at=timezone.now(), changed_by="alice")
+    for minutes_ago in (1, 6, 11):
+        claim("sync", "failed", minutes_ago, error="RuntimeError: the job broke")
+    claim("sync", "succeeded", 16)
+    claim("sync", "missed", 21)
+    claim("sync", "succeeded", 60 * 25)  # older than the 24 hours counted
+    claim("nightly-report", "succeeded", 600, owner="web-2:77", manual=True, requested_by="bob")
+    claim("nightly-report", "paused", 300)  # not a run
+
+    response = admin_client.get(reverse(OVERVIEW))
+
+    assert response.status_code == 200
+    assert response.context["title"] == "Jobs"
+    rows = {row.spec.id: row for row in response.context["rows"]}
+    assert list(rows) == ["nightly-report", "sync", "old-import"]
+    report, sync, old = rows.values()
+    assert report.spec.trigger_text == "every day at 02:30 (Europe/Paris)"
+    assert [t.strftime("%H:%M %Z") for t in report.next_times] == ["02:30 CET"] * 3
+    assert old.next_times == []
+    assert (sync.paused, report.paused, old.paused) == (True, False, False)
+    assert report.last is not None and report.last.status == "succeeded"
+    assert report.last.owner == "web-2:77"
+    assert sync.last is not None and sync.last.status == "failed"
+    assert (sync.counts.succeeded, sync.counts.failed, sync.counts.missed) == (1, 3, 1)
+    assert old.last is None
+
+    content = response.content.decode()
+    assert "Mails the report." in content
+    assert "Europe/Paris" in content
+    assert "every 5 minutes from 2000-01-01 00:00:00+00:00" in content
+    assert '<span aria-hidden="true">⊘</span> disabled</span>' in content
+    assert '<span aria-hidden="true">‖</span> paused</span>' in content
+    assert "changed by alice" in content
+    assert "manual, by bob" in content
+    assert "2.750 s · web-2:77" in content
+    assert "1 instance alive" in content
+    # Links to the history: the job's, and its failures and misses.
+    history = reverse(HISTORY)
+    assert f'href="{history}?job=sync"' in content
+    assert f'href="{history}?job=sync&amp;status__in=failed,abandoned"' in content
+    assert f'href="{history}?job=sync&amp;status__exact=missed"' in content
+    # No run-now button for the disabled job, and no pause button for it either.
+    assert "Run old-import now" not in content
+    assert "Pause old-import" not in content
+    assert 'aria-label="Resume sync"' in content
+    assert 'aria-label="Pause nightly-report"' in content
+
+
+def test_jobs_overview_says_when_no_instance_is_alive(
+    admin_client: Client, jobs: dict[str, Any]
+) -> None:
+    gone = timezone.now() - timedelta(minutes=5)
+    Instance.objects.create(
+        owner="web-1:1", host="web-1", pid=1, version="0", started_at=gone, heartbeat_at=gone
+    )
+    content = admin_client.get(reverse(OVERVIEW)).content.decode()
+    assert "No runjobs instance is alive" in content
+
+
+def test_jobs_overview_reports_invalid_jobs(admin_client: Client, settings: Any) -> None:
+    settings.ONCEJOB = {"JOBS": {**JOBS, "broken": {"func": "tests.jobs.record", "cron": "61"}}}
+    response = admin_client.get(reverse(OVERVIEW))
+    assert [row.spec.id for row in response.context["rows"]] == list(JOBS)
+    assert "ONCEJOB has 1 error" in response.content.decode()
+
+
+def test_jobs_overview_with_no_jobs(admin_client: Client, settings: Any) -> None:
+    settings.ONCEJOB = {}
+    content = admin_client.get(reverse(OVERVIEW)).content.decode()
+    assert "There are no jobs in ONCEJOB['JOBS']." in content
+
+
+def test_jobs_overview_is_in_the_admin_index_as_jobs(admin_client: Client) -> None:
+    content = admin_client.get(reverse("admin:index")).content.decode()
+    assert f'<a href="{reverse(OVERVIEW)}">Jobs</a>' in content
+
+
+def many_jobs(count: int) -> dict[str, Any]:
+    return {
+        f"job-{i}": {
+            "func": "tests.jobs.record",
+            "cron": f"{i % 60} * * * *",
+            "enabled": i % 7 != 3,
+        }
+        for i in range(count)
+    }
+
+
+def history(jobs: dict[str, Any], rows: int) -> None:
+    now = timezone.now()
+    statuses = ["succeeded", "failed", "missed", "paused", "running"]
+    Claim.objects.bulk_create(
+        Claim(
+            job=list(jobs)[i % len(jobs)],
+            scheduled_for=now - timedelta(minutes=i),
+            owner=f"web-{i % 3}:1",
+            status=statuses[i % len(statuses)],
+            claimed_at=now,
+            started_at=now,
+            finished_at=now,
+        )
+        for i in range(rows)
+    )
+
+
+def test_jobs_overview_queries_do_not_grow_with_jobs_or_history(
+    admin_client: Client, settings: Any, live: Instance
+) -> None:
+    def queries(count: int, rows: int) -> int:
+        Claim.objects.all().delete()
+        JobState.objects.all().delete()
+        jobs = many_jobs(count)
+        settings.ONCEJOB = {"JOBS": jobs}
+        history(jobs, rows)
+        JobState.objects.bulk_create(JobState(job=job, paused=True) for job in list(jobs)[::2])
+        with CaptureQueriesContext(connection) as captured:
+            response = admin_client.get(reverse(OVERVIEW))
+        assert response.status_code == 200
+        assert len(response.context["rows"]) == count
+        return len(captured)
+
+    three_jobs = queries(3, 10)
+    assert queries(30, 10) == three_jobs
+    assert queries(3, 1000) == three_jobs
+    assert queries(30, 1000) == three_jobs
+
+
+def test_last_runs_are_the_newest_run_of_each_job_on_any_database(
+    admin_client: Client, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = many_jobs(5)
+    settings.ONCEJOB = {"JOBS": jobs}
+    history(jobs, 200)
+    newest = {
+        job: Claim.objects.filter(job=job, status__in=["succeeded", "failed", "running"])
+        .order_by("-scheduled_for")
+        .first()
+        for job in jobs
+    }
+    first = {row.spec.id: row.last for row in admin_client.get(reverse(OVERVIEW)).context["rows"]}
+    # The portable window-function query, for databases that cannot take one "LIMIT 1"
+    # per job in a UNION, gives the same rows.
+    monkeypatch.setattr(connection.features, "supports_slicing_ordering_in_compound", False)
+    other = {row.spec.id: row.last for row in admin_client.get(reverse(OVERVIEW)).context["rows"]}
+    assert first == other == newest
+
+
+# Run now -----------------------------------------------------------------------
+
+
+def run_url(job: str) -> str:
+    return reverse("admin:django_oncejob_jobstate_run", args=[job])
+
+
+def test_run_now_asks_a_live_instance_to_run_the_job(
+    admin_client: Client, jobs: dict[str, Any], live: Instance, admin_user: Any
+) -> None:
+    response = admin_client.post(run_url("nightly-report"))
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse(OVERVIEW)
+    request = RunRequest.objects.get()
+    assert (request.job, request.requested_by, request.taken_at) == (
+        "nightly-report",
+        admin_user.username,
+        None,
+    )
+    assert "will run once, on one live instance" in notes(response)[0]
+    # A second press while the first request waits asks for nothing more.
+    response = admin_client.post(run_url("nightly-report"))
+    assert "already waiting to run" in notes(response)[0]
+    assert RunRequest.objects.count() == 1
+
+
+def test_run_now_needs_the_run_job_permission(
+    django_user_model: Any, jobs: dict[str, Any], live: Instance
+) -> None:
+    client = staff_client(django_user_model, "view_jobstate", "pause_job")
+    assert client.post(run_url("nightly-report")).status_code == 403
+    assert RunRequest.objects.count() == 0
+    assert "Run nightly-report now" not in client.get(reverse(OVERVIEW)).content.decode()
+
+
+def test_run_now_with_the_permission_alone(
+    django_user_model: Any, jobs: dict[str, Any], live: Instance
+) -> None:
+    client = staff_client(django_user_model, "run_job")
+    content = client.get(reverse(OVERVIEW)).content.decode()
+    assert "Run nightly-report now" in content
+    assert "Pause nightly-report" not in content
+
+    assert client.post(run_url("nightly-report")).status_code == 302
+    assert RunRequest.objects.get().requested_by == "staff"
+
+
+def test_staff_without_any_permission_cannot_see_the_jobs(
+    django_user_model: Any, jobs: dict[str, Any]
+) -> None:
+    client = staff_client(django_user_model)
+    assert client.get(reverse(OVERVIEW)).status_code == 403
+
+
+def test_run_now_only_by_post_with_csrf(
+    admin_user: Any, jobs: dict[str, Any], live: Instance
+) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    assert client.get(run_url("nightly-report")).status_code == 405
+    assert client.post(run_url("nightly-report")).status_code == 403
+    assert RunRequest.objects.count() == 0
+
+    page = client.get(reverse(OVERVIEW))
+    token = page.context["csrf_token"]
+    assert client.post(run_url("nightly-report"), {"csrfmiddlewaretoken": token}).status_code == 302
+    assert RunRequest.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("job", "message"),
+    [
+        ("nope", "There is no valid job “nope” in ONCEJOB['JOBS']"),
+        ("tests.jobs.record", "There is no valid job “tests.jobs.record”"),
+        ("old-import", "Job “old-import” is disabled in settings"),
+    ],
+)
+def test_run_now_takes_only_enabled_jobs_from_settings(
+    admin_client: Client, jobs: dict[str, Any], live: Instance, job: str, message: str
+) -> None:
+    response = admin_client.post(run_url(job))
+    assert response.status_code == 302
+    assert message in notes(response)[0]
+    assert RunRequest.objects.count() == 0
+
+
+def test_run_now_without_a_live_instance_asks_for_nothing(
+    admin_client: Client, jobs: dict[str, Any]
+) -> None:
+    silent = timezone.now() - timedelta(seconds=61)
+    Instance.objects.create(
+        owner="web-1:1", host="web-1", pid=1, version="0", started_at=silent, heartbeat_at=silent
+    )
+    Instance.objects.create(
+        owner="web-2:1",
+        host="web-2",
+        pid=1,
+        version="0",
+        started_at=silent,
+        heartbeat_at=timezone.now(),
+        stopped_at=timezone.now(),
+    )
+
+    response = admin_client.post(run_url("nightly-report"))
+
+    assert notes(response) == [
+        "No runjobs instance is alive (none sent a heartbeat in the last 60 seconds), so "
+        "nothing would take the request: job “nightly-report” was not asked to run. Start "
+        "manage.py runjobs and try again."
+    ]
+    assert RunRequest.objects.count() == 0
+
+
+# Pause and resume --------------------------------------------------------------
+
+
+def pause_url(job: str, action: str = "pause") -> str:
+    return reverse(f"admin:django_oncejob_jobstate_{action}", args=[job])
+
+
+def test_pause_and_resume_are_recorded_with_who_and_when(
+    admin_client: Client, jobs: dict[str, Any], admin_user: Any
+) -> None:
+    JobState.objects.create(job="sync", checked_until=WHEN)
+    before = timezone.now()
+
+    response = admin_client.post(pause_url("sync"))
+
+    assert response.status_code == 302
+    state = JobState.objects.get(job="sync")
+    assert (state.paused, state.changed_by, state.checked_until) == (
+        True,
+        admin_user.username,
+        WHEN,
+    )
+    assert state.changed_at is not None and state.changed_at >= before
+    assert "Job “sync” is paused" in notes(response)[0]
+
+    response = admin_client.post(pause_url("sync", "resume"))
+    state.refresh_from_db()
+    assert state.paused is False
+    assert "Job “sync” is resumed" in notes(response)[0]
+
+
+def test_pause_needs_the_pause_job_permission(django_user_model: Any, jobs: dict[str, Any]) -> None:
+    client = staff_client(django_user_model, "view_jobstate", "run_job")
+    assert client.post(pause_url("sync")).status_code == 403
+    assert client.post(pause_url("sync", "resume")).status_code == 403
+    assert JobState.objects.count() == 0
+    assert client.get(pause_url("sync")).status_code == 405
+
+
+def test_pause_with_the_permission_alone(django_user_model: Any, jobs: dict[str, Any]) -> None:
+    client = staff_client(django_user_model, "pause_job")
+    assert client.post(pause_url("nightly-report")).status_code == 302
+    assert JobState.objects.get().paused is True
+
+
+def test_pause_takes_only_jobs_from_settings(admin_client: Client, jobs: dict[str, Any]) -> None:
+    response = admin_client.post(pause_url("nope"))
+    assert "There is no valid job “nope”" in notes(response)[0]
+    assert JobState.objects.count() == 0
+
+
+# Instances ---------------------------------------------------------------------
+
+
+def test_instances_are_listed_alive_or_gone_with_their_running_jobs(admin_client: Client) -> None:
     now = timezone.now()
     for owner, silent, stopped in [
         ("web-1:1", 2, None),
@@ -101,12 +562,111 @@ def test_instances_are_listed_alive_or_gone(admin_client: Client) -> None:
             heartbeat_at=beat,
             stopped_at=stopped,
         )
+    for minutes_ago in (1, 2):
+        claim("sync", "running", minutes_ago, owner="web-1:1")
+    claim("sync", "succeeded", 3, owner="web-1:1")
+    claim("sync", "running", 4, owner="web-2:2")
+    url = reverse("admin:django_oncejob_instance_changelist")
 
-    response = admin_client.get(reverse("admin:django_oncejob_instance_changelist"))
+    response = admin_client.get(url)
 
-    rows = {i.owner: i.is_alive(60) for i in response.context["cl"].result_list}
-    assert rows == {"web-1:1": True, "web-2:2": False, "web-3:3": False}
+    rows = {i.owner: (i.is_alive(60), i.running_count) for i in response.context["cl"].result_list}
+    assert rows == {"web-1:1": (True, 2), "web-2:2": (False, 1), "web-3:3": (False, 0)}
     content = response.content.decode()
-    assert content.count(">alive<") == 1
-    assert content.count(">gone<") == 2
+    assert content.count('<span aria-hidden="true">●</span> alive</span>') == 1
+    assert content.count('<span aria-hidden="true">○</span> gone</span>') == 2
+    assert " s ago)" in content
     assert admin_client.get(reverse("admin:django_oncejob_instance_add")).status_code == 403
+    alive = admin_client.get(url, {"state": "alive"}).context["cl"].result_list
+    assert [i.owner for i in alive] == ["web-1:1"]
+    gone = admin_client.get(url, {"state": "gone"}).context["cl"].result_list
+    assert sorted(i.owner for i in gone) == ["web-2:2", "web-3:3"]
+
+
+def test_instances_list_queries_do_not_grow_with_instances(admin_client: Client) -> None:
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            admin_client.get(reverse("admin:django_oncejob_instance_changelist"))
+        return len(captured)
+
+    def add(count: int) -> None:
+        now = timezone.now()
+        for i in range(Instance.objects.count(), Instance.objects.count() + count):
+            Instance.objects.create(
+                owner=f"web-{i}:1", host="h", pid=i, version="0", started_at=now, heartbeat_at=now
+            )
+            claim("sync", "running", i, owner=f"web-{i}:1")
+
+    add(2)
+    few = queries()
+    add(20)
+    assert queries() == few
+
+
+def test_str_and_timings(claims: list[Claim]) -> None:
+    assert str(claims[0]) == "nightly-report @ 2026-11-26T21:00:00+00:00"
+    assert claims[0].duration == timedelta(seconds=2)
+    assert claims[0].lateness == timedelta(milliseconds=5)
+    running = Claim(job="x", scheduled_for=WHEN, started_at=WHEN, claimed_at=WHEN)
+    assert running.duration is None
+
+
+# Across real runjobs processes ---------------------------------------------------
+
+FleetFactory = Callable[..., Fleet]
+
+
+@pytest.mark.processes
+def test_run_now_and_pause_through_the_admin_reach_every_instance(
+    fleet: FleetFactory, settings: Any, django_user_model: Any
+) -> None:
+    jobs = {
+        "report": {"func": "tests.jobs.record", "cron": "0 3 1 1 *"},
+        "tick": {"func": "tests.jobs.record", "cron": {"second": "*"}},
+    }
+    settings.ONCEJOB = {"JOBS": jobs}
+    operator = django_user_model.objects.create_user("olga", password="pw", is_staff=True)
+    operator.user_permissions.set(
+        Permission.objects.filter(codename__in=["run_job", "pause_job", "view_jobstate"])
+    )
+    client = Client()
+    client.force_login(operator)
+    instances = fleet(jobs, {"CONTROL_INTERVAL": 1})
+    instances.start(2)
+    wait_for(lambda: Instance.objects.count() == 2, 10, "both heartbeats")
+
+    # Run now: one run, on one instance, recorded as olga's.
+    response = client.post(run_url("report"))
+    assert "will run once" in notes(response)[0]
+    wait_for(lambda: [j for j, _, _ in instances.runs()].count("report") == 1, 10, "the run")
+
+    # Pause: after a control interval, no instance runs the job; resume: it runs again.
+    client.post(pause_url("tick"))
+    time.sleep(2.5)
+    paused_from = datetime.now(UTC)
+    time.sleep(3)
+    paused_until = datetime.now(UTC)
+    client.post(pause_url("tick", "resume"))
+    time.sleep(2.5)
+    resumed_from = datetime.now(UTC)
+    wait_for(
+        lambda: any(j == "tick" and t > resumed_from for j, t, _ in instances.runs()),
+        5,
+        "a run after resuming",
+    )
+    time.sleep(1)  # room for a second, wrong, run of "report"
+    assert instances.stop() == [0, 0], instances.logs()
+
+    manual = Claim.objects.get(job="report")
+    assert (manual.manual, manual.requested_by, manual.status) == (True, "olga", "succeeded")
+    assert RunRequest.objects.get().taken_by == manual.owner
+    ticks = {when for job, when, _ in instances.runs() if job == "tick"}
+    assert not [t for t in ticks if paused_from <= t <= paused_until]
+    assert (
+        Claim.objects.filter(
+            job="tick", status="paused", scheduled_for__range=(paused_from, paused_until)
+        ).count()
+        >= 2
+    )
+    assert [key for key, count in instances.run_counts().items() if count > 1] == []
+    assert [j for j, _, _ in instances.runs()].count("report") == 1

@@ -341,6 +341,20 @@ def test_e016_not_raised_on_top_of_an_invalid_heartbeat_setting() -> None:
     assert ids(errors) == ["django_oncejob.E015"]
 
 
+@pytest.mark.parametrize("value", [0, -1, 2.5, "30", True, False, [30]])
+def test_e019_retention_days(value: object) -> None:
+    error = only(run({"RETENTION_DAYS": value}), "E019")
+    assert (
+        f"ONCEJOB['RETENTION_DAYS'] must be None or a whole number of days >= 1, got {value!r}."
+        == error.msg
+    )
+
+
+@pytest.mark.parametrize("value", [None, 1, 30, 3650])
+def test_e019_accepts_none_and_whole_days(value: int | None) -> None:
+    assert run({"RETENTION_DAYS": value}) == []
+
+
 @pytest.mark.parametrize("value", [["x"], "x", None, 5])
 def test_e020_jobs_not_a_dict(value: object) -> None:
     error = only(run({"JOBS": value}), "E020")

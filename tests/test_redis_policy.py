@@ -176,7 +176,7 @@ def test_runjobs_warns_at_start_up_and_carries_on(
     (instance,) = made.start(env={"REDIS_URL": url})
     output = instance.output()
     assert "The Redis of CACHES['default'] has maxmemory-policy 'allkeys-lru'" in output
-    assert output.index("maxmemory-policy") < output.index("scheduled 1 jobs")
+    assert output.index("maxmemory-policy") < output.index("scheduled 1 job (")
     assert made.stop() == [0]
 
 
