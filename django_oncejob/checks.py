@@ -36,6 +36,7 @@ MEMCACHED_BACKENDS = (
 )
 DJANGO_REDIS_BACKEND = "django_redis.cache.RedisCache"
 DJANGO_REDIS_SHARD_CLIENT = "django_redis.client.ShardClient"
+DJANGO_REDIS_SENTINEL_CLIENT = "django_redis.client.SentinelClient"
 BUILTIN_REDIS_BACKEND = "django.core.cache.backends.redis.RedisCache"
 
 
@@ -240,19 +241,23 @@ def _check_cache(alias: object) -> list[checks.CheckMessage]:
     options = config.get("OPTIONS") or {}
     if backend == DATABASE_BACKEND:
         return [
+            *_check_database_cache(alias, where),
             checks.Warning(
                 f"ONCEJOB['CACHE'] is {alias!r}, a DatabaseCache: its add() is not atomic "
                 "against an expired row of the same key, and culling past MAX_ENTRIES deletes "
                 "keys that have not expired, so a claim can fail to stop a second instance.",
                 hint="The history table's unique (job, scheduled_for) still stops a second run. "
-                "For claims that hold on their own, point ONCEJOB['CACHE'] at a Redis cache "
-                "such as 'django_redis.cache.RedisCache'.",
+                f"Set {where}['OPTIONS']['MAX_ENTRIES'] above the number of claims alive at "
+                "once (one per occurrence for CLAIM_TIMEOUT seconds: the default 300 is "
+                "passed within hours by one per-minute job). For claims that hold on their "
+                "own, point ONCEJOB['CACHE'] at a Redis cache.",
                 obj=where,
                 id="django_oncejob.W001",
-            )
+            ),
         ]
     if backend in MEMCACHED_BACKENDS:
         return [
+            *_check_pymemcache(alias, where, backend, options),
             checks.Warning(
                 f"ONCEJOB['CACHE'] is {alias!r}, a {backend.rsplit('.', 1)[-1]}: Memcached "
                 "evicts keys under memory pressure before they expire and keeps nothing "
@@ -263,7 +268,7 @@ def _check_cache(alias: object) -> list[checks.CheckMessage]:
                 "with maxmemory-policy noeviction.",
                 obj=where,
                 id="django_oncejob.W002",
-            )
+            ),
         ]
     if backend == DJANGO_REDIS_BACKEND:
         locations = _locations(config.get("LOCATION"), ",")
@@ -316,6 +321,20 @@ def _check_django_redis(
                 id="django_oncejob.W003",
             )
         )
+    if options.get("CLIENT_CLASS") == DJANGO_REDIS_SENTINEL_CLIENT:
+        warnings.append(
+            checks.Warning(
+                f"ONCEJOB['CACHE'] is {alias!r}, a django-redis cache with the SentinelClient, "
+                "which sends reads to replicas. Claims and job locks are writes, decided by the "
+                "primary; but the read before a job's lock is released can reach a replica "
+                "that does not have the lock yet, which then only expires.",
+                hint=f"Drop {where}['OPTIONS']['CLIENT_CLASS'] and keep the Sentinel connection "
+                "factory (django_redis.pool.SentinelConnectionFactory): the default client "
+                "then talks to the primary only.",
+                obj=where,
+                id="django_oncejob.W010",
+            )
+        )
     if options.get("CLIENT_CLASS") == DJANGO_REDIS_SHARD_CLIENT:
         warnings.append(
             checks.Warning(
@@ -334,6 +353,43 @@ def _check_django_redis(
     else:
         warnings.extend(_check_replicas(alias, where, locations))
     return warnings
+
+
+def _check_database_cache(alias: str, where: str) -> list[checks.CheckMessage]:
+    engine = str(settings.DATABASES.get("default", {}).get("ENGINE", ""))
+    if "sqlite" not in engine:
+        return []
+    return [
+        checks.Warning(
+            f"ONCEJOB['CACHE'] is {alias!r}, a DatabaseCache on SQLite: its add() answers "
+            "False, as if another instance held the claim, when SQLite says 'database is "
+            "locked', so with several instances an occurrence can run nowhere, and nothing "
+            "is logged.",
+            hint="Point ONCEJOB['CACHE'] at a Redis cache, or keep a single instance.",
+            obj=where,
+            id="django_oncejob.W008",
+        )
+    ]
+
+
+def _check_pymemcache(
+    alias: str, where: str, backend: str, options: dict[str, Any]
+) -> list[checks.CheckMessage]:
+    if not backend.endswith("PyMemcacheCache") or options.get("retry_attempts") == 0:
+        return []
+    return [
+        checks.Warning(
+            f"ONCEJOB['CACHE'] is {alias!r}, a PyMemcacheCache without "
+            f"{where}['OPTIONS']['retry_attempts'] set to 0: while a memcached server is "
+            "down, pymemcache's client answers add() with False instead of an error, so a "
+            "claim looks lost to another instance, the occurrence runs nowhere, and nothing "
+            "is logged.",
+            hint=f"Set {where}['OPTIONS'] to include 'retry_attempts': 0 (and e.g. "
+            "'dead_timeout': 1), so that a dead server raises and ON_CACHE_ERROR applies.",
+            obj=where,
+            id="django_oncejob.W009",
+        )
+    ]
 
 
 def _check_replicas(alias: str, where: str, locations: list[str]) -> list[checks.CheckMessage]:

@@ -49,6 +49,7 @@ TEMPLATES = [
 ]
 
 TEST_DB = os.environ.get("ONCEJOB_TEST_DB", "postgresql")
+TEST_DB_NAME = os.environ.get("ONCEJOB_TEST_DB_NAME", "test_oncejob")
 if TEST_DB == "postgresql":
     DATABASES = {
         "default": {
@@ -58,7 +59,9 @@ if TEST_DB == "postgresql":
             "PASSWORD": os.environ.get("PGPASSWORD", ""),
             "HOST": os.environ.get("PGHOST", "127.0.0.1"),
             "PORT": os.environ.get("PGPORT", "5432"),
-            "TEST": {"NAME": os.environ.get("ONCEJOB_TEST_DB_NAME", "test_oncejob")},
+            # A database that drops packets must not hold a job thread for minutes.
+            "OPTIONS": {"connect_timeout": 5},
+            "TEST": {"NAME": TEST_DB_NAME},
         }
     }
 elif TEST_DB == "sqlite":
@@ -68,7 +71,7 @@ elif TEST_DB == "sqlite":
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("ONCEJOB_DB_NAME", str(BASE_DIR / "oncejob.sqlite3")),
             "OPTIONS": {"timeout": 20},
-            "TEST": {"NAME": str(BASE_DIR / "test_oncejob.sqlite3")},
+            "TEST": {"NAME": str(BASE_DIR / f"{TEST_DB_NAME}.sqlite3")},
         }
     }
 else:
@@ -83,6 +86,12 @@ CACHES = {
     },
     "local": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
 }
+# More aliases, for the tests of other claim caches (tests/test_caches.py): a JSON
+# object of CACHES entries, which may add aliases but not replace the ones above.
+_extra_caches = json.loads(os.environ.get("ONCEJOB_TEST_CACHES", "{}"))
+if redefined := sorted(_extra_caches.keys() & CACHES.keys()):
+    raise ValueError(f"ONCEJOB_TEST_CACHES may only add aliases, not redefine {redefined}")
+CACHES.update(_extra_caches)
 
 ONCEJOB = {
     "KEY_PREFIX": os.environ.get("ONCEJOB_TEST_PREFIX", "oncejob-tests"),

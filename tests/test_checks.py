@@ -720,10 +720,39 @@ def test_w002_memcached(backend: str) -> None:
     config = {
         "BACKEND": f"django.core.cache.backends.memcached.{backend}",
         "LOCATION": "127.0.0.1:11211",
+        "OPTIONS": {"retry_attempts": 0} if backend == "PyMemcacheCache" else {},
     }
     warning = only_warning(run_cache(config), "W002")
     assert f"ONCEJOB['CACHE'] is 'claims', a {backend}: Memcached evicts keys" in warning.msg
     assert warning.hint is not None and "noeviction" in warning.hint
+
+
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+def test_w008_database_cache_on_sqlite() -> None:
+    config = {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache"}
+    sqlite = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "x.sqlite3"}}
+    errors = run_cache(config, DATABASES=sqlite)
+    assert ids(errors) == ["django_oncejob.W008", "django_oncejob.W001"]
+    assert "'database is locked'" in errors[0].msg
+    assert errors[0].obj == "CACHES['claims']"
+
+
+def test_w009_pymemcache_that_retries_a_dead_server() -> None:
+    config = {
+        "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+        "LOCATION": "127.0.0.1:11211",
+    }
+    errors = run_cache(config)
+    assert ids(errors) == ["django_oncejob.W009", "django_oncejob.W002"]
+    assert "CACHES['claims']['OPTIONS']['retry_attempts']" in errors[0].msg
+    assert errors[0].hint is not None and "'retry_attempts': 0" in errors[0].hint
+
+
+def test_w010_django_redis_sentinel_client() -> None:
+    options = {**REDIS["OPTIONS"], "CLIENT_CLASS": "django_redis.client.SentinelClient"}
+    warning = only_warning(run_cache({**REDIS, "OPTIONS": options}), "W010")
+    assert "SentinelClient" in warning.msg
+    assert warning.hint is not None and "SentinelConnectionFactory" in warning.hint
 
 
 def test_w003_django_redis_ignoring_exceptions() -> None:

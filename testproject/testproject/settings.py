@@ -87,6 +87,8 @@ elif DEMO_DB == "postgresql":
             "PASSWORD": os.environ.get("PGPASSWORD", ""),
             "HOST": os.environ.get("PGHOST", "127.0.0.1"),
             "PORT": os.environ.get("PGPORT", "5432"),
+            # A database that drops packets must not hold a job thread for minutes.
+            "OPTIONS": {"connect_timeout": 5},
         }
     }
 else:
