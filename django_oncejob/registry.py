@@ -11,15 +11,19 @@ import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.base import BaseTrigger
+from django.conf import global_settings, settings
 from django.core import checks
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from django_oncejob import triggers
-from django_oncejob.conf import DEFAULTS, conf, user_config
+from django_oncejob.conf import DEFAULTS, ENQUEUE_CHOICES, conf, user_config
 
 JOB_KEYS = (
     "func",
@@ -34,9 +38,17 @@ JOB_KEYS = (
     "description",
     "lock_timeout",
     "rerun_abandoned",
+    "enqueue",
+    "backend",
+    "queue",
+    "task",
 )
 TRIGGER_KEYS = ("cron", "interval", "at")
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+#: The tasks framework, by preference: Django's own (6.0+), then the django-tasks backport.
+TASKS_MODULES = ("django.tasks", "django_tasks")
+#: django.tasks' name for the backend and the queue a task uses unless told otherwise.
+DEFAULT_TASKS_ALIAS = DEFAULT_TASKS_QUEUE = "default"
 
 
 @dataclass(frozen=True)
@@ -56,9 +68,19 @@ class JobSpec:
     lock_timeout: int | None = None
     #: Run an occurrence again when the instance running it is found dead.
     rerun_abandoned: bool = False
+    #: ``None``: run in runjobs. ``"tasks"`` or ``"celery"``: hand each occurrence to that queue.
+    enqueue: str | None = None
+    #: The django.tasks backend alias, with ``enqueue="tasks"``.
+    backend: str = DEFAULT_TASKS_ALIAS
+    #: The queue to hand occurrences to; ``None`` is the backend's default.
+    queue: str | None = None
+    #: A Celery task name to send instead of running ``func``, with ``enqueue="celery"``.
+    task: str = ""
 
     def resolve(self) -> Callable[..., Any]:
         """Import the job's callable."""
+        if not self.func:
+            return _runs_as_celery_task
         func: Callable[..., Any] = import_string(self.func)
         return func
 
@@ -66,10 +88,56 @@ class JobSpec:
     def trigger_text(self) -> str:
         return triggers.describe(self.trigger)
 
+    @property
+    def target(self) -> str:
+        """What an occurrence runs, and where, in words."""
+        if self.task:
+            return f"Celery task {self.task!r}"
+        if self.enqueue == "tasks":
+            return f"{self.func}, handed to django.tasks backend {self.backend!r}"
+        if self.enqueue == "celery":
+            return f"{self.func}, handed to Celery"
+        return self.func
+
+
+def _runs_as_celery_task(*args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("This job sends a Celery task by name; runjobs never calls it.")
+
+
+def tasks_module_name() -> str | None:
+    """The tasks framework that can be imported here, or ``None`` if neither is installed."""
+    return next((name for name in TASKS_MODULES if find_spec(name) is not None), None)
+
+
+def celery_installed() -> bool:
+    """Whether Celery can be imported here."""
+    return find_spec("celery") is not None
+
+
+_parsed: tuple[dict[str, JobSpec], list[checks.CheckMessage]] | None = None
+
+
+def settings_jobs() -> tuple[dict[str, JobSpec], list[checks.CheckMessage]]:
+    """:func:`parse_jobs` of the ``JOBS`` setting, parsed once until a setting changes.
+
+    Parsing imports every job's function and builds its trigger: with thousands of
+    jobs, the system checks, ``runjobs`` and each admin page would otherwise repeat it.
+    """
+    global _parsed
+    if _parsed is None:
+        _parsed = parse_jobs(conf.JOBS)
+    return _parsed
+
+
+@receiver(setting_changed)
+def _forget_parsed_jobs(**kwargs: Any) -> None:
+    global _parsed
+    _parsed = None
+
 
 def load_jobs() -> dict[str, JobSpec]:
     """The jobs from settings; raises :class:`InvalidJobs` if any definition is invalid."""
-    jobs, errors = parse_jobs(conf.JOBS)
+    jobs, errors = settings_jobs()
     if errors:
         raise InvalidJobs(errors)
     return jobs
@@ -151,7 +219,20 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
             )
 
     func_path = definition.get("func")
-    errors.extend(_check_func(job_id, where, func_path))
+    by_name = "task" in definition
+    if by_name and "func" in definition:
+        errors.append(
+            _error(
+                job_id,
+                f"{where} has both 'func' and 'task': it runs either a function or a Celery "
+                "task by name, not both.",
+                "Keep 'func' to have the function called (in runjobs, or by oncejob's own task "
+                "in a worker); keep 'task' to send your own Celery task by name.",
+                "E051",
+            )
+        )
+    elif not by_name:
+        errors.extend(_check_func(job_id, where, func_path))
 
     # A bad project-wide TIMEZONE or MISFIRE_GRACE_TIME is reported once, by its own
     # check, rather than blamed on every job that did not set its own.
@@ -274,7 +355,9 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
                 "E040",
             )
         )
-    if not errors:
+    enqueue, handoff_errors = _check_handoff(job_id, where, definition)
+    errors.extend(handoff_errors)
+    if not errors and not by_name:
         errors.extend(_check_signature(job_id, where, str(func_path), args, kwargs))
     if errors or trigger is None:
         return None, errors
@@ -291,9 +374,134 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
             description=str(description),
             lock_timeout=lock_timeout,
             rerun_abandoned=rerun,
+            enqueue=enqueue,
+            backend=definition.get("backend", DEFAULT_TASKS_ALIAS),
+            queue=definition.get("queue"),
+            task=definition.get("task", ""),
         ),
         [],
     )
+
+
+def _check_handoff(
+    job_id: str, where: str, definition: Mapping[str, Any]
+) -> tuple[str | None, list[checks.CheckMessage]]:
+    """Validate ``enqueue`` and the keys that go with it; returns the job's ``enqueue``."""
+    # A bad project-wide ENQUEUE is reported once by its own check, as for TIMEZONE.
+    default = user_config().get("ENQUEUE")
+    enqueue = definition.get("enqueue", default if default in ENQUEUE_CHOICES else None)
+    if enqueue not in ENQUEUE_CHOICES:
+        return None, [
+            _error(
+                job_id,
+                f"{where}['enqueue'] must be None, 'tasks' or 'celery', got {enqueue!r}.",
+                "Leave it out (or None) to run the job in runjobs; 'tasks' hands each occurrence "
+                "to a django.tasks backend, 'celery' to Celery.",
+                "E042",
+            )
+        ]
+    errors: list[checks.CheckMessage] = []
+    fits = {"backend": ("tasks",), "queue": ("tasks", "celery"), "task": ("celery",)}
+    for key, modes in fits.items():
+        if key in definition and enqueue not in modes:
+            wanted = " or ".join(repr(mode) for mode in modes)
+            errors.append(
+                _error(
+                    job_id,
+                    f"{where}[{key!r}] is only used with 'enqueue': {wanted}, and the job's "
+                    f"'enqueue' is {enqueue!r}.",
+                    f"Set {where}['enqueue'] to {wanted}, or remove {key!r}.",
+                    "E050",
+                )
+            )
+    queue = definition.get("queue")
+    if "queue" in definition and (not isinstance(queue, str) or not queue.strip()):
+        errors.append(
+            _error(
+                job_id,
+                f"{where}['queue'] must be a queue name, got {queue!r}.",
+                "Write e.g. 'queue': 'jobs', or leave it out for the backend's default queue.",
+                "E047",
+            )
+        )
+    task = definition.get("task")
+    if "task" in definition and (not isinstance(task, str) or not task.strip()):
+        errors.append(
+            _error(
+                job_id,
+                f"{where}['task'] must be the name of a Celery task, got {task!r}.",
+                "Write e.g. 'task': 'reports.tasks.send_nightly_report', the name the task is "
+                "registered under in your Celery workers.",
+                "E049",
+            )
+        )
+    if enqueue == "celery" and not celery_installed():
+        errors.append(
+            _error(
+                job_id,
+                f"{where}['enqueue'] is 'celery', but Celery is not installed.",
+                "pip install 'django-oncejob[celery]' (or celery), or run the job in runjobs "
+                "by removing 'enqueue'.",
+                "E043",
+            )
+        )
+    if enqueue == "tasks":
+        errors.extend(_check_tasks_backend(job_id, where, definition, queue))
+    return enqueue, errors
+
+
+def _check_tasks_backend(
+    job_id: str, where: str, definition: Mapping[str, Any], queue: object
+) -> list[checks.CheckMessage]:
+    if tasks_module_name() is None:
+        return [
+            _error(
+                job_id,
+                f"{where}['enqueue'] is 'tasks', but neither django.tasks (Django 6.0 and later) "
+                "nor the django-tasks backport can be imported.",
+                "On Django 5.2 and earlier, pip install 'django-oncejob[tasks]' (django-tasks); "
+                "or remove 'enqueue' to run the job in runjobs.",
+                "E044",
+            )
+        ]
+    backends = getattr(settings, "TASKS", None)
+    # From Django 6.0 a project that sets no TASKS gets the default, an ImmediateBackend.
+    unset = backends is None or backends is getattr(global_settings, "TASKS", None)
+    if unset or not isinstance(backends, Mapping) or not backends:
+        return [
+            _error(
+                job_id,
+                f"{where}['enqueue'] is 'tasks', but the TASKS setting is not set: the default "
+                "backend would run the task at once, inside runjobs.",
+                "Configure a backend with a worker in TASKS, e.g. {'default': {'BACKEND': "
+                "'django_tasks_db.DatabaseBackend'}}, and run its worker.",
+                "E045",
+            )
+        ]
+    alias = definition.get("backend", DEFAULT_TASKS_ALIAS)
+    if not isinstance(alias, str) or alias not in backends:
+        return [
+            _error(
+                job_id,
+                f"{where}['backend'] names no backend in TASKS: {alias!r}.",
+                f"Use one of {', '.join(map(repr, backends))}, or leave it out for "
+                f"{DEFAULT_TASKS_ALIAS!r}.",
+                "E046",
+            )
+        ]
+    queues = backends[alias].get("QUEUES", [DEFAULT_TASKS_QUEUE])
+    name = DEFAULT_TASKS_QUEUE if queue is None else queue
+    if isinstance(name, str) and name.strip() and queues and name not in queues:
+        return [
+            _error(
+                job_id,
+                f"{where} hands off to queue {name!r}, which TASKS[{alias!r}]['QUEUES'] does "
+                f"not list ({', '.join(map(repr, queues))}).",
+                f"Set {where}['queue'] to one of them, or add {name!r} to the backend's QUEUES.",
+                "E048",
+            )
+        ]
+    return []
 
 
 def _check_func(job_id: str, where: str, func_path: object) -> list[checks.CheckMessage]:

@@ -1,0 +1,784 @@
+"""The django-oncejob benchmark: one entry point, run by hand (not in CI).
+
+    python bench/run.py [--seconds 30] [--instances 8] [--jobs 100] [--only systems,micro,...]
+
+It starts its own throwaway redis-server and PostgreSQL cluster on free
+loopback ports (so other work on this machine's 6379 and 5432 does not pollute
+the counts), runs the same workload under each system in turn, prints a table
+and writes bench/results/latest.json and latest.csv. Every process it starts is
+stopped at the end, on Ctrl-C and on errors too.
+
+Sections (``--only``):
+  systems  the fleet comparison: bare APScheduler (the floor), the seed's
+           APScheduler + SET NX EX, django-apscheduler 0.7, django-oncejob
+  micro    CPU of one losing occurrence vs one bare redis-py SET NX EX
+  burst    start lateness when hundreds of jobs are due in the same second
+  startup  runjobs ready time, manage.py check time and memory at 1,000 / 10,000 jobs
+  history  1,000,000 Claim rows: fence insert time, EXPLAIN, admin changelist time
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+PEERS_VENV = BENCH / ".venv-peers"
+PEERS_PYTHON = PEERS_VENV / "bin" / "python"
+PEERS_REQUIREMENTS = [
+    "django==5.2.*",
+    "django-apscheduler==0.7.*",
+    "apscheduler==3.11.*",
+    "psycopg[binary]>=3.1",
+]
+TICK = os.sysconf("SC_CLK_TCK")
+SECTIONS = ("systems", "micro", "burst", "startup", "history")
+
+#: Every child process and server, so that they are all stopped whatever happens.
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def spawn(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(args, **kwargs)
+    _children.append(process)
+    return process
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    if process in _children:
+        _children.remove(process)
+
+
+def stop_all() -> None:
+    for process in list(reversed(_children)):
+        stop(process, timeout=10)
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
+
+
+# --- /proc ------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """utime + stime of a process (all its threads), plus its reaped children's if asked."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / TICK
+
+
+def peak_rss_mib(pid: int) -> float:
+    with contextlib.suppress(FileNotFoundError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child_pids(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def machine() -> dict[str, Any]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
+    mem = Path("/proc/meminfo").read_text().split()[1]
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "ram_gib": round(int(mem) / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg_before": os.getloadavg(),
+    }
+
+
+# --- Servers ----------------------------------------------------------------------------
+
+
+class Redis:
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = spawn(
+            [
+                "redis-server",
+                "--bind", "127.0.0.1",
+                "--port", str(self.port),
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        import redis
+
+        self.client = redis.Redis(port=self.port)
+        wait_until(self._ping, 10, "redis-server")
+
+    def _ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except Exception:
+            return False
+
+    def command_calls(self) -> Counter[str]:
+        stats = self.client.info("commandstats")
+        return Counter({name.removeprefix("cmdstat_"): v["calls"] for name, v in stats.items()})
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.process.pid)
+
+    def version(self) -> str:
+        return str(self.client.info("server")["redis_version"])
+
+
+class Postgres:
+    """A throwaway cluster with pg_stat_statements, owned by ``postgres`` when run as root."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="oncejob-bench-pg-"))
+        bindir = Path(
+            subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True).stdout.strip()
+            or "/usr/lib/postgresql/15/bin"
+        )
+        as_user: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+            as_user = {"user": "postgres", "group": "postgres"}
+        subprocess.run(
+            [bindir / "initdb", "-D", self.dir / "data", "-U", "postgres", "-A", "trust",
+             "--no-sync", "-E", "UTF8"],
+            check=True, stdout=subprocess.DEVNULL, **as_user,
+        )  # fmt: skip
+        self.log = (workdir / "postgres.log").open("wb")
+        self.process = spawn(
+            [
+                bindir / "postgres", "-D", self.dir / "data",
+                "-p", str(self.port), "-k", self.dir,
+                "-c", "listen_addresses=127.0.0.1",
+                "-c", "shared_preload_libraries=pg_stat_statements",
+                "-c", "pg_stat_statements.track=all",
+                "-c", "max_connections=300",
+                "-c", "shared_buffers=256MB",
+            ],
+            stdout=subprocess.DEVNULL, stderr=self.log, **as_user,
+        )  # fmt: skip
+        wait_until(self._ready, 30, "PostgreSQL")
+        self.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+
+    def settings(self, name: str) -> dict[str, str]:
+        return {"NAME": name, "USER": "postgres", "HOST": "127.0.0.1", "PORT": str(self.port)}
+
+    def connect(self, dbname: str = "postgres") -> Any:
+        import psycopg
+
+        return psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname=dbname, autocommit=True
+        )
+
+    def _ready(self) -> bool:
+        try:
+            self.connect().close()
+            return True
+        except Exception:
+            return False
+
+    def sql(self, query: str, params: Any = None, dbname: str = "postgres") -> list[Any]:
+        with self.connect(dbname) as conn:
+            cursor = conn.execute(query, params)
+            return cursor.fetchall() if cursor.description else []
+
+    def recreate(self, name: str) -> None:
+        self.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.sql(f'CREATE DATABASE "{name}"')
+
+    def reset_statements(self) -> None:
+        self.sql("SELECT pg_stat_statements_reset()")
+
+    def statements(self, name: str) -> list[tuple[str, int]]:
+        return [
+            (query, int(calls))
+            for query, calls in self.sql(
+                "SELECT query, calls FROM pg_stat_statements s JOIN pg_database d "
+                "ON d.oid = s.dbid WHERE d.datname = %s ORDER BY calls DESC",
+                [name],
+            )
+        ]
+
+    def database_stats(self, name: str) -> dict[str, int]:
+        (row,) = self.sql(
+            "SELECT xact_commit, sessions, tup_inserted, tup_updated FROM pg_stat_database "
+            "WHERE datname = %s",
+            [name],
+        )
+        return dict(zip(("commits", "sessions", "inserted", "updated"), map(int, row), strict=True))
+
+    def cpu(self) -> float:
+        """The cluster's CPU: the postmaster with its exited backends, plus the live ones."""
+        pid = self.process.pid
+        return cpu_seconds(pid, children=True) + sum(cpu_seconds(c) for c in child_pids(pid))
+
+    def version(self) -> str:
+        return str(self.sql("SHOW server_version")[0][0])
+
+    def close(self) -> None:
+        stop(self.process, signal.SIGINT, timeout=30)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@dataclass
+class Servers:
+    redis: Redis
+    pg: Postgres
+    workdir: Path
+
+
+# --- The systems ------------------------------------------------------------------------
+
+
+@dataclass
+class System:
+    name: str
+    label: str
+    instances: int
+    database: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def command(self, servers: Servers, jobs: int) -> list[str]:
+        if self.name == "oncejob" or self.name.startswith("oncejob-"):
+            return [sys.executable, "-m", "django", "runjobs", "--settings=bench.settings"]
+        if self.name == "bare":
+            return [sys.executable, str(BENCH / "peers.py"), "bare", "--jobs", str(jobs)]
+        if self.name == "seed":
+            return [sys.executable, str(BENCH / "peers.py"), "seed", "--jobs", str(jobs),
+                    "--redis", servers.redis.url]  # fmt: skip
+        if self.name == "dja":
+            return [str(PEERS_PYTHON), str(BENCH / "peers.py"), "dja", "--jobs", str(jobs),
+                    "--database", json.dumps(servers.pg.settings(str(self.database)))]  # fmt: skip
+        raise ValueError(self.name)
+
+    def prepare(self, servers: Servers, jobs: int) -> None:
+        servers.redis.client.flushall()
+        if self.database is None:
+            return
+        servers.pg.recreate(self.database)
+        if self.name == "dja":
+            ensure_peers_venv()
+            subprocess.run(
+                [str(PEERS_PYTHON), str(BENCH / "peers.py"), "dja-migrate",
+                 "--database", json.dumps(servers.pg.settings(self.database))],
+                check=True, cwd=ROOT, timeout=300,
+            )  # fmt: skip
+        else:
+            django_command(servers, jobs, self.database, ["migrate", "-v", "0"], timeout=300)
+
+
+def oncejob_env(servers: Servers, jobs: int, database: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "BENCH_PG": json.dumps(servers.pg.settings(database)),
+        "BENCH_REDIS": servers.redis.url,
+        "BENCH_JOBS": str(jobs),
+    }
+
+
+def django_command(
+    servers: Servers, jobs: int, database: str, args: list[str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "django", *args, "--settings=bench.settings"],
+        env=oncejob_env(servers, jobs, database),
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def ensure_peers_venv() -> None:
+    if PEERS_PYTHON.exists():
+        return
+    log(f"creating {PEERS_VENV} with django-apscheduler 0.7")
+    subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+    subprocess.run(
+        [str(PEERS_PYTHON), "-m", "pip", "install", "--quiet", *PEERS_REQUIREMENTS],
+        check=True,
+        timeout=600,
+    )
+
+
+def peer_versions() -> dict[str, str]:
+    if not PEERS_PYTHON.exists():
+        return {}
+    code = (
+        "import importlib.metadata as m, json; print(json.dumps({n: m.version(n) for n in "
+        "('django-apscheduler', 'apscheduler', 'django', 'psycopg')}))"
+    )
+    out = subprocess.run([str(PEERS_PYTHON), "-c", code], capture_output=True, text=True)
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+def our_versions() -> dict[str, str]:
+    import importlib.metadata as m
+
+    names = ("django-oncejob", "django", "apscheduler", "django-redis", "redis", "psycopg")
+    return {n: m.version(n) for n in names}
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every process on the machine has used (ours and everyone else's)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / TICK
+
+
+@dataclass
+class Snapshot:
+    at: float
+    machine_busy: float
+    fleet_cpu: dict[int, float]
+    redis_cpu: float
+    pg_cpu: float
+    redis_calls: Counter[str]
+    db: dict[str, int]
+
+
+def snapshot(servers: Servers, pids: list[int], database: str | None) -> Snapshot:
+    return Snapshot(
+        at=time.time(),
+        machine_busy=machine_busy_seconds(),
+        fleet_cpu={pid: cpu_seconds(pid) for pid in pids},
+        redis_cpu=servers.redis.cpu(),
+        pg_cpu=servers.pg.cpu(),
+        redis_calls=servers.redis.command_calls(),
+        db=servers.pg.database_stats(database) if database else {},
+    )
+
+
+#: The harness's own Redis commands, left out of the counts.
+HARNESS_COMMANDS = {"info", "ping", "flushall", "config|resetstat", "config"}
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def run_system(
+    system: System, servers: Servers, *, jobs: int, seconds: float, warmup: float, spin: int
+) -> dict[str, Any]:
+    log(f"{system.label}: preparing")
+    system.prepare(servers, jobs)
+    records = servers.workdir / system.name
+    shutil.rmtree(records, ignore_errors=True)
+    records.mkdir(parents=True)
+    env = {
+        **(oncejob_env(servers, jobs, system.database or "") if system.database else os.environ),
+        "PYTHONPATH": str(ROOT),
+        "BENCH_RECORD_DIR": str(records),
+        "BENCH_SPIN": str(spin),
+        "BENCH_SYSTEM": "oncejob" if system.name.startswith("oncejob") else system.name,
+        **system.env,
+    }
+    processes = []
+    logs = []
+    try:
+        for index in range(system.instances):
+            out = records / f"instance-{index}.log"
+            logs.append(out)
+            with out.open("wb") as handle:
+                processes.append(
+                    spawn(
+                        system.command(servers, jobs),
+                        cwd=ROOT,
+                        env=env,
+                        stdout=handle,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        for process, out in zip(processes, logs, strict=True):
+            wait_until(
+                lambda o=out, p=process: (
+                    "scheduled" in o.read_text(errors="replace") or p.poll() is not None
+                ),
+                120,
+                f"{out} ready",
+            )
+            if process.poll() is not None:
+                raise RuntimeError(f"{system.label} exited early:\n{out.read_text()[-3000:]}")
+        log(f"{system.label}: {len(processes)} process(es) ready; warming up {warmup} s")
+        time.sleep(warmup)
+        pids = [p.pid for p in processes]
+        # The window runs from half past one second to half past another, so that it
+        # holds exactly ``seconds`` bursts of due jobs and the counters match them.
+        time.sleep(0.5 - time.time() % 1 + (1 if time.time() % 1 > 0.4 else 0))
+        servers.pg.reset_statements()
+        before = snapshot(servers, pids, system.database)
+        load_before = os.getloadavg()[0]
+        log(f"{system.label}: measuring {seconds} s")
+        time.sleep(max(0.0, before.at + seconds - time.time()))
+        after = snapshot(servers, pids, system.database)
+        statements = servers.pg.statements(system.database) if system.database else []
+        rss = [peak_rss_mib(pid) for pid in pids]
+        load_after = os.getloadavg()[0]
+        # Occurrences due before the window's end may start a little after it.
+        time.sleep(3)
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            stop(process, timeout=40)
+    errors = sum(out.read_text(errors="replace").count("Traceback") for out in logs if out.exists())
+    return summarise(
+        system, records, before, after, statements, rss, jobs, (load_before, load_after), errors
+    )
+
+
+def summarise(
+    system: System,
+    records: Path,
+    before: Snapshot,
+    after: Snapshot,
+    statements: list[tuple[str, int]],
+    rss: list[float],
+    jobs: int,
+    load: tuple[float, float],
+    errors: int,
+) -> dict[str, Any]:
+    first, last = math.ceil(before.at), math.ceil(after.at)  # due times in [first, last)
+    expected = jobs * (last - first)
+    runs = []
+    for path in records.glob("runs-*.txt"):
+        for line in path.read_text().splitlines():
+            job, scheduled, start, _pid = line.split()
+            when = float(scheduled)
+            if first <= round(when) < last:
+                runs.append((job, round(when), float(start) - when))
+    counts = Counter((job, when) for job, when, _ in runs)
+    lateness_ms = [late * 1000 for _, _, late in runs]
+    fleet_cpu = sum(after.fleet_cpu[pid] - before.fleet_cpu[pid] for pid in after.fleet_cpu)
+    redis_calls = after.redis_calls - before.redis_calls
+    for name in HARNESS_COMMANDS:
+        redis_calls.pop(name, None)
+    sql_calls = sum(calls for _, calls in statements)
+    writes = sum(
+        calls
+        for query, calls in statements
+        if query.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+    )
+    db = {key: after.db[key] - before.db[key] for key in after.db}
+    per_k = 1000 / expected if expected else float("nan")
+    wall = after.at - before.at
+    return {
+        "system": system.name,
+        "label": system.label,
+        "instances": system.instances,
+        "window_s": round(wall, 2),
+        "scheduled": expected,
+        "runs": len(runs),
+        "occurrences_run": len(counts),
+        "duplicates": len(runs) - len(counts),
+        "misses": expected - len(counts),
+        "late_p50_ms": round(percentile(lateness_ms, 0.50), 1),
+        "late_p99_ms": round(percentile(lateness_ms, 0.99), 1),
+        "late_max_ms": round(max(lateness_ms, default=float("nan")), 1),
+        "fleet_cpu_s": round(fleet_cpu, 2),
+        "fleet_cpu_per_1k": round(fleet_cpu * per_k, 3),
+        # A fleet that falls behind runs fewer occurrences than were due: per run, too.
+        "fleet_cpu_per_1k_run": round(fleet_cpu * 1000 / len(counts), 3) if counts else None,
+        "machine_cores_busy": round((after.machine_busy - before.machine_busy) / wall, 2),
+        "fleet_cores_busy": round(fleet_cpu / wall, 2),
+        "redis_cpu_per_1k": round((after.redis_cpu - before.redis_cpu) * per_k, 3),
+        "pg_cpu_per_1k": round((after.pg_cpu - before.pg_cpu) * per_k, 3),
+        "peak_rss_mib_max": round(max(rss), 1),
+        "peak_rss_mib_mean": round(statistics.mean(rss), 1),
+        "redis_cmds_per_occ": round(sum(redis_calls.values()) / expected, 3) if expected else None,
+        "redis_cmds": dict(redis_calls.most_common()),
+        "sql_per_occ": round(sql_calls / expected, 3) if expected and statements else 0.0,
+        "sql_writes_per_occ": round(writes / expected, 3) if expected and statements else 0.0,
+        "pg_sessions_per_occ": round(db.get("sessions", 0) / expected, 3) if expected else 0.0,
+        "sql_top": [[calls, " ".join(query.split())[:160]] for query, calls in statements[:12]],
+        "loadavg_1m": [round(x, 2) for x in load],
+        "tracebacks_in_logs": errors,
+    }
+
+
+# --- Micro: what a losing occurrence costs -------------------------------------------------
+
+
+def run_micro(servers: Servers, rounds: int, calls: int) -> dict[str, Any]:
+    """Run bench/micro.py against the bench's Redis, in a fresh process."""
+    log("micro: loser overhead")
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "micro.py"), "--rounds", str(rounds), "--calls", str(calls)],
+        env={**oncejob_env(servers, 1, "bench_micro"), "DJANGO_SETTINGS_MODULE": "bench.settings"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    return dict(json.loads(out.stdout))
+
+
+# --- Main -------------------------------------------------------------------------------
+
+
+def calibrate_spin(target_ms: float = 5.0) -> int:
+    sys.path.insert(0, str(ROOT))
+    from bench.workload import spin
+
+    turns = 10_000
+    best = float("inf")
+    for _ in range(20):
+        start = time.thread_time()
+        spin(turns)
+        best = min(best, time.thread_time() - start)
+    return max(1000, int(turns * target_ms / 1000 / best))
+
+
+def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    cells = [[title for title, _ in columns]] + [
+        ["" if row.get(key) is None else str(row.get(key)) for _, key in columns] for row in rows
+    ]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+SYSTEM_COLUMNS = [
+    ("system", "label"),
+    ("inst", "instances"),
+    ("scheduled", "scheduled"),
+    ("runs", "runs"),
+    ("dupes", "duplicates"),
+    ("misses", "misses"),
+    ("late p50 ms", "late_p50_ms"),
+    ("p99 ms", "late_p99_ms"),
+    ("max ms", "late_max_ms"),
+    ("fleet CPU s/1k", "fleet_cpu_per_1k"),
+    ("per 1k run", "fleet_cpu_per_1k_run"),
+    ("cores", "fleet_cores_busy"),
+    ("machine cores", "machine_cores_busy"),
+    ("redis CPU s/1k", "redis_cpu_per_1k"),
+    ("pg CPU s/1k", "pg_cpu_per_1k"),
+    ("RSS MiB", "peak_rss_mib_max"),
+    ("redis cmd/occ", "redis_cmds_per_occ"),
+    ("SQL/occ", "sql_per_occ"),
+    ("writes/occ", "sql_writes_per_occ"),
+    ("conn/occ", "pg_sessions_per_occ"),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=30, help="measured window per system")
+    parser.add_argument("--warmup", type=float, default=5, help="seconds before measuring")
+    parser.add_argument("--instances", type=int, default=8)
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument(
+        "--only", default="systems,micro", help=f"comma-separated, of: {', '.join(SECTIONS)}"
+    )
+    parser.add_argument(
+        "--systems",
+        default="bare,seed,dja,oncejob",
+        help="which systems: bare, seed, dja, oncejob, oncejob-persistent (CONN_MAX_AGE=60), "
+        "oncejob-persistent-40 (and MAX_WORKERS=40)",
+    )
+    parser.add_argument("--burst-jobs", type=int, default=500)
+    parser.add_argument("--burst-instances", type=int, default=2)
+    parser.add_argument("--burst-seconds", type=int, default=20)
+    parser.add_argument("--burst-systems", default="seed,oncejob-persistent")
+    parser.add_argument("--output", default="latest", help="name of the files in bench/results")
+    options = parser.parse_args()
+    sections = [s for s in options.only.split(",") if s]
+    if unknown := set(sections) - set(SECTIONS):
+        parser.error(f"unknown sections: {sorted(unknown)}")
+
+    # A SIGTERM stops the bench the way Ctrl-C does: through the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    os.chdir(ROOT)
+    sys.path.insert(0, str(ROOT))
+    workdir = BENCH / "work"
+    workdir.mkdir(exist_ok=True)
+    result: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": sys.argv[1:],
+        "machine": machine(),
+        "versions": {"oncejob side": our_versions(), "django-apscheduler side": {}},
+    }
+    pg = None
+    redis_server = None
+    try:
+        redis_server = Redis(workdir)
+        pg = Postgres(workdir)
+        servers = Servers(redis_server, pg, workdir)
+        result["versions"]["redis-server"] = redis_server.version()
+        result["versions"]["postgresql"] = pg.version()
+        spin = calibrate_spin()
+        result["spin_turns_for_5ms"] = spin
+        log(f"servers up: redis :{redis_server.port}, postgresql :{pg.port}; spin={spin}")
+
+        if "systems" in sections:
+            result["systems"] = []
+            for name in options.systems.split(","):
+                system = make_system(name, options.instances)
+                result["systems"].append(
+                    run_system(
+                        system,
+                        servers,
+                        jobs=options.jobs,
+                        seconds=options.seconds,
+                        warmup=options.warmup,
+                        spin=spin,
+                    )
+                )
+                if name == "dja":
+                    result["versions"]["django-apscheduler side"] = peer_versions()
+            print(table(result["systems"], SYSTEM_COLUMNS))
+        if "micro" in sections:
+            result["micro"] = run_micro(servers, rounds=15, calls=4000)
+            print(json.dumps(result["micro"], indent=2))
+        # bench.scenarios imports this module by name: let it find this one, not a copy.
+        sys.modules.setdefault("bench.run", sys.modules[__name__])
+        if "burst" in sections:
+            import bench.scenarios as scenarios
+
+            result["burst"] = scenarios.burst(
+                servers, options, spin, run_system=run_system, make_system=make_system
+            )
+            print(table(result["burst"], SYSTEM_COLUMNS))
+        if "startup" in sections:
+            import bench.scenarios as scenarios
+
+            result["startup"] = scenarios.startup(servers)
+            print(json.dumps(result["startup"], indent=2))
+        if "history" in sections:
+            import bench.scenarios as scenarios
+
+            result["history"] = scenarios.history(servers)
+            print(json.dumps(result["history"], indent=2))
+    except BaseException as exc:
+        log(f"stopping everything after {type(exc).__name__}; partial results are kept")
+        result["incomplete"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        stop_all()
+        if pg is not None:
+            pg.close()
+        result["machine"]["loadavg_after"] = os.getloadavg()
+        write_results(result, options.output)
+
+
+def make_system(name: str, instances: int) -> System:
+    if name == "bare":
+        return System("bare", "APScheduler alone (floor)", 1)
+    if name == "seed":
+        return System("seed", "APScheduler + SET NX EX (seed)", instances)
+    if name == "dja":
+        return System("dja", "django-apscheduler 0.7", instances, database="bench_dja")
+    if name == "oncejob":
+        return System("oncejob", "django-oncejob", instances, database="bench_oncejob")
+    if name == "oncejob-persistent":
+        return System(
+            "oncejob-persistent",
+            "django-oncejob, CONN_MAX_AGE=60",
+            instances,
+            database="bench_oncejob",
+            env={"BENCH_CONN_MAX_AGE": "60"},
+        )
+    if name == "oncejob-persistent-40":
+        return System(
+            "oncejob-persistent-40",
+            "django-oncejob, CONN_MAX_AGE=60, MAX_WORKERS=40",
+            instances,
+            database="bench_oncejob",
+            env={"BENCH_CONN_MAX_AGE": "60", "BENCH_MAX_WORKERS": "40"},
+        )
+    raise ValueError(f"unknown system {name!r}")
+
+
+def write_results(result: dict[str, Any], name: str) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    rows = [*result.get("systems", []), *result.get("burst", [])]
+    if rows:
+        keys = [k for k in rows[0] if not isinstance(rows[0][k], dict | list)]
+        with (RESULTS / f"{name}.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, keys, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    log(f"wrote {RESULTS / name}.json and .csv")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        stop_all()
