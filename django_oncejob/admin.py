@@ -48,6 +48,7 @@ STATUS_ICONS: dict[str, str] = {
     Claim.Status.SKIPPED: "↷",
     Claim.Status.PAUSED: "‖",
     Claim.Status.MISSED: "⊘",
+    Claim.Status.ENQUEUED: "⇢",
 }
 #: How far back the jobs overview counts successes, failures and misses.
 RECENT = timedelta(hours=24)
@@ -78,7 +79,7 @@ class JobFilter(admin.SimpleListFilter):
     parameter_name = "job"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        jobs, _errors = registry.parse_jobs(conf.JOBS)
+        jobs, _errors = registry.settings_jobs()
         choices = [(job_id, job_id) for job_id in jobs]
         # A job gone from settings keeps its history: filtering by it must still work.
         value = self.value()
@@ -118,7 +119,7 @@ class ClaimAdmin(ClaimAdminBase):
         "requested",
     ]
     list_filter = ["status", JobFilter, StartedByFilter]
-    search_fields = ["job", "owner", "requested_by", "error"]
+    search_fields = ["job", "owner", "requested_by", "error", "task_id"]
     date_hierarchy = "scheduled_for"
     list_select_related = False  # no relations: every column comes from the row itself
     show_full_result_count = False
@@ -128,6 +129,7 @@ class ClaimAdmin(ClaimAdminBase):
             _("Timing"),
             {"fields": ("claimed", "started", "finished", "duration", "lateness", "attempts")},
         ),
+        (_("Hand-off"), {"fields": ("task_backend", "task_id")}),
         (_("Error"), {"fields": ("error_text", "traceback_text")}),
     )
     readonly_fields = (
@@ -142,6 +144,8 @@ class ClaimAdmin(ClaimAdminBase):
         "duration",
         "lateness",
         "attempts",
+        "task_backend",
+        "task_id",
         "error_text",
         "traceback_text",
     )
@@ -387,7 +391,7 @@ class JobStateAdmin(JobStateAdminBase):
     ) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
-        jobs, errors = registry.parse_jobs(conf.JOBS)
+        jobs, errors = registry.settings_jobs()
         ids = list(jobs)
         now = timezone.now()
         states = {state.job: state for state in JobState.objects.filter(job__in=ids)}
@@ -524,7 +528,7 @@ class JobStateAdmin(JobStateAdminBase):
 
     def _job(self, request: HttpRequest, job_id: str, *, enabled: bool) -> registry.JobSpec | None:
         """The job ``job_id`` from settings, or ``None`` with an error message."""
-        jobs, _errors = registry.parse_jobs(conf.JOBS)
+        jobs, _errors = registry.settings_jobs()
         job = jobs.get(job_id)
         if job is None:
             self.message_user(

@@ -21,7 +21,7 @@ from django.core import checks
 from django.utils import timezone
 
 from django_oncejob import registry
-from django_oncejob.conf import DEFAULTS, ON_CACHE_ERROR_CHOICES
+from django_oncejob.conf import DEFAULTS, ENQUEUE_CHOICES, ON_CACHE_ERROR_CHOICES
 
 #: Cache backends whose ``add()`` cannot coordinate separate processes.
 UNSAFE_BACKENDS = {
@@ -38,6 +38,15 @@ DJANGO_REDIS_BACKEND = "django_redis.cache.RedisCache"
 DJANGO_REDIS_SHARD_CLIENT = "django_redis.client.ShardClient"
 DJANGO_REDIS_SENTINEL_CLIENT = "django_redis.client.SentinelClient"
 BUILTIN_REDIS_BACKEND = "django.core.cache.backends.redis.RedisCache"
+#: django.tasks backends that hand nothing to a worker, and what they do instead.
+NO_WORKER_TASK_BACKENDS = {
+    f"{module}.backends.{kind}": effect
+    for module in registry.TASKS_MODULES
+    for kind, effect in (
+        ("immediate.ImmediateBackend", "runs each task at once, inside runjobs"),
+        ("dummy.DummyBackend", "stores each task and never runs it"),
+    )
+}
 
 
 def check_settings(
@@ -162,6 +171,16 @@ def check_settings(
                 id="django_oncejob.E011",
             )
         )
+    enqueue = raw.get("ENQUEUE")
+    if enqueue not in ENQUEUE_CHOICES:
+        errors.append(
+            checks.Error(
+                f"ONCEJOB['ENQUEUE'] must be None, 'tasks' or 'celery', got {enqueue!r}.",
+                hint="It is the default of each job's 'enqueue': None (the default) runs jobs "
+                "in runjobs, 'tasks' hands them to django.tasks, 'celery' to Celery.",
+                id="django_oncejob.E041",
+            )
+        )
     owner = raw.get("OWNER")
     if owner is not None and (not isinstance(owner, str) or not owner or len(owner) > 255):
         errors.append(
@@ -173,7 +192,7 @@ def check_settings(
                 id="django_oncejob.E012",
             )
         )
-    jobs, job_errors = registry.parse_jobs(raw.get("JOBS", {}))
+    jobs, job_errors = registry.settings_jobs()
     errors.extend(job_errors)
     if timeout_ok:
         for job in jobs.values():
@@ -190,7 +209,29 @@ def check_settings(
                     )
                 )
     errors.extend(_check_past_dates(jobs.values()))
+    errors.extend(_check_task_backends(jobs.values()))
     return errors
+
+
+def _check_task_backends(jobs: Iterable[registry.JobSpec]) -> list[checks.CheckMessage]:
+    backends = cast(dict[str, Any], getattr(settings, "TASKS", {}))
+    warnings: list[checks.CheckMessage] = []
+    for job in jobs:
+        if job.enqueue != "tasks":
+            continue
+        backend = str(backends.get(job.backend, {}).get("BACKEND", ""))
+        if backend in NO_WORKER_TASK_BACKENDS:
+            warnings.append(
+                checks.Warning(
+                    f"Job {job.id!r} hands off to TASKS[{job.backend!r}], a "
+                    f"{backend.rsplit('.', 1)[-1]}, which {NO_WORKER_TASK_BACKENDS[backend]}.",
+                    hint="Point the job's 'backend' at a backend with workers, such as "
+                    "django_tasks_db.DatabaseBackend; keep this one for tests.",
+                    obj=f"job {job.id}",
+                    id="django_oncejob.W011",
+                )
+            )
+    return warnings
 
 
 def _check_past_dates(jobs: Iterable[registry.JobSpec]) -> list[checks.CheckMessage]:

@@ -24,10 +24,13 @@ DEFAULTS: dict[str, Any] = {
     "CONTROL_INTERVAL": 2,
     "MISSED_LOOKBACK": 86400,
     "RETENTION_DAYS": None,
+    "ENQUEUE": None,
     "JOBS": {},
 }
 
 ON_CACHE_ERROR_CHOICES = ("fence", "skip")
+#: Where a job runs: ``None`` in ``runjobs`` itself, or handed to django.tasks or Celery.
+ENQUEUE_CHOICES = (None, "tasks", "celery")
 
 
 def user_config() -> dict[str, Any]:
@@ -110,6 +113,12 @@ class Settings:
         """Days of history ``oncejob_prune`` keeps by default; ``None`` keeps it all."""
         value = _get("RETENTION_DAYS")
         return None if value is None else int(value)
+
+    @property
+    def ENQUEUE(self) -> str | None:
+        """Default of each job's ``enqueue``: ``None`` runs jobs in runjobs' own threads."""
+        value = _get("ENQUEUE")
+        return None if value is None else str(value)
 
     @property
     def JOBS(self) -> Any:

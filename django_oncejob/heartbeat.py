@@ -67,9 +67,10 @@ def reap(owner: str, timeout: int, jobs: Mapping[str, JobSpec]) -> list[Claim]:
     cutoff = now - timedelta(seconds=timeout)
     Instance.objects.filter(stopped_at__isnull=True, heartbeat_at__lt=cutoff).update(stopped_at=now)
     live = Instance.objects.filter(live_instances(timeout, now))
-    orphans = Claim.objects.filter(status=Claim.Status.RUNNING, started_at__lt=cutoff).exclude(
-        owner__in=live.values("owner")
-    )
+    # Rows handed to a task queue are run by workers, which send no heartbeat.
+    orphans = Claim.objects.filter(
+        status=Claim.Status.RUNNING, started_at__lt=cutoff, task_backend=""
+    ).exclude(owner__in=live.values("owner"))
     taken = []
     for row in orphans:
         mine = Claim.objects.filter(pk=row.pk, status=Claim.Status.RUNNING, owner=row.owner)

@@ -99,6 +99,44 @@ def close_claim(claim: Claim, status: str, *, error: str = "", traceback: str = 
     return updated == 1
 
 
+def mark_enqueued(claim: Claim, task_backend: str, task_id: str = "") -> bool:
+    """Record that the occurrence is being handed to a task queue; ``False`` if not ours any more.
+
+    Written before the task is sent, so that a worker quick to take it finds the row
+    enqueued. From here the worker, not this process, settles the row.
+    """
+    with _open_lock:
+        _open.pop(claim.pk, None)
+    claim.status = Claim.Status.ENQUEUED
+    claim.task_backend = task_backend
+    claim.task_id = task_id
+    updated: int = retry_locked(
+        lambda: Claim.objects.filter(pk=claim.pk, owner=claim.owner).update(
+            status=Claim.Status.ENQUEUED, task_backend=task_backend, task_id=task_id
+        )
+    )
+    return updated == 1
+
+
+def note_task_id(claim: Claim, task_id: str) -> None:
+    """Record the id the task queue gave the hand-off, whoever holds the row by now."""
+    claim.task_id = task_id
+    retry_locked(lambda: Claim.objects.filter(pk=claim.pk).update(task_id=task_id))
+
+
+def take_enqueued(claim_id: int, job_id: str, owner: str) -> Claim | None:
+    """Move a handed-off row from enqueued to running for ``owner``, a task worker.
+
+    One conditional UPDATE: of two deliveries of one task, only the first finds the
+    row enqueued; the other gets ``None`` and must not run the job.
+    """
+    enqueued = Claim.objects.filter(pk=claim_id, job=job_id, status=Claim.Status.ENQUEUED)
+    taken: int = retry_locked(
+        lambda: enqueued.update(status=Claim.Status.RUNNING, owner=owner, started_at=timezone.now())
+    )
+    return Claim.objects.get(pk=claim_id) if taken else None
+
+
 def interrupt_open_claims(reason: str) -> int:
     """Mark every row this process still has running as failed with ``reason``."""
     with _open_lock:

@@ -22,13 +22,17 @@ class Claim(models.Model):
         PAUSED = "paused", _("skipped: paused")
         #: No instance ran it before its misfire grace time ran out.
         MISSED = "missed", _("missed")
+        #: Handed to a task queue; a worker sets it running when it takes the task.
+        ENQUEUED = "enqueued", _("enqueued")
 
     job = models.CharField(_("job"), max_length=100, help_text=_("The job id from settings."))
     scheduled_for = models.DateTimeField(
         _("scheduled for"), help_text=_("The occurrence's scheduled fire time.")
     )
     owner = models.CharField(
-        _("owner"), max_length=255, help_text=_("The runjobs instance that ran it.")
+        _("owner"),
+        max_length=255,
+        help_text=_("The runjobs instance that ran it, or the task worker it was handed to."),
     )
     status = models.CharField(
         _("status"), max_length=20, choices=Status.choices, default=Status.RUNNING
@@ -57,6 +61,21 @@ class Claim(models.Model):
         _("error"), blank=True, help_text=_("The exception, or why it did not finish.")
     )
     traceback = models.TextField(_("traceback"), blank=True)
+    task_backend = models.CharField(
+        _("task backend"),
+        max_length=120,
+        blank=True,
+        help_text=_(
+            "Where it was handed off: 'tasks:<backend alias>' or 'celery'; "
+            "empty when it ran in runjobs."
+        ),
+    )
+    task_id = models.CharField(
+        _("task id"),
+        max_length=255,
+        blank=True,
+        help_text=_("The id the task queue gave the hand-off."),
+    )
 
     class Meta:
         verbose_name = _("claim")

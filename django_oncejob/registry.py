@@ -364,7 +364,7 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
     return (
         JobSpec(
             id=job_id,
-            func=str(func_path),
+            func="" if by_name else str(func_path),
             trigger=trigger,
             args=tuple(args),
             kwargs=dict(kwargs),
@@ -401,9 +401,13 @@ def _check_handoff(
             )
         ]
     errors: list[checks.CheckMessage] = []
+    queue = definition.get("queue")
+    given = {key for key in ("backend", "task") if key in definition}
+    if queue is not None:
+        given.add("queue")
     fits = {"backend": ("tasks",), "queue": ("tasks", "celery"), "task": ("celery",)}
     for key, modes in fits.items():
-        if key in definition and enqueue not in modes:
+        if key in given and enqueue not in modes:
             wanted = " or ".join(repr(mode) for mode in modes)
             errors.append(
                 _error(
@@ -414,13 +418,13 @@ def _check_handoff(
                     "E050",
                 )
             )
-    queue = definition.get("queue")
-    if "queue" in definition and (not isinstance(queue, str) or not queue.strip()):
+    if queue is not None and (not isinstance(queue, str) or not queue.strip()):
         errors.append(
             _error(
                 job_id,
                 f"{where}['queue'] must be a queue name, got {queue!r}.",
-                "Write e.g. 'queue': 'jobs', or leave it out for the backend's default queue.",
+                "Write e.g. 'queue': 'jobs', or leave it out (or None) for the backend's "
+                "default queue.",
                 "E047",
             )
         )

@@ -7,7 +7,7 @@ import enum
 import inspect
 import logging
 import traceback
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +15,7 @@ from django.db import DatabaseError, close_old_connections
 from django.dispatch import Signal
 from django.utils import timezone
 
-from django_oncejob import history, signals
+from django_oncejob import handoff, history, signals
 from django_oncejob.claim import ClaimResult, acquire_lock, claim, release_lock
 from django_oncejob.conf import conf
 from django_oncejob.models import Claim
@@ -36,6 +36,8 @@ class Outcome(enum.Enum):
     SKIPPED = "skipped"
     #: The job is paused: this instance recorded the occurrence as such, once.
     PAUSED = "paused"
+    #: Handed to the job's task queue; a worker runs it.
+    ENQUEUED = "enqueued"
 
 
 def run_occurrence(
@@ -98,6 +100,8 @@ def run_occurrence(
                 )
                 _send(signals.occurrence_skipped, occurrence, reason="fenced")
                 return Outcome.FENCED
+        if job.enqueue is not None:
+            return _hand_off(job, occurrence, row)
         if job.lock_timeout is None:
             return _call(job, occurrence, row)
         return _call_locked(job, occurrence, row, job.lock_timeout)
@@ -122,6 +126,8 @@ def run_manual(job: JobSpec, requested_at: datetime, requested_by: str, owner: s
             requested_by,
             extra=_fields(occurrence, "manual"),
         )
+        if job.enqueue is not None:
+            return _hand_off(job, occurrence, row)
         if job.lock_timeout is None:
             return _call(job, occurrence, row)
         return _call_locked(job, occurrence, row, job.lock_timeout)
@@ -164,6 +170,8 @@ def rerun_occurrence(job: JobSpec, row: Claim) -> Outcome:
     history.hold(row)
     close_old_connections()
     try:
+        if job.enqueue is not None:
+            return _hand_off(job, occurrence, row)
         if job.lock_timeout is None:
             return _call(job, occurrence, row)
         return _call_locked(job, occurrence, row, job.lock_timeout)
@@ -171,7 +179,65 @@ def rerun_occurrence(job: JobSpec, row: Claim) -> Outcome:
         close_old_connections()
 
 
-def _call_locked(job: JobSpec, occurrence: Occurrence, row: Claim | None, timeout: int) -> Outcome:
+def run_taken(
+    job: JobSpec, occurrence: Occurrence, row: Claim | None, call: Callable[[], Any] | None = None
+) -> Outcome:
+    """Run an occurrence whose row this process holds: in a task worker, a handed-off one.
+
+    ``call`` runs instead of the job's ``func``.
+    """
+    if job.lock_timeout is None:
+        return _call(job, occurrence, row, call)
+    return _call_locked(job, occurrence, row, job.lock_timeout, call)
+
+
+def _hand_off(job: JobSpec, occurrence: Occurrence, row: Claim | None) -> Outcome:
+    _send(signals.occurrence_claimed, occurrence)
+    try:
+        task_id = handoff.enqueue(job, occurrence, row)
+    except Exception as exc:
+        logger.exception(
+            "Job %r at %s could not be handed off (enqueue=%r).",
+            occurrence.job,
+            occurrence.scheduled_for.isoformat(),
+            job.enqueue,
+            extra=_fields(occurrence, "failed"),
+        )
+        _record(
+            row,
+            occurrence,
+            Claim.Status.FAILED,
+            error=f"Could not enqueue: {type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+        )
+        _send(signals.occurrence_failed, occurrence, exception=exc)
+        return Outcome.FAILED
+    if task_id is None:
+        logger.warning(
+            "Job %r at %s was taken over by another instance before it was handed off.",
+            occurrence.job,
+            occurrence.scheduled_for.isoformat(),
+            extra=_fields(occurrence, "taken-over"),
+        )
+        return Outcome.SKIPPED
+    logger.info(
+        "Job %r at %s handed off to %s as task %s.",
+        occurrence.job,
+        occurrence.scheduled_for.isoformat(),
+        job.enqueue,
+        task_id,
+        extra=_fields(occurrence, "enqueued"),
+    )
+    return Outcome.ENQUEUED
+
+
+def _call_locked(
+    job: JobSpec,
+    occurrence: Occurrence,
+    row: Claim | None,
+    timeout: int,
+    call: Callable[[], Any] | None = None,
+) -> Outcome:
     token = f"{occurrence.owner}@{occurrence.scheduled_for.isoformat()}"
     locked = acquire_lock(job.id, token, timeout)
     if locked is not ClaimResult.WON:
@@ -191,12 +257,17 @@ def _call_locked(job: JobSpec, occurrence: Occurrence, row: Claim | None, timeou
         _send(signals.occurrence_skipped, occurrence, reason="locked")
         return Outcome.SKIPPED
     try:
-        return _call(job, occurrence, row)
+        return _call(job, occurrence, row, call)
     finally:
         release_lock(job.id, token)
 
 
-def _call(job: JobSpec, occurrence: Occurrence, row: Claim | None) -> Outcome:
+def _call(
+    job: JobSpec,
+    occurrence: Occurrence,
+    row: Claim | None,
+    call: Callable[[], Any] | None = None,
+) -> Outcome:
     _send(signals.occurrence_claimed, occurrence)
     logger.info(
         "Job %r at %s started on %s.",
@@ -208,7 +279,7 @@ def _call(job: JobSpec, occurrence: Occurrence, row: Claim | None) -> Outcome:
     _send(signals.occurrence_started, occurrence)
     token = _current.set(occurrence)
     try:
-        value = job.resolve()(*job.args, **job.kwargs)
+        value = call() if call is not None else job.resolve()(*job.args, **job.kwargs)
         if inspect.isawaitable(value):
             value = asyncio.run(_wait(value))
     except BaseException as exc:

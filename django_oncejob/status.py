@@ -18,8 +18,8 @@ from django_oncejob.models import Claim
 
 Status = Claim.Status
 
-#: Statuses of an occurrence that was started: the ones that are a run.
-RUN = (Status.RUNNING, Status.SUCCEEDED, Status.FAILED, Status.ABANDONED)
+#: Statuses of an occurrence that was started, or handed to a task queue: the ones that are a run.
+RUN = (Status.ENQUEUED, Status.RUNNING, Status.SUCCEEDED, Status.FAILED, Status.ABANDONED)
 #: Statuses of a run that has ended.
 ENDED = (Status.SUCCEEDED, Status.FAILED, Status.ABANDONED)
 #: Statuses that count as failures: the job raised or was interrupted, or its instance died.

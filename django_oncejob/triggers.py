@@ -77,7 +77,103 @@ class AnchoredIntervalTrigger(BaseTrigger):  # type: ignore[misc]
         return f"interval[{self.interval}]"
 
 
-def cron_trigger(value: object, timezone: ZoneInfo) -> CronTrigger:
+class WallClockCronTrigger(CronTrigger):  # type: ignore[misc]
+    """A CronTrigger with one defined behaviour across daylight saving time changes.
+
+    A job whose hour field matches every hour runs on elapsed time, as APScheduler's
+    CronTrigger does: in both passes of an hour repeated in autumn, and not at the
+    times a spring change skips. Any other job runs once per matching wall-clock time,
+    read as ``datetime(..., tzinfo=zone)`` reads it (``fold=0``): a repeated time at
+    its first occurrence only, a skipped time with the UTC offset from before the
+    change (02:30 skipped in Europe/Berlin runs at 03:30 CEST).
+    """
+
+    __slots__ = ("_every_hour", "_wall_clock")
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        hour = self.fields[self.FIELD_NAMES.index("hour")]
+        self._every_hour = all(hour.get_next_value(datetime(2000, 1, 1, h)) == h for h in range(24))
+        # The same fields on a clock that never changes: it finds wall-clock times.
+        fields = {key: item for key, item in options.items() if key in self.FIELD_NAMES}
+        self._wall_clock = CronTrigger(**fields, timezone=UTC)
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        if self._every_hour:
+            return super().get_next_fire_time(previous_fire_time, now)  # type: ignore[no-any-return]
+        if previous_fire_time is not None:
+            start = previous_fire_time.astimezone(UTC) + timedelta(microseconds=1)
+        else:
+            start = now.astimezone(UTC)
+            if self.start_date is not None:
+                start = max(start, self.start_date.astimezone(UTC))
+        start_wall = _wall_time(start, self.timezone)
+        # Just after a spring change, times it skipped may still be due.
+        wall = start_wall - _recent_jump(start, self.timezone)
+        while (match := self._next_wall_time(wall)) is not None:
+            fire = match.replace(tzinfo=self.timezone).astimezone(UTC)
+            if fire < start:
+                # Passed already, or a repeated time whose first occurrence has passed.
+                wall = max(match + timedelta(seconds=1), start_wall)
+                continue
+            fire_wall = _wall_time(fire, self.timezone)
+            if fire_wall != match:
+                # Skipped by a spring change, so it runs at ``fire_wall``, later than
+                # ``match``: a time on the clock after the change may come first.
+                change = _clock_change(
+                    match.replace(tzinfo=self.timezone, fold=1), fire, self.timezone
+                )
+                after = self._next_wall_time(max(_wall_time(change, self.timezone), start_wall))
+                if after is not None and after < fire_wall:
+                    fire = after.replace(tzinfo=self.timezone).astimezone(UTC)
+            if self.end_date is not None and fire > self.end_date:
+                return None
+            return fire.astimezone(self.timezone)
+        return None
+
+    def _next_wall_time(self, wall: datetime) -> datetime | None:
+        match: datetime | None = self._wall_clock.get_next_fire_time(None, wall.replace(tzinfo=UTC))
+        return None if match is None else match.replace(tzinfo=None)
+
+
+def _wall_time(instant: datetime, timezone: tzinfo) -> datetime:
+    return instant.astimezone(timezone).replace(tzinfo=None)
+
+
+def _offset(instant: datetime, timezone: tzinfo) -> timedelta | None:
+    return instant.astimezone(timezone).utcoffset()
+
+
+#: Longer than any jump of a clock in the tz database (Antarctica/Troll jumps 2 hours).
+_LONGEST_JUMP = timedelta(hours=3)
+
+
+def _recent_jump(instant: datetime, timezone: tzinfo) -> timedelta:
+    """How far the clock jumped forward, if it did so less than that long before ``instant``."""
+    offset, earlier = _offset(instant, timezone), _offset(instant - _LONGEST_JUMP, timezone)
+    assert offset is not None and earlier is not None
+    jump = offset - earlier
+    if jump > timedelta(0) and _offset(instant - jump, timezone) != offset:
+        return jump
+    return timedelta(0)
+
+
+def _clock_change(before: datetime, after: datetime, timezone: tzinfo) -> datetime:
+    """The whole second in ``(before, after]`` at which ``timezone`` changes its offset."""
+    low, high = before.astimezone(UTC), after.astimezone(UTC)
+    while high - low > timedelta(seconds=1):
+        middle = low + (high - low) // 2
+        middle -= timedelta(microseconds=middle.microsecond)
+        if _offset(middle, timezone) == _offset(low, timezone):
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def cron_trigger(value: object, timezone: ZoneInfo) -> WallClockCronTrigger:
     """Build a cron trigger from a crontab string or a dict of CronTrigger fields."""
     if isinstance(value, str):
         fields = value.split()
@@ -96,7 +192,7 @@ def cron_trigger(value: object, timezone: ZoneInfo) -> CronTrigger:
                 "Leave one of the two as '*', or define two jobs.",
             )
         try:
-            return CronTrigger(
+            return WallClockCronTrigger(
                 minute=minute,
                 hour=hour,
                 day=day,
@@ -126,7 +222,7 @@ def cron_trigger(value: object, timezone: ZoneInfo) -> CronTrigger:
                     "Write e.g. {'minute': '*/5'} or {'hour': 21}.",
                 )
         try:
-            return CronTrigger(**dict(value), timezone=timezone)
+            return WallClockCronTrigger(**dict(value), timezone=timezone)
         except (ValueError, TypeError) as exc:
             raise TriggerError(
                 f"invalid cron fields {dict(value)!r}: {exc}",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+from importlib.metadata import PackageNotFoundError, version
+from importlib.util import find_spec
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -100,3 +102,42 @@ ONCEJOB = {
 }
 
 STATIC_URL = "/static/"
+
+
+def _version(distribution: str) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(part) for part in version(distribution).split(".")[:2])
+    except PackageNotFoundError:
+        return None
+
+
+# Hand-off to django.tasks (tests/test_handoff.py), only where a backend with a worker
+# is installed: django-tasks-db, or the database backend django-tasks had before 0.12
+# (for the backport only, so not on Django 6.0+). Without one, the rest of the suite
+# runs as ever.
+TASKS_DATABASE_BACKEND: str | None = None
+if _version("django-tasks-db") is not None:
+    INSTALLED_APPS += ["django_tasks_db"]
+    TASKS_DATABASE_BACKEND = "django_tasks_db.DatabaseBackend"
+elif find_spec("django.tasks") is None and (0, 7) <= (_version("django-tasks") or ()) < (0, 12):
+    INSTALLED_APPS += ["django_tasks", "django_tasks.backends.database"]
+    TASKS_DATABASE_BACKEND = "django_tasks.backends.database.DatabaseBackend"
+if TASKS_DATABASE_BACKEND is not None:
+    TASKS = {
+        "default": {
+            "BACKEND": TASKS_DATABASE_BACKEND,
+            # The tasks live in the test database: concurrent runs never share them.
+            "QUEUES": ["default", "jobs"],
+        }
+    }
+
+# Hand-off to Celery, with a Redis database of its own as the broker; each test gives
+# its worker a queue of its own, so that concurrent runs never take each other's tasks.
+if find_spec("celery") is not None:
+    CELERY_BROKER_URL = os.environ.get("ONCEJOB_TEST_CELERY_BROKER", "redis://127.0.0.1:6379/14")
+    CELERY_RESULT_BACKEND = CELERY_BROKER_URL
+    CELERY_RESULT_EXPIRES = 3600
+    CELERY_TASK_DEFAULT_QUEUE = os.environ.get("ONCEJOB_TEST_CELERY_QUEUE", "oncejob-tests")
+    CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+    CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False

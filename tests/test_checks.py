@@ -13,9 +13,10 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 from django.utils import timezone
 
+from django_oncejob import registry
 from django_oncejob.checks import check_settings
 from django_oncejob.conf import DEFAULTS
-from django_oncejob.registry import JOB_KEYS
+from django_oncejob.registry import JOB_KEYS, parse_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -910,3 +911,213 @@ def test_w007_not_for_a_disabled_job_or_a_future_date() -> None:
         run_job({"func": "tests.jobs.record", "at": "2001-01-01T00:00:00Z", "enabled": False}) == []
     )
     assert run_job({"func": "tests.jobs.record", "at": "2999-01-01T00:00:00Z"}) == []
+
+
+# Hand-off to a task queue. The checks look for Celery and django.tasks without importing
+# them, so these tests say which are installed rather than depend on the environment.
+
+DATABASE_TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": []}}
+
+
+@pytest.fixture
+def frameworks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "celery_installed", lambda: True)
+    monkeypatch.setattr(registry, "tasks_module_name", lambda: "django_tasks")
+
+
+def tasks_job(**extra: Any) -> dict[str, Any]:
+    return cron_job(enqueue="tasks", **extra)
+
+
+def run_with_tasks(definition: Any, tasks: Any) -> list[CheckMessage]:
+    return run({"JOBS": {"x": definition}}, TASKS=tasks)
+
+
+@pytest.mark.usefixtures("frameworks")
+def test_handoff_jobs_give_no_errors() -> None:
+    tasks = {
+        "default": {"BACKEND": "django_tasks_db.DatabaseBackend"},
+        "jobs": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["reports"]},
+    }
+    jobs = {
+        "tasks": tasks_job(),
+        "tasks-queue": tasks_job(backend="jobs", queue="reports"),
+        "celery": cron_job(enqueue="celery", queue="jobs"),
+        "by-name": {"task": "reports.tasks.send", "enqueue": "celery", "cron": "0 21 * * *"},
+        "inherits": {"task": "reports.tasks.send", "args": [1], "cron": "0 21 * * *"},
+        "here": cron_job(enqueue=None),
+    }
+    assert run({"ENQUEUE": "celery", "JOBS": jobs}, TASKS=tasks) == []
+
+
+@pytest.mark.usefixtures("frameworks")
+def test_handoff_job_specs() -> None:
+    with override_settings(TASKS=DATABASE_TASKS):
+        jobs, errors = parse_jobs(
+            {
+                "a": tasks_job(queue="jobs"),
+                "b": {"task": "reports.tasks.send", "enqueue": "celery", "cron": "0 21 * * *"},
+                "c": cron_job(),
+            }
+        )
+    assert errors == []
+    assert (jobs["a"].enqueue, jobs["a"].backend, jobs["a"].queue) == ("tasks", "default", "jobs")
+    assert jobs["a"].target == "tests.jobs.record, handed to django.tasks backend 'default'"
+    assert (jobs["b"].func, jobs["b"].task) == ("", "reports.tasks.send")
+    assert jobs["b"].target == "Celery task 'reports.tasks.send'"
+    assert (jobs["c"].enqueue, jobs["c"].target) == (None, "tests.jobs.record")
+
+
+@pytest.mark.parametrize("value", ["Tasks", "rq", 1, True, ["celery"]])
+def test_e041_enqueue_setting(value: object) -> None:
+    error = only(run({"ENQUEUE": value}), "E041")
+    assert f"ONCEJOB['ENQUEUE'] must be None, 'tasks' or 'celery', got {value!r}" in error.msg
+
+
+def test_e041_is_not_blamed_on_every_job() -> None:
+    assert ids(run({"ENQUEUE": "rq", "JOBS": {"a": cron_job(), "b": cron_job()}})) == [
+        "django_oncejob.E041"
+    ]
+
+
+@pytest.mark.parametrize("value", ["Celery", "rq", 0, False])
+def test_e042_job_enqueue(value: object) -> None:
+    msg = only_job_error(run_job(cron_job(enqueue=value)), "E042", "enqueue")
+    assert f"must be None, 'tasks' or 'celery', got {value!r}" in msg
+
+
+def test_e043_celery_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "celery_installed", lambda: False)
+    msg = only_job_error(run_job(cron_job(enqueue="celery")), "E043", "enqueue")
+    assert "Celery is not installed" in msg
+
+
+def test_e043_from_the_project_wide_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "celery_installed", lambda: False)
+    assert ids(run({"ENQUEUE": "celery", "JOBS": {"x": cron_job()}})) == ["django_oncejob.E043"]
+
+
+def test_e044_no_tasks_framework(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "tasks_module_name", lambda: None)
+    error = only(run_with_tasks(tasks_job(), DATABASE_TASKS), "E044")
+    assert "neither django.tasks (Django 6.0 and later) nor the django-tasks backport" in error.msg
+    assert error.hint is not None and "django-oncejob[tasks]" in error.hint
+
+
+@pytest.mark.usefixtures("frameworks")
+def test_e045_tasks_setting_missing() -> None:
+    with override_settings(ONCEJOB={"JOBS": {"x": tasks_job()}}):
+        if hasattr(settings, "TASKS"):
+            del settings.TASKS
+        error = only(check_settings(), "E045")
+    assert "the TASKS setting is not set" in error.msg
+
+
+@pytest.mark.usefixtures("frameworks")
+def test_e045_tasks_setting_empty() -> None:
+    assert ids(run_with_tasks(tasks_job(), {})) == ["django_oncejob.E045"]
+
+
+@pytest.mark.usefixtures("frameworks")
+@pytest.mark.parametrize("backend", ["jobs", 1, None])
+def test_e046_backend_not_in_tasks(backend: object) -> None:
+    msg = only_job_error(
+        run_with_tasks(tasks_job(backend=backend), DATABASE_TASKS), "E046", "backend"
+    )
+    assert f"names no backend in TASKS: {backend!r}" in msg
+
+
+@pytest.mark.usefixtures("frameworks")
+@pytest.mark.parametrize("queue", ["", " ", 5, ["jobs"]])
+def test_e047_queue_not_a_name(queue: object) -> None:
+    msg = only_job_error(run_with_tasks(tasks_job(queue=queue), DATABASE_TASKS), "E047", "queue")
+    assert f"must be a queue name, got {queue!r}" in msg
+
+
+@pytest.mark.usefixtures("frameworks")
+def test_e047_for_celery_too() -> None:
+    assert ids(run_job(cron_job(enqueue="celery", queue=""))) == ["django_oncejob.E047"]
+
+
+@pytest.mark.usefixtures("frameworks")
+@pytest.mark.parametrize(
+    ("queues", "extra", "name"),
+    [
+        (["jobs"], {}, "default"),
+        (["jobs"], {"queue": "reports"}, "reports"),
+        (None, {"queue": "reports"}, "reports"),
+    ],
+)
+def test_e048_queue_not_in_the_backends_queues(
+    queues: list[str] | None, extra: dict[str, Any], name: str
+) -> None:
+    backend: dict[str, Any] = {"BACKEND": "django_tasks_db.DatabaseBackend"}
+    if queues is not None:
+        backend["QUEUES"] = queues
+    error = only(run_with_tasks(tasks_job(**extra), {"default": backend}), "E048")
+    assert f"hands off to queue {name!r}, which TASKS['default']['QUEUES'] does not list" in (
+        error.msg
+    )
+
+
+@pytest.mark.usefixtures("frameworks")
+def test_e048_accepts_any_queue_when_queues_is_empty() -> None:
+    assert run_with_tasks(tasks_job(queue="anything"), DATABASE_TASKS) == []
+
+
+@pytest.mark.usefixtures("frameworks")
+@pytest.mark.parametrize("task", ["", 5, None])
+def test_e049_task_not_a_name(task: object) -> None:
+    definition = {"task": task, "enqueue": "celery", "cron": "0 21 * * *"}
+    msg = only_job_error(run_job(definition), "E049", "task")
+    assert f"must be the name of a Celery task, got {task!r}" in msg
+
+
+@pytest.mark.usefixtures("frameworks")
+@pytest.mark.parametrize(
+    ("definition", "key"),
+    [
+        (cron_job(enqueue="celery", backend="default"), "backend"),
+        (cron_job(backend="default"), "backend"),
+        (cron_job(queue="jobs"), "queue"),
+        ({"task": "reports.send", "cron": "0 21 * * *"}, "task"),
+        ({"task": "reports.send", "enqueue": "tasks", "cron": "0 21 * * *"}, "task"),
+    ],
+)
+def test_e050_handoff_key_that_does_not_fit(definition: dict[str, Any], key: str) -> None:
+    msg = only_job_error(run_with_tasks(definition, DATABASE_TASKS), "E050", key)
+    assert "is only used with 'enqueue':" in msg
+
+
+@pytest.mark.usefixtures("frameworks")
+def test_e050_not_for_a_queue_of_none() -> None:
+    assert run_job(cron_job(queue=None)) == []
+
+
+@pytest.mark.usefixtures("frameworks")
+def test_e051_func_and_task() -> None:
+    error = only(run_job(cron_job(enqueue="celery", task="reports.send")), "E051")
+    assert "has both 'func' and 'task'" in error.msg
+
+
+@pytest.mark.usefixtures("frameworks")
+@pytest.mark.parametrize(
+    ("backend", "effect"),
+    [
+        ("django.tasks.backends.immediate.ImmediateBackend", "runs each task at once"),
+        ("django_tasks.backends.immediate.ImmediateBackend", "runs each task at once"),
+        ("django_tasks.backends.dummy.DummyBackend", "never runs it"),
+    ],
+)
+def test_w011_backend_without_workers(backend: str, effect: str) -> None:
+    tasks = {"default": {"BACKEND": backend, "QUEUES": []}}
+    warning = only_warning(run_with_tasks(tasks_job(), tasks), "W011")
+    assert warning.obj == "job x"
+    assert effect in warning.msg
+
+
+def test_handoff_errors_stop_the_check_command() -> None:
+    oncejob = {"JOBS": {"x": cron_job(queue="jobs")}}
+    with override_settings(ONCEJOB=oncejob), pytest.raises(SystemCheckError) as info:
+        call_command("check")
+    assert "django_oncejob.E050" in str(info.value)

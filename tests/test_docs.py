@@ -42,3 +42,31 @@ def test_every_documented_id_exists() -> None:
 def test_documented_ids_are_in_order() -> None:
     listed = DOCS_ID.findall((ROOT / "docs" / "checks.rst").read_text())
     assert listed == sorted(listed)
+
+
+SETTING = re.compile(r"^``(\w+)``\n~+\n(.*?)(?=^``\w+``\n~+\n|^\S.*\n-+\n|\Z)", re.M | re.S)
+
+
+def documented_settings() -> dict[str, dict[str, str]]:
+    text = (ROOT / "docs" / "settings.rst").read_text()
+    settings_part, jobs_part = re.split(r"^Job keys\n-+\n", text, flags=re.M)
+    return {
+        "settings": dict(SETTING.findall(settings_part)),
+        "jobs": dict(SETTING.findall(jobs_part)),
+    }
+
+
+def test_every_setting_is_documented_with_its_type() -> None:
+    from django_oncejob.conf import DEFAULTS
+
+    documented = documented_settings()["settings"]
+    assert sorted(documented) == sorted(DEFAULTS)
+    assert [key for key, body in documented.items() if ":Type:" not in body] == []
+
+
+def test_every_job_key_is_documented_with_its_type() -> None:
+    from django_oncejob.registry import JOB_KEYS
+
+    documented = documented_settings()["jobs"]
+    assert sorted(documented) == sorted(JOB_KEYS)
+    assert [key for key, body in documented.items() if ":Type:" not in body] == []

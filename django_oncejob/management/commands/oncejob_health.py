@@ -85,7 +85,7 @@ class Command(BaseCommand):
     ) -> None:
         if check is None:
             check = ["instances"] if instance is not None else list(CHECKS)
-        jobs, errors = registry.parse_jobs(conf.JOBS)
+        jobs, errors = registry.settings_jobs()
         if errors:
             raise CommandError(
                 f"ONCEJOB has {len(errors)} error(s), so runjobs cannot start: run "

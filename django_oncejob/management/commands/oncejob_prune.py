@@ -15,7 +15,8 @@ from django_oncejob.models import Claim, Instance, RunRequest
 class Command(BaseCommand):
     help = (
         "Delete the job history older than a number of days, in batches: claims (never "
-        "running ones), run requests, and instances stopped or silent since before then."
+        "running or enqueued ones), run requests, and instances stopped or silent since "
+        "before then."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -61,7 +62,9 @@ class Command(BaseCommand):
             (
                 "claim",
                 "claims",
-                Claim.objects.filter(scheduled_for__lt=cutoff).exclude(status=Claim.Status.RUNNING),
+                Claim.objects.filter(scheduled_for__lt=cutoff).exclude(
+                    status__in=[Claim.Status.RUNNING, Claim.Status.ENQUEUED]
+                ),
             ),
             ("run request", "run requests", RunRequest.objects.filter(requested_at__lt=cutoff)),
             (

@@ -52,7 +52,7 @@ class Command(BaseCommand):
             metavar="JOB",
             dest="run_job",
             help="Run JOB once now, recorded in the history as a manual run, and exit with "
-            "its outcome (0 if it succeeded).",
+            "its outcome (0 if it succeeded, or was handed off to its task queue).",
         )
         parser.add_argument(
             "--owner",
@@ -91,6 +91,9 @@ class Command(BaseCommand):
         self.configure_logging(verbosity)
         requested_by = f"runjobs --run ({getpass.getuser()})"
         outcome = run_manual(jobs[job_id], timezone.now(), requested_by, owner)
+        if outcome is Outcome.ENQUEUED:
+            self.stdout.write(f"Job {job_id!r} handed off to {jobs[job_id].enqueue}.")
+            return
         if outcome is not Outcome.SUCCEEDED:
             raise CommandError(f"Job {job_id!r} did not succeed: {outcome.value}.")
         self.stdout.write(f"Job {job_id!r} succeeded.")
@@ -102,7 +105,7 @@ class Command(BaseCommand):
         for job in jobs:
             state = "" if job.enabled else " (disabled)"
             self.stdout.write(f"{job.id}{state}: {job.trigger_text}")
-            self.stdout.write(f"    runs {job.func}")
+            self.stdout.write(f"    runs {job.target}")
             times = [t.isoformat(" ") for t in triggers.fire_times(job.trigger, now, count)]
             self.stdout.write(f"    next: {', '.join(times) if times else 'never'}")
         if not jobs:

@@ -1,0 +1,61 @@
+"""django-oncejob's own tasks, which run a handed-off job's ``func`` in a worker.
+
+Each exists only when its framework is installed: ``run_occurrence`` is a
+django.tasks task (Django 6.0+, or the django-tasks backport), and
+``celery_run_occurrence`` is registered with Celery as
+``"django_oncejob.run_occurrence"``, which ``app.autodiscover_tasks()`` finds here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+
+from django_oncejob import registry
+from django_oncejob.handoff import CELERY_TASK_NAME, HandedOff, tasks_module
+from django_oncejob.worker import run_handed_off
+
+
+def _run(job_id: str, scheduled_for: str, claim_id: int | None) -> str:
+    handed = HandedOff(job_id, datetime.fromisoformat(scheduled_for), claim_id)
+    return run_handed_off(handed).value
+
+
+def _django_task(func: Callable[..., str]) -> Any:
+    if registry.tasks_module_name() is None:
+        return func
+    module = tasks_module()
+    # A task is checked against its backend when it is defined. This one only has to
+    # be valid somewhere: each hand-off picks the job's backend and queue with using().
+    configured = getattr(settings, "TASKS", None) or {registry.DEFAULT_TASKS_ALIAS: {}}
+    alias = registry.DEFAULT_TASKS_ALIAS
+    if alias not in configured:
+        alias = next(iter(configured))
+    queues = module.task_backends[alias].queues
+    queue = registry.DEFAULT_TASKS_QUEUE
+    if queues and queue not in queues:
+        queue = min(queues)
+    return module.task(backend=alias, queue_name=queue)(func)
+
+
+def _celery_task(func: Callable[..., str]) -> Any:
+    if not registry.celery_installed():
+        return func
+    from celery import shared_task
+
+    return shared_task(name=CELERY_TASK_NAME)(func)
+
+
+@_django_task
+def run_occurrence(job_id: str, scheduled_for: str, claim_id: int | None) -> str:
+    """Run the occurrence of ``job_id`` at ``scheduled_for`` (ISO-8601) that was handed off."""
+    return _run(job_id, scheduled_for, claim_id)
+
+
+@_celery_task
+def celery_run_occurrence(job_id: str, scheduled_for: str, claim_id: int | None) -> str:
+    """Run the occurrence of ``job_id`` at ``scheduled_for`` (ISO-8601) that was handed off."""
+    return _run(job_id, scheduled_for, claim_id)

@@ -1,0 +1,125 @@
+"""Runs a handed-off occurrence in a task worker: once, however often its task is delivered."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+from django.db import close_old_connections
+
+from django_oncejob import history, registry
+from django_oncejob.conf import conf
+from django_oncejob.handoff import HandedOff, occurrence_from_headers
+from django_oncejob.models import Claim
+from django_oncejob.occurrence import Occurrence
+from django_oncejob.runner import Outcome, run_taken
+
+logger = logging.getLogger("django_oncejob")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class OccurrenceFailed(Exception):
+    """The job of a handed-off occurrence failed; its history row holds the error."""
+
+
+def run_handed_off(handed: HandedOff, call: Callable[[], Any] | None = None) -> Outcome:
+    """Take the occurrence's row and run the job, or do nothing if another delivery took it.
+
+    ``call`` runs instead of the job's ``func``, for a Celery task sent by name.
+    Returns :attr:`Outcome.FENCED` for a delivery that found the row taken, and
+    raises :class:`OccurrenceFailed` when the job fails, so that the task queue
+    records the failure too.
+    """
+    owner = conf.OWNER
+    jobs, _errors = registry.settings_jobs()
+    job = jobs.get(handed.job)
+    close_old_connections()
+    try:
+        if job is None:
+            _refuse(handed, owner)
+        row = None
+        if handed.claim_id is None:
+            logger.warning(
+                "Job %r at %s came without a history row: it runs with no check against a "
+                "second delivery.",
+                handed.job,
+                handed.scheduled_for.isoformat(),
+            )
+        else:
+            row = history.take_enqueued(handed.claim_id, handed.job, owner)
+            if row is None:
+                logger.info(
+                    "Job %r at %s is no longer enqueued: another delivery of its task took it; "
+                    "not running it again.",
+                    handed.job,
+                    handed.scheduled_for.isoformat(),
+                )
+                return Outcome.FENCED
+        occurrence = Occurrence(job=handed.job, scheduled_for=handed.scheduled_for, owner=owner)
+        outcome = run_taken(job, occurrence, row, call)
+    finally:
+        close_old_connections()
+    if outcome is Outcome.FAILED:
+        detail = row.error if row is not None else "see the worker's log"
+        raise OccurrenceFailed(
+            f"Job {handed.job!r} at {handed.scheduled_for.isoformat()} failed: {detail}"
+        )
+    return outcome
+
+
+def _refuse(handed: HandedOff, owner: str) -> NoReturn:
+    error = (
+        f"Job {handed.job!r} is not a valid job in ONCEJOB['JOBS'] of the worker {owner}: "
+        "a worker needs the same settings as the runjobs instances."
+    )
+    logger.error(error)
+    if handed.claim_id is not None:
+        row = history.take_enqueued(handed.claim_id, handed.job, owner)
+        if row is not None:
+            history.close_claim(row, Claim.Status.FAILED, error=error)
+    raise OccurrenceFailed(error)
+
+
+def occurrence_task(func: F) -> F:
+    """Make a Celery task that a job sends by name run once per occurrence.
+
+    Put it under ``@shared_task``. When the task comes from django-oncejob, the
+    wrapper takes the occurrence's history row (a repeated delivery finds it taken
+    and returns ``None`` without calling ``func``), sets
+    :func:`~django_oncejob.current_occurrence`, and records the outcome. Called any
+    other way, ``func`` just runs.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        handed = occurrence_from_headers(_celery_headers())
+        if handed is None:
+            return func(*args, **kwargs)
+        returned: list[Any] = []
+
+        def call() -> Any:
+            returned.append(func(*args, **kwargs))
+            return returned[-1]
+
+        run_handed_off(handed, call)
+        return returned[0] if returned else None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _celery_headers() -> dict[str, Any]:
+    from celery import current_task
+
+    request = getattr(current_task, "request", None)
+    if request is None:
+        return {}
+    # Celery 5.3 and later gather custom headers in request.headers; older ones
+    # only set them as attributes of the request.
+    values = dict(getattr(request, "headers", None) or {})
+    for name in ("oncejob_job", "oncejob_scheduled_for", "oncejob_claim"):
+        if name not in values and getattr(request, name, None) is not None:
+            values[name] = getattr(request, name)
+    return values

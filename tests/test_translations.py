@@ -1,0 +1,101 @@
+"""The translations: complete, compiled, and used.
+
+To update them after changing a marked string: ``nox -s messages``, translate what it
+left empty in ``django.po``, then run ``nox -s messages`` again to compile.
+"""
+
+from __future__ import annotations
+
+import gettext
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.apps import apps
+from django.contrib import admin
+from django.utils import translation
+
+from django_oncejob.admin import ClaimAdmin
+from django_oncejob.models import Claim
+
+PACKAGE = Path(__file__).resolve().parent.parent / "django_oncejob"
+LOCALES = sorted((PACKAGE / "locale").glob("*/LC_MESSAGES/django.po"))
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is missing: install GNU gettext (apt-get install gettext).")
+    return path
+
+
+def catalog(mo: Path) -> dict[object, str]:
+    with mo.open("rb") as file:
+        return dict(gettext.GNUTranslations(file)._catalog)  # type: ignore[attr-defined]
+
+
+def keys(entries: dict[object, str]) -> set[str]:
+    """The msgids of a catalog, whose plural entries are keyed ``(msgid, index)``."""
+    return {str(key[0] if isinstance(key, tuple) else key) for key in entries} - {""}
+
+
+def test_there_are_translations() -> None:
+    assert [po.parent.parent.name for po in LOCALES] == ["zh_Hans"]
+
+
+@pytest.mark.parametrize("po", LOCALES, ids=lambda po: po.parent.parent.name)
+def test_mo_is_compiled_from_po(po: Path, tmp_path: Path) -> None:
+    # The .mo is committed, so that installing the package needs no gettext; it must
+    # say what the .po says (compared as catalogs: msgfmt versions differ in bytes).
+    assert catalog(po.with_suffix(".mo")) == compile_po(po, tmp_path / "django.mo", "--check")
+
+
+def compile_po(po: Path, mo: Path, *options: str) -> dict[object, str]:
+    subprocess.run(
+        [tool("msgfmt"), *options, "-o", str(mo), str(po)],
+        check=True,
+        capture_output=True,
+    )
+    return catalog(mo)
+
+
+def msgids(po: Path, tmp_path: Path) -> set[str]:
+    """Every msgid of ``po``, translated or not: msgen fills each translation with its msgid."""
+    english = tmp_path / f"{po.stem}-en.po"
+    subprocess.run([tool("msgen"), "-o", str(english), str(po)], check=True, capture_output=True)
+    return keys(compile_po(english, english.with_suffix(".mo"), "--use-fuzzy"))
+
+
+@pytest.mark.parametrize("po", LOCALES, ids=lambda po: po.parent.parent.name)
+def test_po_translates_every_marked_string(po: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "django_oncejob"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("locale", "__pycache__"))
+    (copy / "locale").mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH")}
+    locale = po.parent.parent.name
+    subprocess.run(
+        [sys.executable, "-m", "django", "makemessages", "-l", locale],
+        cwd=copy,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    marked = msgids(copy / "locale" / locale / "LC_MESSAGES" / "django.po", tmp_path)
+    translated = keys(compile_po(po, tmp_path / "django.mo", "--check"))
+    assert sorted(marked - translated) == [], "untranslated or fuzzy: see nox -s messages"
+    assert sorted(msgids(po, tmp_path) - marked) == [], "no longer in the code"
+
+
+def test_models_admin_and_app_speak_chinese() -> None:
+    with translation.override("zh-hans"):
+        assert str(Claim._meta.verbose_name) == "认领记录"
+        assert str(Claim._meta.get_field("scheduled_for").verbose_name) == "计划时间"
+        assert str(Claim.Status.SUCCEEDED.label) == "成功"
+        assert str(ClaimAdmin.duration.short_description) == "耗时"  # type: ignore[attr-defined]
+        assert str(apps.get_app_config("django_oncejob").verbose_name) == "定时任务"
+        model_admin = admin.site._registry[Claim]
+        assert str(admin.utils.label_for_field("lateness", Claim, model_admin)) == "延迟"
+    assert str(Claim._meta.verbose_name) == "claim"
