@@ -125,6 +125,9 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         options=options, service=webdriver.ChromeService(executable_path=chromedriver)
     )
     driver.set_page_load_timeout(30)
+    # A click that submits a form can return before the next page is there: look for
+    # elements until they appear (the first find after a click was flaky on Django 4.2).
+    driver.implicitly_wait(10)
     try:
         yield driver
     finally:
