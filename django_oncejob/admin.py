@@ -566,4 +566,5 @@ def _when(value: datetime | None) -> str:
 def _seconds(value: timedelta | None) -> str:
     if value is None:
         return "–"
-    return f"{value.total_seconds():.3f} s"
+    # Translators: a duration in seconds, to the millisecond, e.g. 1.250 s.
+    return gettext("%(seconds)s s") % {"seconds": f"{value.total_seconds():.3f}"}

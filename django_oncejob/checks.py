@@ -19,15 +19,26 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core import checks
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from django_oncejob import registry
 from django_oncejob.conf import DEFAULTS, ENQUEUE_CHOICES, ON_CACHE_ERROR_CHOICES
 
-#: Cache backends whose ``add()`` cannot coordinate separate processes.
+#: Cache backends whose ``add()`` cannot coordinate separate processes, and why.
 UNSAFE_BACKENDS = {
-    "django.core.cache.backends.dummy.DummyCache": "always reports a successful add",
-    "django.core.cache.backends.locmem.LocMemCache": "is private to each process",
-    "django.core.cache.backends.filebased.FileBasedCache": "has no atomic add",
+    "django.core.cache.backends.dummy.DummyCache": gettext_lazy(
+        "ONCEJOB['CACHE'] is %(alias)s, a %(class)s, which always reports a successful add: "
+        "it cannot stop two instances running one occurrence."
+    ),
+    "django.core.cache.backends.locmem.LocMemCache": gettext_lazy(
+        "ONCEJOB['CACHE'] is %(alias)s, a %(class)s, which is private to each process: "
+        "it cannot stop two instances running one occurrence."
+    ),
+    "django.core.cache.backends.filebased.FileBasedCache": gettext_lazy(
+        "ONCEJOB['CACHE'] is %(alias)s, a %(class)s, which has no atomic add: "
+        "it cannot stop two instances running one occurrence."
+    ),
 }
 DATABASE_BACKEND = "django.core.cache.backends.db.DatabaseCache"
 MEMCACHED_BACKENDS = (
@@ -43,8 +54,20 @@ NO_WORKER_TASK_BACKENDS = {
     f"{module}.backends.{kind}": effect
     for module in registry.TASKS_MODULES
     for kind, effect in (
-        ("immediate.ImmediateBackend", "runs each task at once, inside runjobs"),
-        ("dummy.DummyBackend", "stores each task and never runs it"),
+        (
+            "immediate.ImmediateBackend",
+            gettext_lazy(
+                "Job %(job)s hands off to TASKS[%(backend)s], a %(class)s, which runs each "
+                "task at once, inside runjobs."
+            ),
+        ),
+        (
+            "dummy.DummyBackend",
+            gettext_lazy(
+                "Job %(job)s hands off to TASKS[%(backend)s], a %(class)s, which stores each "
+                "task and never runs it."
+            ),
+        ),
     )
 }
 
@@ -57,8 +80,10 @@ def check_settings(
     if not isinstance(raw, dict):
         return [
             checks.Error(
-                f"The ONCEJOB setting must be a dict, got {type(raw).__name__}.",
-                hint="Write ONCEJOB = {'JOBS': {...}} in your settings.",
+                # Translators: type is a Python type name, e.g. list.
+                _("The ONCEJOB setting must be a dict, got %(type)s.")
+                % {"type": type(raw).__name__},
+                hint=_("Write ONCEJOB = {'JOBS': {...}} in your settings."),
                 id="django_oncejob.E001",
             )
         ]
@@ -66,11 +91,15 @@ def check_settings(
     for key in raw:
         if key not in DEFAULTS:
             close = difflib.get_close_matches(str(key).upper(), DEFAULTS, n=1)
-            suggestion = f"Did you mean {close[0]!r}? " if close else ""
+            if close:
+                hint = _("Did you mean %(close)s? Valid keys are %(keys)s.")
+            else:
+                hint = _("Valid keys are %(keys)s.")
             errors.append(
                 checks.Error(
-                    f"ONCEJOB has an unknown key {key!r}.",
-                    hint=f"{suggestion}Valid keys are {', '.join(DEFAULTS)}.",
+                    _("ONCEJOB has an unknown key %(key)s.") % {"key": repr(key)},
+                    hint=hint
+                    % {"close": repr(close[0]) if close else "", "keys": ", ".join(DEFAULTS)},
                     id="django_oncejob.E002",
                 )
             )
@@ -80,10 +109,12 @@ def check_settings(
     if not timeout_ok:
         errors.append(
             checks.Error(
-                f"ONCEJOB['CLAIM_TIMEOUT'] must be a whole number of seconds >= 1, "
-                f"got {timeout!r}.",
-                hint="A claim key must outlive every instance's chance to run the occurrence; "
-                "the default is 86400 (one day).",
+                _("ONCEJOB['CLAIM_TIMEOUT'] must be a whole number of seconds >= 1, got %(value)s.")
+                % {"value": repr(timeout)},
+                hint=_(
+                    "A claim key must outlive every instance's chance to run the occurrence; "
+                    "the default is 86400 (one day)."
+                ),
                 id="django_oncejob.E005",
             )
         )
@@ -91,8 +122,9 @@ def check_settings(
     if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
         errors.append(
             checks.Error(
-                f"ONCEJOB['KEY_PREFIX'] must be a non-empty string without spaces, got {prefix!r}.",
-                hint="The default is 'oncejob'.",
+                _("ONCEJOB['KEY_PREFIX'] must be a non-empty string without spaces, got %(value)s.")
+                % {"value": repr(prefix)},
+                hint=_("The default is 'oncejob'."),
                 id="django_oncejob.E007",
             )
         )
@@ -105,9 +137,12 @@ def check_settings(
         except (ZoneInfoNotFoundError, ValueError):
             errors.append(
                 checks.Error(
-                    f"ONCEJOB['TIMEZONE'] is not a known time zone: {zone!r}.",
-                    hint="Use an IANA name such as 'UTC' or 'Europe/Paris', or leave it out "
-                    "to use TIME_ZONE.",
+                    _("ONCEJOB['TIMEZONE'] is not a known time zone: %(zone)s.")
+                    % {"zone": repr(zone)},
+                    hint=_(
+                        "Use an IANA name such as 'UTC' or 'Europe/Paris', or leave it out "
+                        "to use TIME_ZONE."
+                    ),
                     id="django_oncejob.E008",
                 )
             )
@@ -123,8 +158,10 @@ def check_settings(
         if not _whole_number(value, minimum):
             errors.append(
                 checks.Error(
-                    f"ONCEJOB[{key!r}] must be a whole number >= {minimum}, got {value!r}.",
-                    hint=f"The default is {DEFAULTS[key]}.",
+                    # Translators: key is a quoted setting name, e.g. 'MAX_WORKERS'.
+                    _("ONCEJOB[%(key)s] must be a whole number >= %(minimum)s, got %(value)s.")
+                    % {"key": repr(key), "minimum": minimum, "value": repr(value)},
+                    hint=_("The default is %(default)s.") % {"default": DEFAULTS[key]},
                     id=f"django_oncejob.{code}",
                 )
             )
@@ -132,10 +169,15 @@ def check_settings(
     if retention is not None and not _whole_number(retention, 1):
         errors.append(
             checks.Error(
-                f"ONCEJOB['RETENTION_DAYS'] must be None or a whole number of days >= 1, "
-                f"got {retention!r}.",
-                hint="Set how many days of history oncejob_prune keeps, e.g. 30, or None "
-                "(the default) to keep it all.",
+                _(
+                    "ONCEJOB['RETENTION_DAYS'] must be None or a whole number of days >= 1, "
+                    "got %(value)s."
+                )
+                % {"value": repr(retention)},
+                hint=_(
+                    "Set how many days of history oncejob_prune keeps, e.g. 30, or None "
+                    "(the default) to keep it all."
+                ),
                 id="django_oncejob.E019",
             )
         )
@@ -144,10 +186,15 @@ def check_settings(
     if _whole_number(interval, 1) and _whole_number(silence, 1) and silence < 2 * interval:
         errors.append(
             checks.Error(
-                f"ONCEJOB['HEARTBEAT_TIMEOUT'] ({silence}) must be at least twice "
-                f"ONCEJOB['HEARTBEAT_INTERVAL'] ({interval}).",
-                hint="Otherwise one late heartbeat makes a live instance look dead and its "
-                "running jobs abandoned. The defaults are 60 and 10.",
+                _(
+                    "ONCEJOB['HEARTBEAT_TIMEOUT'] (%(timeout)s) must be at least twice "
+                    "ONCEJOB['HEARTBEAT_INTERVAL'] (%(interval)s)."
+                )
+                % {"timeout": silence, "interval": interval},
+                hint=_(
+                    "Otherwise one late heartbeat makes a live instance look dead and its "
+                    "running jobs abandoned. The defaults are 60 and 10."
+                ),
                 id="django_oncejob.E016",
             )
         )
@@ -155,9 +202,12 @@ def check_settings(
     if not isinstance(shutdown, int | float) or isinstance(shutdown, bool) or shutdown < 0:
         errors.append(
             checks.Error(
-                f"ONCEJOB['SHUTDOWN_TIMEOUT'] must be a number of seconds >= 0, got {shutdown!r}.",
-                hint="It bounds how long runjobs waits for running jobs on SIGTERM; "
-                "the default is 30.",
+                _("ONCEJOB['SHUTDOWN_TIMEOUT'] must be a number of seconds >= 0, got %(value)s.")
+                % {"value": repr(shutdown)},
+                hint=_(
+                    "It bounds how long runjobs waits for running jobs on SIGTERM; "
+                    "the default is 30."
+                ),
                 id="django_oncejob.E010",
             )
         )
@@ -165,9 +215,12 @@ def check_settings(
     if on_error not in ON_CACHE_ERROR_CHOICES:
         errors.append(
             checks.Error(
-                f"ONCEJOB['ON_CACHE_ERROR'] must be 'fence' or 'skip', got {on_error!r}.",
-                hint="'fence' lets the history table alone decide while the cache is down; "
-                "'skip' runs nothing until it is back.",
+                _("ONCEJOB['ON_CACHE_ERROR'] must be 'fence' or 'skip', got %(value)s.")
+                % {"value": repr(on_error)},
+                hint=_(
+                    "'fence' lets the history table alone decide while the cache is down; "
+                    "'skip' runs nothing until it is back."
+                ),
                 id="django_oncejob.E011",
             )
         )
@@ -175,9 +228,12 @@ def check_settings(
     if enqueue not in ENQUEUE_CHOICES:
         errors.append(
             checks.Error(
-                f"ONCEJOB['ENQUEUE'] must be None, 'tasks' or 'celery', got {enqueue!r}.",
-                hint="It is the default of each job's 'enqueue': None (the default) runs jobs "
-                "in runjobs, 'tasks' hands them to django.tasks, 'celery' to Celery.",
+                _("ONCEJOB['ENQUEUE'] must be None, 'tasks' or 'celery', got %(value)s.")
+                % {"value": repr(enqueue)},
+                hint=_(
+                    "It is the default of each job's 'enqueue': None (the default) runs jobs "
+                    "in runjobs, 'tasks' hands them to django.tasks, 'celery' to Celery."
+                ),
                 id="django_oncejob.E041",
             )
         )
@@ -185,10 +241,15 @@ def check_settings(
     if owner is not None and (not isinstance(owner, str) or not owner or len(owner) > 255):
         errors.append(
             checks.Error(
-                f"ONCEJOB['OWNER'] must be a non-empty string of at most 255 characters, "
-                f"got {owner!r}.",
-                hint="Leave it out to record '<host>:<pid>', or set it from the environment, "
-                "e.g. os.environ['POD_NAME'].",
+                _(
+                    "ONCEJOB['OWNER'] must be a non-empty string of at most 255 characters, "
+                    "got %(value)s."
+                )
+                % {"value": repr(owner)},
+                hint=_(
+                    "Leave it out to record '<host>:<pid>', or set it from the environment, "
+                    "e.g. os.environ['POD_NAME']."
+                ),
                 id="django_oncejob.E012",
             )
         )
@@ -199,11 +260,21 @@ def check_settings(
             if job.misfire_grace_time >= timeout:
                 errors.append(
                     checks.Error(
-                        f"ONCEJOB['CLAIM_TIMEOUT'] ({timeout}) must exceed the misfire grace "
-                        f"time of job {job.id!r} ({job.misfire_grace_time} s, from its "
-                        "'misfire_grace_time' or ONCEJOB['MISFIRE_GRACE_TIME']).",
-                        hint="Otherwise a claim can expire while a late instance may still "
-                        "run the occurrence. Raise CLAIM_TIMEOUT or lower the grace time.",
+                        _(
+                            # Translators: timeout and grace are numbers of seconds.
+                            "ONCEJOB['CLAIM_TIMEOUT'] (%(timeout)s) must exceed the misfire "
+                            "grace time of job %(job)s (%(grace)s s, from its "
+                            "'misfire_grace_time' or ONCEJOB['MISFIRE_GRACE_TIME'])."
+                        )
+                        % {
+                            "timeout": timeout,
+                            "job": repr(job.id),
+                            "grace": job.misfire_grace_time,
+                        },
+                        hint=_(
+                            "Otherwise a claim can expire while a late instance may still "
+                            "run the occurrence. Raise CLAIM_TIMEOUT or lower the grace time."
+                        ),
                         obj=f"job {job.id}",
                         id="django_oncejob.E006",
                     )
@@ -223,10 +294,16 @@ def _check_task_backends(jobs: Iterable[registry.JobSpec]) -> list[checks.CheckM
         if backend in NO_WORKER_TASK_BACKENDS:
             warnings.append(
                 checks.Warning(
-                    f"Job {job.id!r} hands off to TASKS[{job.backend!r}], a "
-                    f"{backend.rsplit('.', 1)[-1]}, which {NO_WORKER_TASK_BACKENDS[backend]}.",
-                    hint="Point the job's 'backend' at a backend with workers, such as "
-                    "django_tasks_db.DatabaseBackend; keep this one for tests.",
+                    NO_WORKER_TASK_BACKENDS[backend]
+                    % {
+                        "job": repr(job.id),
+                        "backend": repr(job.backend),
+                        "class": backend.rsplit(".", 1)[-1],
+                    },
+                    hint=_(
+                        "Point the job's 'backend' at a backend with workers, such as "
+                        "django_tasks_db.DatabaseBackend; keep this one for tests."
+                    ),
                     obj=f"job {job.id}",
                     id="django_oncejob.W011",
                 )
@@ -243,11 +320,20 @@ def _check_past_dates(jobs: Iterable[registry.JobSpec]) -> list[checks.CheckMess
         if job.trigger.run_date + timedelta(seconds=job.misfire_grace_time) < now:
             warnings.append(
                 checks.Warning(
-                    f"ONCEJOB['JOBS'][{job.id!r}]['at'] ({job.trigger.run_date.isoformat()}) "
-                    f"is more than its misfire grace time ({job.misfire_grace_time} s) in the "
-                    "past: the job will never run.",
-                    hint="Set 'at' to a time to come, or 'enabled': False to keep the job "
-                    "defined without scheduling it.",
+                    _(
+                        # Translators: grace is a number of seconds.
+                        "ONCEJOB['JOBS'][%(job)s]['at'] (%(at)s) is more than its misfire grace "
+                        "time (%(grace)s s) in the past: the job will never run."
+                    )
+                    % {
+                        "job": repr(job.id),
+                        "at": job.trigger.run_date.isoformat(),
+                        "grace": job.misfire_grace_time,
+                    },
+                    hint=_(
+                        "Set 'at' to a time to come, or 'enabled': False to keep the job "
+                        "defined without scheduling it."
+                    ),
                     obj=f"job {job.id}",
                     id="django_oncejob.W007",
                 )
@@ -259,9 +345,13 @@ def _check_cache(alias: object) -> list[checks.CheckMessage]:
     if not isinstance(alias, str) or alias not in settings.CACHES:
         return [
             checks.Error(
-                f"ONCEJOB['CACHE'] names no cache in CACHES: {alias!r}.",
-                hint=f"Use one of {', '.join(map(repr, settings.CACHES))}, pointing at a "
-                "cache shared by every instance (django-redis in production).",
+                _("ONCEJOB['CACHE'] names no cache in CACHES: %(alias)s.") % {"alias": repr(alias)},
+                hint=_(
+                    # Translators: aliases is a list of CACHES aliases, e.g. 'default', 'redis'.
+                    "Use one of %(aliases)s, pointing at a cache shared by every instance "
+                    "(django-redis in production)."
+                )
+                % {"aliases": ", ".join(map(repr, settings.CACHES))},
                 id="django_oncejob.E003",
             )
         ]
@@ -270,11 +360,12 @@ def _check_cache(alias: object) -> list[checks.CheckMessage]:
     if backend in UNSAFE_BACKENDS:
         return [
             checks.Error(
-                f"ONCEJOB['CACHE'] is {alias!r}, a {backend.rsplit('.', 1)[-1]}, which "
-                f"{UNSAFE_BACKENDS[backend]}: it cannot stop two instances running one "
-                "occurrence.",
-                hint="Point ONCEJOB['CACHE'] at a cache shared by all instances, such as "
-                "'django_redis.cache.RedisCache'.",
+                UNSAFE_BACKENDS[backend]
+                % {"alias": repr(alias), "class": backend.rsplit(".", 1)[-1]},
+                hint=_(
+                    "Point ONCEJOB['CACHE'] at a cache shared by all instances, such as "
+                    "'django_redis.cache.RedisCache'."
+                ),
                 id="django_oncejob.E004",
             )
         ]
@@ -284,14 +375,22 @@ def _check_cache(alias: object) -> list[checks.CheckMessage]:
         return [
             *_check_database_cache(alias, where),
             checks.Warning(
-                f"ONCEJOB['CACHE'] is {alias!r}, a DatabaseCache: its add() is not atomic "
-                "against an expired row of the same key, and culling past MAX_ENTRIES deletes "
-                "keys that have not expired, so a claim can fail to stop a second instance.",
-                hint="The history table's unique (job, scheduled_for) still stops a second run. "
-                f"Set {where}['OPTIONS']['MAX_ENTRIES'] above the number of claims alive at "
-                "once (one per occurrence for CLAIM_TIMEOUT seconds: the default 300 is "
-                "passed within hours by one per-minute job). For claims that hold on their "
-                "own, point ONCEJOB['CACHE'] at a Redis cache.",
+                _(
+                    "ONCEJOB['CACHE'] is %(alias)s, a DatabaseCache: its add() is not atomic "
+                    "against an expired row of the same key, and culling past MAX_ENTRIES "
+                    "deletes keys that have not expired, so a claim can fail to stop a second "
+                    "instance."
+                )
+                % {"alias": repr(alias)},
+                hint=_(
+                    # Translators: where is the cache's setting, e.g. CACHES['default'].
+                    "The history table's unique (job, scheduled_for) still stops a second run. "
+                    "Set %(where)s['OPTIONS']['MAX_ENTRIES'] above the number of claims alive "
+                    "at once (one per occurrence for CLAIM_TIMEOUT seconds: the default 300 is "
+                    "passed within hours by one per-minute job). For claims that hold on their "
+                    "own, point ONCEJOB['CACHE'] at a Redis cache."
+                )
+                % {"where": where},
                 obj=where,
                 id="django_oncejob.W001",
             ),
@@ -300,13 +399,18 @@ def _check_cache(alias: object) -> list[checks.CheckMessage]:
         return [
             *_check_pymemcache(alias, where, backend, options),
             checks.Warning(
-                f"ONCEJOB['CACHE'] is {alias!r}, a {backend.rsplit('.', 1)[-1]}: Memcached "
-                "evicts keys under memory pressure before they expire and keeps nothing "
-                "across a restart, so a claim can vanish while a late instance may still run "
-                "the occurrence.",
-                hint="The history table's unique (job, scheduled_for) still stops a second run. "
-                "For claims that hold on their own, point ONCEJOB['CACHE'] at a Redis cache "
-                "with maxmemory-policy noeviction.",
+                _(
+                    # Translators: class is the cache backend's class, e.g. PyMemcacheCache.
+                    "ONCEJOB['CACHE'] is %(alias)s, a %(class)s: Memcached evicts keys under "
+                    "memory pressure before they expire and keeps nothing across a restart, so "
+                    "a claim can vanish while a late instance may still run the occurrence."
+                )
+                % {"alias": repr(alias), "class": backend.rsplit(".", 1)[-1]},
+                hint=_(
+                    "The history table's unique (job, scheduled_for) still stops a second run. "
+                    "For claims that hold on their own, point ONCEJOB['CACHE'] at a Redis cache "
+                    "with maxmemory-policy noeviction."
+                ),
                 obj=where,
                 id="django_oncejob.W002",
             ),
@@ -352,12 +456,20 @@ def _check_django_redis(
     if ignore:
         warnings.append(
             checks.Warning(
-                f"ONCEJOB['CACHE'] is {alias!r}, a django-redis cache with {source} set: a "
-                "Redis that fails then answers None instead of raising. A claim counts that "
-                "as the cache being unavailable (ON_CACHE_ERROR applies), but the error is "
-                "hidden, and a failed read looks like a missing key.",
-                hint="Give ONCEJOB['CACHE'] an alias of its own in CACHES for the same Redis, "
-                "without IGNORE_EXCEPTIONS (or with 'IGNORE_EXCEPTIONS': False in its OPTIONS).",
+                _(
+                    # Translators: source is the setting that turns the option on, e.g.
+                    # settings.DJANGO_REDIS_IGNORE_EXCEPTIONS.
+                    "ONCEJOB['CACHE'] is %(alias)s, a django-redis cache with %(source)s set: a "
+                    "Redis that fails then answers None instead of raising. A claim counts that "
+                    "as the cache being unavailable (ON_CACHE_ERROR applies), but the error is "
+                    "hidden, and a failed read looks like a missing key."
+                )
+                % {"alias": repr(alias), "source": source},
+                hint=_(
+                    "Give ONCEJOB['CACHE'] an alias of its own in CACHES for the same Redis, "
+                    "without IGNORE_EXCEPTIONS (or with 'IGNORE_EXCEPTIONS': False in its "
+                    "OPTIONS)."
+                ),
                 obj=where,
                 id="django_oncejob.W003",
             )
@@ -365,13 +477,20 @@ def _check_django_redis(
     if options.get("CLIENT_CLASS") == DJANGO_REDIS_SENTINEL_CLIENT:
         warnings.append(
             checks.Warning(
-                f"ONCEJOB['CACHE'] is {alias!r}, a django-redis cache with the SentinelClient, "
-                "which sends reads to replicas. Claims and job locks are writes, decided by the "
-                "primary; but the read before a job's lock is released can reach a replica "
-                "that does not have the lock yet, which then only expires.",
-                hint=f"Drop {where}['OPTIONS']['CLIENT_CLASS'] and keep the Sentinel connection "
-                "factory (django_redis.pool.SentinelConnectionFactory): the default client "
-                "then talks to the primary only.",
+                _(
+                    "ONCEJOB['CACHE'] is %(alias)s, a django-redis cache with the "
+                    "SentinelClient, which sends reads to replicas. Claims and job locks are "
+                    "writes, decided by the primary; but the read before a job's lock is "
+                    "released can reach a replica that does not have the lock yet, which then "
+                    "only expires."
+                )
+                % {"alias": repr(alias)},
+                hint=_(
+                    "Drop %(where)s['OPTIONS']['CLIENT_CLASS'] and keep the Sentinel connection "
+                    "factory (django_redis.pool.SentinelConnectionFactory): the default client "
+                    "then talks to the primary only."
+                )
+                % {"where": where},
                 obj=where,
                 id="django_oncejob.W010",
             )
@@ -379,14 +498,20 @@ def _check_django_redis(
     if options.get("CLIENT_CLASS") == DJANGO_REDIS_SHARD_CLIENT:
         warnings.append(
             checks.Warning(
-                f"ONCEJOB['CACHE'] is {alias!r}, a django-redis cache with the ShardClient: "
-                "each claim key lives on the server that a hash of the key picks among the "
-                "LOCATION strings, so instances whose LOCATION lists differ, or a server added "
-                "or removed, look for one claim on different servers; and a server that is "
-                "down fails every claim that hashes to it.",
-                hint=f"Point ONCEJOB['CACHE'] at one Redis server (no "
-                f"{where}['OPTIONS']['CLIENT_CLASS']), or give every instance the very same "
-                "LOCATION list and never change it while claims live.",
+                _(
+                    "ONCEJOB['CACHE'] is %(alias)s, a django-redis cache with the ShardClient: "
+                    "each claim key lives on the server that a hash of the key picks among the "
+                    "LOCATION strings, so instances whose LOCATION lists differ, or a server "
+                    "added or removed, look for one claim on different servers; and a server "
+                    "that is down fails every claim that hashes to it."
+                )
+                % {"alias": repr(alias)},
+                hint=_(
+                    "Point ONCEJOB['CACHE'] at one Redis server (no "
+                    "%(where)s['OPTIONS']['CLIENT_CLASS']), or give every instance the very "
+                    "same LOCATION list and never change it while claims live."
+                )
+                % {"where": where},
                 obj=where,
                 id="django_oncejob.W004",
             )
@@ -402,11 +527,14 @@ def _check_database_cache(alias: str, where: str) -> list[checks.CheckMessage]:
         return []
     return [
         checks.Warning(
-            f"ONCEJOB['CACHE'] is {alias!r}, a DatabaseCache on SQLite: its add() answers "
-            "False, as if another instance held the claim, when SQLite says 'database is "
-            "locked', so with several instances an occurrence can run nowhere, and nothing "
-            "is logged.",
-            hint="Point ONCEJOB['CACHE'] at a Redis cache, or keep a single instance.",
+            _(
+                "ONCEJOB['CACHE'] is %(alias)s, a DatabaseCache on SQLite: its add() answers "
+                "False, as if another instance held the claim, when SQLite says 'database is "
+                "locked', so with several instances an occurrence can run nowhere, and nothing "
+                "is logged."
+            )
+            % {"alias": repr(alias)},
+            hint=_("Point ONCEJOB['CACHE'] at a Redis cache, or keep a single instance."),
             obj=where,
             id="django_oncejob.W008",
         )
@@ -420,13 +548,19 @@ def _check_pymemcache(
         return []
     return [
         checks.Warning(
-            f"ONCEJOB['CACHE'] is {alias!r}, a PyMemcacheCache without "
-            f"{where}['OPTIONS']['retry_attempts'] set to 0: while a memcached server is "
-            "down, pymemcache's client answers add() with False instead of an error, so a "
-            "claim looks lost to another instance, the occurrence runs nowhere, and nothing "
-            "is logged.",
-            hint=f"Set {where}['OPTIONS'] to include 'retry_attempts': 0 (and e.g. "
-            "'dead_timeout': 1), so that a dead server raises and ON_CACHE_ERROR applies.",
+            _(
+                "ONCEJOB['CACHE'] is %(alias)s, a PyMemcacheCache without "
+                "%(where)s['OPTIONS']['retry_attempts'] set to 0: while a memcached server is "
+                "down, pymemcache's client answers add() with False instead of an error, so a "
+                "claim looks lost to another instance, the occurrence runs nowhere, and nothing "
+                "is logged."
+            )
+            % {"alias": repr(alias), "where": where},
+            hint=_(
+                "Set %(where)s['OPTIONS'] to include 'retry_attempts': 0 (and e.g. "
+                "'dead_timeout': 1), so that a dead server raises and ON_CACHE_ERROR applies."
+            )
+            % {"where": where},
             obj=where,
             id="django_oncejob.W009",
         )
@@ -438,13 +572,21 @@ def _check_replicas(alias: str, where: str, locations: list[str]) -> list[checks
         return []
     return [
         checks.Warning(
-            f"ONCEJOB['CACHE'] is {alias!r}, a Redis cache with {len(locations)} locations: "
-            "the first is the primary, which takes every write, and reads go to the others as "
-            "read replicas. Claims and job locks are taken with add(), a write, so the primary "
-            "decides them; but a read of a claim or lock key, such as the check before a job's "
-            "lock is released, can reach a replica that does not have the key yet.",
-            hint=f"Set {where}['LOCATION'] to the primary alone, e.g. {locations[0]!r}; if other "
-            "code needs the replicas, give ONCEJOB['CACHE'] an alias of its own.",
+            _(
+                # Translators: count is a number of Redis servers, 2 or more.
+                "ONCEJOB['CACHE'] is %(alias)s, a Redis cache with %(count)s locations: the "
+                "first is the primary, which takes every write, and reads go to the others as "
+                "read replicas. Claims and job locks are taken with add(), a write, so the "
+                "primary decides them; but a read of a claim or lock key, such as the check "
+                "before a job's lock is released, can reach a replica that does not have the "
+                "key yet."
+            )
+            % {"alias": repr(alias), "count": len(locations)},
+            hint=_(
+                "Set %(where)s['LOCATION'] to the primary alone, e.g. %(primary)s; if other "
+                "code needs the replicas, give ONCEJOB['CACHE'] an alias of its own."
+            )
+            % {"where": where, "primary": repr(locations[0])},
             obj=where,
             id="django_oncejob.W005",
         )
@@ -462,13 +604,22 @@ def _check_socket_timeout(
         return []
     return [
         checks.Warning(
-            f"ONCEJOB['CACHE'] is {alias!r}, a Redis cache without a socket timeout "
-            f"({where}['OPTIONS'][{read!r}] is not set): a Redis that stops answering holds "
-            "each claim, and with it a worker thread and the job's next occurrences, as long "
-            "as redis-py's defaults allow: forever before redis-py 8, 5 seconds a try with "
-            "retries from redis-py 8.",
-            hint=f"Set {where}['OPTIONS'][{read!r}] and [{connect!r}] to a few seconds, "
-            f"e.g. {{{read!r}: 5, {connect!r}: 2}}.",
+            _(
+                # Translators: read is the option's quoted name, e.g. 'SOCKET_TIMEOUT'.
+                "ONCEJOB['CACHE'] is %(alias)s, a Redis cache without a socket timeout "
+                "(%(where)s['OPTIONS'][%(read)s] is not set): a Redis that stops answering "
+                "holds each claim, and with it a worker thread and the job's next occurrences, "
+                "as long as redis-py's defaults allow: forever before redis-py 8, 5 seconds a "
+                "try with retries from redis-py 8."
+            )
+            % {"alias": repr(alias), "where": where, "read": repr(read)},
+            hint=_(
+                # Translators: read and connect are the options' quoted names, e.g.
+                # 'SOCKET_TIMEOUT' and 'SOCKET_CONNECT_TIMEOUT'.
+                "Set %(where)s['OPTIONS'][%(read)s] and [%(connect)s] to a few seconds, "
+                "e.g. {%(read)s: 5, %(connect)s: 2}."
+            )
+            % {"where": where, "read": repr(read), "connect": repr(connect)},
             obj=where,
             id="django_oncejob.W006",
         )

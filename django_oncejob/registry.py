@@ -21,6 +21,8 @@ from django.core import checks
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
+from django.utils.translation import get_language
+from django.utils.translation import gettext as _
 
 from django_oncejob import triggers
 from django_oncejob.conf import DEFAULTS, ENQUEUE_CHOICES, conf, user_config
@@ -114,7 +116,8 @@ def celery_installed() -> bool:
     return find_spec("celery") is not None
 
 
-_parsed: tuple[dict[str, JobSpec], list[checks.CheckMessage]] | None = None
+#: By language, since the error messages are written in the active one.
+_parsed: dict[str | None, tuple[dict[str, JobSpec], list[checks.CheckMessage]]] = {}
 
 
 def settings_jobs() -> tuple[dict[str, JobSpec], list[checks.CheckMessage]]:
@@ -123,16 +126,15 @@ def settings_jobs() -> tuple[dict[str, JobSpec], list[checks.CheckMessage]]:
     Parsing imports every job's function and builds its trigger: with thousands of
     jobs, the system checks, ``runjobs`` and each admin page would otherwise repeat it.
     """
-    global _parsed
-    if _parsed is None:
-        _parsed = parse_jobs(conf.JOBS)
-    return _parsed
+    language = get_language()
+    if language not in _parsed:
+        _parsed[language] = parse_jobs(conf.JOBS)
+    return _parsed[language]
 
 
 @receiver(setting_changed)
 def _forget_parsed_jobs(**kwargs: Any) -> None:
-    global _parsed
-    _parsed = None
+    _parsed.clear()
 
 
 def load_jobs() -> dict[str, JobSpec]:
@@ -154,9 +156,10 @@ def parse_jobs(raw: object) -> tuple[dict[str, JobSpec], list[checks.CheckMessag
     if not isinstance(raw, Mapping):
         return {}, [
             checks.Error(
-                f"ONCEJOB['JOBS'] must be a dict of job id to definition, "
-                f"got {type(raw).__name__}.",
-                hint="Write ONCEJOB = {'JOBS': {'nightly-report': {'func': ..., 'cron': ...}}}.",
+                # Translators: type is a Python type name, e.g. list.
+                _("ONCEJOB['JOBS'] must be a dict of job id to definition, got %(type)s.")
+                % {"type": type(raw).__name__},
+                hint=_("Write ONCEJOB = {'JOBS': {'nightly-report': {'func': ..., 'cron': ...}}}."),
                 id="django_oncejob.E020",
             )
         ]
@@ -167,9 +170,11 @@ def parse_jobs(raw: object) -> tuple[dict[str, JobSpec], list[checks.CheckMessag
         if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
             errors.append(
                 checks.Error(
-                    f"ONCEJOB['JOBS'] has an invalid job id {job_id!r}.",
-                    hint="A job id is 1 to 100 letters, digits, '_', '.' or '-', "
-                    "starting with a letter or digit, e.g. 'nightly-report'.",
+                    _("ONCEJOB['JOBS'] has an invalid job id %(job)s.") % {"job": repr(job_id)},
+                    hint=_(
+                        "A job id is 1 to 100 letters, digits, '_', '.' or '-', "
+                        "starting with a letter or digit, e.g. 'nightly-report'."
+                    ),
                     id="django_oncejob.E021",
                 )
             )
@@ -177,9 +182,12 @@ def parse_jobs(raw: object) -> tuple[dict[str, JobSpec], list[checks.CheckMessag
         if job_id.lower() in seen:
             errors.append(
                 checks.Error(
-                    f"Job {job_id!r} duplicates job {seen[job_id.lower()]!r}: "
-                    f"job ids in ONCEJOB['JOBS'] must differ in more than letter case.",
-                    hint="Rename one of them; many databases compare ids without case.",
+                    _(
+                        "Job %(job)s duplicates job %(other)s: "
+                        "job ids in ONCEJOB['JOBS'] must differ in more than letter case."
+                    )
+                    % {"job": repr(job_id), "other": repr(seen[job_id.lower()])},
+                    hint=_("Rename one of them; many databases compare ids without case."),
                     id="django_oncejob.E022",
                 )
             )
@@ -199,8 +207,12 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
         return None, [
             _error(
                 job_id,
-                f"{where} must be a dict, got {type(definition).__name__}.",
-                f"Write {where} = {{'func': 'app.jobs.run', 'cron': '0 21 * * *'}}.",
+                # Translators: where is the setting, e.g. ONCEJOB['JOBS']['nightly-report'];
+                # type is a Python type name, e.g. str.
+                _("%(where)s must be a dict, got %(type)s.")
+                % {"where": where, "type": type(definition).__name__},
+                _("Write %(where)s = {'func': 'app.jobs.run', 'cron': '0 21 * * *'}.")
+                % {"where": where},
                 "E023",
             )
         ]
@@ -208,12 +220,15 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
     for key in definition:
         if key not in JOB_KEYS:
             close = difflib.get_close_matches(str(key), JOB_KEYS, n=1)
-            suggestion = f"Did you mean {close[0]!r}? " if close else ""
+            if close:
+                hint = _("Did you mean %(close)s? Valid keys are %(keys)s.")
+            else:
+                hint = _("Valid keys are %(keys)s.")
             errors.append(
                 _error(
                     job_id,
-                    f"{where} has an unknown key {key!r}.",
-                    f"{suggestion}Valid keys are {', '.join(JOB_KEYS)}.",
+                    _("%(where)s has an unknown key %(key)s.") % {"where": where, "key": repr(key)},
+                    hint % {"close": repr(close[0]) if close else "", "keys": ", ".join(JOB_KEYS)},
                     "E024",
                 )
             )
@@ -224,10 +239,15 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
         errors.append(
             _error(
                 job_id,
-                f"{where} has both 'func' and 'task': it runs either a function or a Celery "
-                "task by name, not both.",
-                "Keep 'func' to have the function called (in runjobs, or by oncejob's own task "
-                "in a worker); keep 'task' to send your own Celery task by name.",
+                _(
+                    "%(where)s has both 'func' and 'task': it runs either a function or a Celery "
+                    "task by name, not both."
+                )
+                % {"where": where},
+                _(
+                    "Keep 'func' to have the function called (in runjobs, or by oncejob's own "
+                    "task in a worker); keep 'task' to send your own Celery task by name."
+                ),
                 "E051",
             )
         )
@@ -245,8 +265,9 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
         errors.append(
             _error(
                 job_id,
-                f"{where}['timezone'] is not a known time zone: {timezone_name!r}.",
-                "Use an IANA name such as 'UTC' or 'Asia/Shanghai'.",
+                _("%(where)s['timezone'] is not a known time zone: %(zone)s.")
+                % {"where": where, "zone": repr(timezone_name)},
+                _("Use an IANA name such as 'UTC' or 'Asia/Shanghai'."),
                 "E036",
             )
         )
@@ -255,13 +276,23 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
     trigger = None
     given = [key for key in TRIGGER_KEYS if key in definition]
     if len(given) != 1:
-        found = ", ".join(repr(key) for key in given) or "none"
+        if given:
+            message = _(
+                "%(where)s needs exactly one trigger of 'cron', 'interval' or 'at'; "
+                "found %(found)s."
+            )
+        else:
+            message = _(
+                "%(where)s needs exactly one trigger of 'cron', 'interval' or 'at'; found none."
+            )
         errors.append(
             _error(
                 job_id,
-                f"{where} needs exactly one trigger of 'cron', 'interval' or 'at'; found {found}.",
-                "Give e.g. 'cron': '0 21 * * *', 'interval': {'seconds': 30} or "
-                "'at': '2026-12-01T09:00:00+08:00'.",
+                message % {"where": where, "found": ", ".join(repr(key) for key in given)},
+                _(
+                    "Give e.g. 'cron': '0 21 * * *', 'interval': {'seconds': 30} or "
+                    "'at': '2026-12-01T09:00:00+08:00'."
+                ),
                 "E028",
             )
         )
@@ -276,15 +307,26 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
             trigger = build(definition[kind], timezone)
         except triggers.TriggerError as exc:
             code = {"cron": "E029", "interval": "E030", "at": "E031"}[kind]
-            errors.append(_error(job_id, f"{where}['{kind}']: {exc}.", exc.hint, code))
+            # Translators: error says what is wrong with the trigger, e.g. "a cron string
+            # has 5 fields (minute hour day month day-of-week), got 4 in '0 21 * *'".
+            message = _("%(where)s[%(kind)s]: %(error)s.")
+            errors.append(
+                _error(
+                    job_id,
+                    message % {"where": where, "kind": repr(kind), "error": exc},
+                    exc.hint,
+                    code,
+                )
+            )
 
     args = definition.get("args", ())
     if not isinstance(args, list | tuple):
         errors.append(
             _error(
                 job_id,
-                f"{where}['args'] must be a list, got {type(args).__name__}.",
-                "Write e.g. 'args': [1, 'two'].",
+                _("%(where)s['args'] must be a list, got %(type)s.")
+                % {"where": where, "type": type(args).__name__},
+                _("Write e.g. 'args': [1, 'two']."),
                 "E032",
             )
         )
@@ -293,8 +335,9 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
         errors.append(
             _error(
                 job_id,
-                f"{where}['kwargs'] must be a dict with string keys, got {kwargs!r}.",
-                "Write e.g. 'kwargs': {'dry_run': False}.",
+                _("%(where)s['kwargs'] must be a dict with string keys, got %(value)s.")
+                % {"where": where, "value": repr(kwargs)},
+                _("Write e.g. 'kwargs': {'dry_run': False}."),
                 "E033",
             )
         )
@@ -306,9 +349,12 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
         errors.append(
             _error(
                 job_id,
-                f"{where}['misfire_grace_time'] must be a whole number of seconds >= 1, "
-                f"got {grace!r}.",
-                "Write e.g. 'misfire_grace_time': 60.",
+                _(
+                    "%(where)s['misfire_grace_time'] must be a whole number of seconds >= 1, "
+                    "got %(value)s."
+                )
+                % {"where": where, "value": repr(grace)},
+                _("Write e.g. 'misfire_grace_time': 60."),
                 "E034",
             )
         )
@@ -317,8 +363,9 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
         errors.append(
             _error(
                 job_id,
-                f"{where}['enabled'] must be True or False, got {enabled!r}.",
-                "Write 'enabled': False to keep a job defined but not scheduled.",
+                _("%(where)s['enabled'] must be True or False, got %(value)s.")
+                % {"where": where, "value": repr(enabled)},
+                _("Write 'enabled': False to keep a job defined but not scheduled."),
                 "E035",
             )
         )
@@ -327,8 +374,9 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
         errors.append(
             _error(
                 job_id,
-                f"{where}['description'] must be a string, got {type(description).__name__}.",
-                "Write e.g. 'description': 'Mails the daily sales report.'.",
+                _("%(where)s['description'] must be a string, got %(type)s.")
+                % {"where": where, "type": type(description).__name__},
+                _("Write e.g. 'description': 'Mails the daily sales report.'."),
                 "E037",
             )
         )
@@ -337,10 +385,15 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
         errors.append(
             _error(
                 job_id,
-                f"{where}['lock_timeout'] must be a whole number of seconds >= 1 or None, "
-                f"got {lock_timeout!r}.",
-                "Set it above the job's longest run, e.g. 'lock_timeout': 3600; "
-                "leave it out to allow overlapping runs.",
+                _(
+                    "%(where)s['lock_timeout'] must be a whole number of seconds >= 1 or None, "
+                    "got %(value)s."
+                )
+                % {"where": where, "value": repr(lock_timeout)},
+                _(
+                    "Set it above the job's longest run, e.g. 'lock_timeout': 3600; "
+                    "leave it out to allow overlapping runs."
+                ),
                 "E039",
             )
         )
@@ -349,9 +402,12 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
         errors.append(
             _error(
                 job_id,
-                f"{where}['rerun_abandoned'] must be True or False, got {rerun!r}.",
-                "Write 'rerun_abandoned': True to run an occurrence again when the instance "
-                "running it dies.",
+                _("%(where)s['rerun_abandoned'] must be True or False, got %(value)s.")
+                % {"where": where, "value": repr(rerun)},
+                _(
+                    "Write 'rerun_abandoned': True to run an occurrence again when the instance "
+                    "running it dies."
+                ),
                 "E040",
             )
         )
@@ -394,9 +450,12 @@ def _check_handoff(
         return None, [
             _error(
                 job_id,
-                f"{where}['enqueue'] must be None, 'tasks' or 'celery', got {enqueue!r}.",
-                "Leave it out (or None) to run the job in runjobs; 'tasks' hands each occurrence "
-                "to a django.tasks backend, 'celery' to Celery.",
+                _("%(where)s['enqueue'] must be None, 'tasks' or 'celery', got %(value)s.")
+                % {"where": where, "value": repr(enqueue)},
+                _(
+                    "Leave it out (or None) to run the job in runjobs; 'tasks' hands each "
+                    "occurrence to a django.tasks backend, 'celery' to Celery."
+                ),
                 "E042",
             )
         ]
@@ -408,23 +467,36 @@ def _check_handoff(
     fits = {"backend": ("tasks",), "queue": ("tasks", "celery"), "task": ("celery",)}
     for key, modes in fits.items():
         if key in given and enqueue not in modes:
-            wanted = " or ".join(repr(mode) for mode in modes)
-            errors.append(
-                _error(
-                    job_id,
-                    f"{where}[{key!r}] is only used with 'enqueue': {wanted}, and the job's "
-                    f"'enqueue' is {enqueue!r}.",
-                    f"Set {where}['enqueue'] to {wanted}, or remove {key!r}.",
-                    "E050",
+            if len(modes) == 1:
+                message = _(
+                    "%(where)s[%(key)s] is only used with 'enqueue': %(mode)s, and the job's "
+                    "'enqueue' is %(enqueue)s."
                 )
-            )
+                hint = _("Set %(where)s['enqueue'] to %(mode)s, or remove %(key)s.")
+            else:
+                message = _(
+                    "%(where)s[%(key)s] is only used with 'enqueue': %(mode)s or %(other)s, "
+                    "and the job's 'enqueue' is %(enqueue)s."
+                )
+                hint = _("Set %(where)s['enqueue'] to %(mode)s or %(other)s, or remove %(key)s.")
+            values = {
+                "where": where,
+                "key": repr(key),
+                "mode": repr(modes[0]),
+                "other": repr(modes[-1]),
+                "enqueue": repr(enqueue),
+            }
+            errors.append(_error(job_id, message % values, hint % values, "E050"))
     if queue is not None and (not isinstance(queue, str) or not queue.strip()):
         errors.append(
             _error(
                 job_id,
-                f"{where}['queue'] must be a queue name, got {queue!r}.",
-                "Write e.g. 'queue': 'jobs', or leave it out (or None) for the backend's "
-                "default queue.",
+                _("%(where)s['queue'] must be a queue name, got %(value)s.")
+                % {"where": where, "value": repr(queue)},
+                _(
+                    "Write e.g. 'queue': 'jobs', or leave it out (or None) for the backend's "
+                    "default queue."
+                ),
                 "E047",
             )
         )
@@ -433,9 +505,12 @@ def _check_handoff(
         errors.append(
             _error(
                 job_id,
-                f"{where}['task'] must be the name of a Celery task, got {task!r}.",
-                "Write e.g. 'task': 'reports.tasks.send_nightly_report', the name the task is "
-                "registered under in your Celery workers.",
+                _("%(where)s['task'] must be the name of a Celery task, got %(value)s.")
+                % {"where": where, "value": repr(task)},
+                _(
+                    "Write e.g. 'task': 'reports.tasks.send_nightly_report', the name the task "
+                    "is registered under in your Celery workers."
+                ),
                 "E049",
             )
         )
@@ -443,9 +518,12 @@ def _check_handoff(
         errors.append(
             _error(
                 job_id,
-                f"{where}['enqueue'] is 'celery', but Celery is not installed.",
-                "pip install 'django-oncejob[celery]' (or celery), or run the job in runjobs "
-                "by removing 'enqueue'.",
+                _("%(where)s['enqueue'] is 'celery', but Celery is not installed.")
+                % {"where": where},
+                _(
+                    "pip install 'django-oncejob[celery]' (or celery), or run the job in runjobs "
+                    "by removing 'enqueue'."
+                ),
                 "E043",
             )
         )
@@ -461,10 +539,15 @@ def _check_tasks_backend(
         return [
             _error(
                 job_id,
-                f"{where}['enqueue'] is 'tasks', but neither django.tasks (Django 6.0 and later) "
-                "nor the django-tasks backport can be imported.",
-                "On Django 5.2 and earlier, pip install 'django-oncejob[tasks]' (django-tasks); "
-                "or remove 'enqueue' to run the job in runjobs.",
+                _(
+                    "%(where)s['enqueue'] is 'tasks', but neither django.tasks (Django 6.0 and "
+                    "later) nor the django-tasks backport can be imported."
+                )
+                % {"where": where},
+                _(
+                    "On Django 5.2 and earlier, pip install 'django-oncejob[tasks]' "
+                    "(django-tasks); or remove 'enqueue' to run the job in runjobs."
+                ),
                 "E044",
             )
         ]
@@ -475,10 +558,15 @@ def _check_tasks_backend(
         return [
             _error(
                 job_id,
-                f"{where}['enqueue'] is 'tasks', but the TASKS setting is not set: the default "
-                "backend would run the task at once, inside runjobs.",
-                "Configure a backend with a worker in TASKS, e.g. {'default': {'BACKEND': "
-                "'django_tasks_db.DatabaseBackend'}}, and run its worker.",
+                _(
+                    "%(where)s['enqueue'] is 'tasks', but the TASKS setting is not set: the "
+                    "default backend would run the task at once, inside runjobs."
+                )
+                % {"where": where},
+                _(
+                    "Configure a backend with a worker in TASKS, e.g. {'default': {'BACKEND': "
+                    "'django_tasks_db.DatabaseBackend'}}, and run its worker."
+                ),
                 "E045",
             )
         ]
@@ -487,9 +575,14 @@ def _check_tasks_backend(
         return [
             _error(
                 job_id,
-                f"{where}['backend'] names no backend in TASKS: {alias!r}.",
-                f"Use one of {', '.join(map(repr, backends))}, or leave it out for "
-                f"{DEFAULT_TASKS_ALIAS!r}.",
+                _("%(where)s['backend'] names no backend in TASKS: %(alias)s.")
+                % {"where": where, "alias": repr(alias)},
+                # Translators: aliases is a list of TASKS aliases, e.g. 'default', 'mails'.
+                _("Use one of %(aliases)s, or leave it out for %(default)s.")
+                % {
+                    "aliases": ", ".join(map(repr, backends)),
+                    "default": repr(DEFAULT_TASKS_ALIAS),
+                },
                 "E046",
             )
         ]
@@ -499,9 +592,22 @@ def _check_tasks_backend(
         return [
             _error(
                 job_id,
-                f"{where} hands off to queue {name!r}, which TASKS[{alias!r}]['QUEUES'] does "
-                f"not list ({', '.join(map(repr, queues))}).",
-                f"Set {where}['queue'] to one of them, or add {name!r} to the backend's QUEUES.",
+                _(
+                    # Translators: queues is the list of queue names the backend has.
+                    "%(where)s hands off to queue %(queue)s, which TASKS[%(alias)s]['QUEUES'] "
+                    "does not list (%(queues)s)."
+                )
+                % {
+                    "where": where,
+                    "queue": repr(name),
+                    "alias": repr(alias),
+                    "queues": ", ".join(map(repr, queues)),
+                },
+                _(
+                    "Set %(where)s['queue'] to one of them, or add %(queue)s to the backend's "
+                    "QUEUES."
+                )
+                % {"where": where, "queue": repr(name)},
                 "E048",
             )
         ]
@@ -513,8 +619,10 @@ def _check_func(job_id: str, where: str, func_path: object) -> list[checks.Check
         return [
             _error(
                 job_id,
-                f"{where}['func'] must be a dotted path to a callable, got {func_path!r}.",
-                f"Set {where}['func'] to e.g. 'reports.jobs.send_nightly_report'.",
+                _("%(where)s['func'] must be a dotted path to a callable, got %(value)s.")
+                % {"where": where, "value": repr(func_path)},
+                _("Set %(where)s['func'] to e.g. 'reports.jobs.send_nightly_report'.")
+                % {"where": where},
                 "E025",
             )
         ]
@@ -525,8 +633,10 @@ def _check_func(job_id: str, where: str, func_path: object) -> list[checks.Check
         return [
             _error(
                 job_id,
-                f"{where}['func'] {func_path!r} cannot be imported: {detail}.",
-                "Check the module path and the function name, and that its app is installed.",
+                # Translators: error is Python's import error, e.g. No module named 'reports'.
+                _("%(where)s['func'] %(func)s cannot be imported: %(error)s.")
+                % {"where": where, "func": repr(func_path), "error": detail},
+                _("Check the module path and the function name, and that its app is installed."),
                 "E026",
             )
         ]
@@ -534,8 +644,10 @@ def _check_func(job_id: str, where: str, func_path: object) -> list[checks.Check
         return [
             _error(
                 job_id,
-                f"{where}['func'] {func_path!r} is not a function, it is {type(func).__name__}.",
-                "Point 'func' at a function (sync or async def).",
+                # Translators: type is a Python type name, e.g. module.
+                _("%(where)s['func'] %(func)s is not a function, it is %(type)s.")
+                % {"where": where, "func": repr(func_path), "type": type(func).__name__},
+                _("Point 'func' at a function (sync or async def)."),
                 "E027",
             )
         ]
@@ -555,8 +667,11 @@ def _check_signature(
         return [
             _error(
                 job_id,
-                f"{where}['args'] and ['kwargs'] do not fit {func_path}{signature}: {exc}.",
-                "Give the arguments the function takes, or change its parameters.",
+                # Translators: function is the function with its parameters, e.g.
+                # tests.jobs.record(value); error is Python's, e.g. missing a required argument.
+                _("%(where)s['args'] and ['kwargs'] do not fit %(function)s: %(error)s.")
+                % {"where": where, "function": f"{func_path}{signature}", "error": exc},
+                _("Give the arguments the function takes, or change its parameters."),
                 "E038",
             )
         ]

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
+from django.utils.translation import gettext
 
 CRON_FIELDS = (
     "year",
@@ -179,17 +180,23 @@ def cron_trigger(value: object, timezone: ZoneInfo) -> WallClockCronTrigger:
         fields = value.split()
         if len(fields) != 5:
             raise TriggerError(
-                f"a cron string has 5 fields (minute hour day month day-of-week), "
-                f"got {len(fields)} in {value!r}",
-                "Write e.g. '0 21 * * *', or a dict such as {'second': '*'} for seconds.",
+                gettext(
+                    "a cron string has 5 fields (minute hour day month day-of-week), "
+                    "got %(count)s in %(value)s"
+                )
+                % {"count": len(fields), "value": repr(value)},
+                gettext("Write e.g. '0 21 * * *', or a dict such as {'second': '*'} for seconds."),
             )
         minute, hour, day, month, day_of_week = fields
         if day != "*" and day_of_week != "*":
             # crontab runs on either; APScheduler would run only when both match.
             raise TriggerError(
-                f"{value!r} restricts both the day of the month and the day of the week, "
-                "which crontab reads as 'either' and APScheduler as 'both'",
-                "Leave one of the two as '*', or define two jobs.",
+                gettext(
+                    "%(value)s restricts both the day of the month and the day of the week, "
+                    "which crontab reads as 'either' and APScheduler as 'both'"
+                )
+                % {"value": repr(value)},
+                gettext("Leave one of the two as '*', or define two jobs."),
             )
         try:
             return WallClockCronTrigger(
@@ -202,9 +209,13 @@ def cron_trigger(value: object, timezone: ZoneInfo) -> WallClockCronTrigger:
             )
         except ValueError as exc:
             raise TriggerError(
-                f"invalid cron string {value!r}: {exc}",
-                "Fields are minute 0-59, hour 0-23, day 1-31, month 1-12, "
-                "day of week 0-7 (0 and 7 are Sunday) or mon-sun.",
+                # Translators: error is why the cron string is invalid, often from APScheduler.
+                gettext("invalid cron string %(value)s: %(error)s")
+                % {"value": repr(value), "error": exc},
+                gettext(
+                    "Fields are minute 0-59, hour 0-23, day 1-31, month 1-12, "
+                    "day of week 0-7 (0 and 7 are Sunday) or mon-sun."
+                ),
             ) from exc
     if isinstance(value, Mapping):
         unknown = [key for key in value if key not in CRON_FIELDS]
@@ -212,34 +223,49 @@ def cron_trigger(value: object, timezone: ZoneInfo) -> WallClockCronTrigger:
             raise _unknown_field("cron", unknown[0], CRON_FIELDS)
         if not value:
             raise TriggerError(
-                "a cron dict needs at least one field",
-                "Write e.g. {'second': '*'} or {'hour': 21, 'minute': 0}.",
+                gettext("a cron dict needs at least one field"),
+                gettext("Write e.g. {'second': '*'} or {'hour': 21, 'minute': 0}."),
             )
         for key, item in value.items():
             if not isinstance(item, str | int) or isinstance(item, bool):
                 raise TriggerError(
-                    f"cron field {key!r} must be a string or an integer, got {item!r}",
-                    "Write e.g. {'minute': '*/5'} or {'hour': 21}.",
+                    gettext("cron field %(field)s must be a string or an integer, got %(value)s")
+                    % {"field": repr(key), "value": repr(item)},
+                    gettext("Write e.g. {'minute': '*/5'} or {'hour': 21}."),
                 )
         try:
             return WallClockCronTrigger(**dict(value), timezone=timezone)
         except (ValueError, TypeError) as exc:
             raise TriggerError(
-                f"invalid cron fields {dict(value)!r}: {exc}",
-                "See APScheduler's CronTrigger for each field's syntax; day_of_week "
-                "numbers count from Monday (0) there, so prefer names such as 'mon-fri'.",
+                # Translators: error is why the fields are invalid, often from APScheduler.
+                gettext("invalid cron fields %(fields)s: %(error)s")
+                % {"fields": repr(dict(value)), "error": exc},
+                gettext(
+                    "See APScheduler's CronTrigger for each field's syntax; day_of_week "
+                    "numbers count from Monday (0) there, so prefer names such as 'mon-fri'."
+                ),
             ) from exc
     raise TriggerError(
-        f"'cron' must be a crontab string or a dict, got {type(value).__name__}",
-        "Write e.g. '0 21 * * *' or {'second': '*'}.",
+        # Translators: type is a Python type name, e.g. int.
+        gettext("'cron' must be a crontab string or a dict, got %(type)s")
+        % {"type": type(value).__name__},
+        gettext("Write e.g. '0 21 * * *' or {'second': '*'}."),
     )
 
 
 def _unknown_field(kind: str, key: object, fields: tuple[str, ...]) -> TriggerError:
+    if kind == "cron":
+        message = gettext("unknown cron field %(field)s")
+    else:
+        message = gettext("unknown interval field %(field)s")
     close = difflib.get_close_matches(str(key).lower(), fields, n=1)
-    suggestion = f"Did you mean {close[0]!r}? " if close else ""
+    if close:
+        hint = gettext("Did you mean %(close)s? Valid fields are %(fields)s.")
+    else:
+        hint = gettext("Valid fields are %(fields)s.")
     return TriggerError(
-        f"unknown {kind} field {key!r}", f"{suggestion}Valid fields are {', '.join(fields)}."
+        message % {"field": repr(key)},
+        hint % {"close": repr(close[0]) if close else "", "fields": ", ".join(fields)},
     )
 
 
@@ -254,7 +280,9 @@ def crontab_days(field: str) -> str:
         first, last, step = match.groups()
         if first == "*":
             if last is not None:
-                raise ValueError(f"Unrecognized day of week expression {part!r}")
+                raise ValueError(
+                    gettext("Unrecognized day of week expression %(part)s") % {"part": repr(part)}
+                )
             if step is None:
                 parts.append("*")
                 continue
@@ -263,10 +291,13 @@ def crontab_days(field: str) -> str:
             start = int(first)
             stop = int(last) if last is not None else (6 if step else start)
         if not 0 <= start <= 7 or not 0 <= stop <= 7 or start > stop:
-            raise ValueError(f"day of week {part!r} is not within 0-7 (0 and 7 are Sunday)")
+            raise ValueError(
+                gettext("day of week %(part)s is not within 0-7 (0 and 7 are Sunday)")
+                % {"part": repr(part)}
+            )
         increment = int(step) if step else 1
         if increment < 1:
-            raise ValueError("Increment must be higher than 0")
+            raise ValueError(gettext("Increment must be higher than 0"))
         parts.extend(_CRONTAB_DAYS[day] for day in range(start, stop + 1, increment))
     return ",".join(dict.fromkeys(parts))
 
@@ -275,8 +306,11 @@ def interval_trigger(value: object, timezone: ZoneInfo) -> AnchoredIntervalTrigg
     """Build an interval trigger anchored to ``start_date`` or to 2000-01-01 00:00 local time."""
     if not isinstance(value, Mapping):
         raise TriggerError(
-            f"'interval' must be a dict, got {type(value).__name__}",
-            "Write e.g. {'seconds': 30} or {'hours': 1, 'start_date': '2026-01-01T00:30:00Z'}.",
+            # Translators: type is a Python type name, e.g. str.
+            gettext("'interval' must be a dict, got %(type)s") % {"type": type(value).__name__},
+            gettext(
+                "Write e.g. {'seconds': 30} or {'hours': 1, 'start_date': '2026-01-01T00:30:00Z'}."
+            ),
         )
     unknown = [key for key in value if key not in INTERVAL_FIELDS]
     if unknown:
@@ -285,20 +319,26 @@ def interval_trigger(value: object, timezone: ZoneInfo) -> AnchoredIntervalTrigg
     for key, item in lengths.items():
         if not isinstance(item, int | float) or isinstance(item, bool):
             raise TriggerError(
-                f"interval field {key!r} must be a number, got {item!r}",
-                "Write e.g. {'seconds': 30}.",
+                gettext("interval field %(field)s must be a number, got %(value)s")
+                % {"field": repr(key), "value": repr(item)},
+                gettext("Write e.g. {'seconds': 30}."),
             )
     try:
         interval = timedelta(**lengths)
     except (OverflowError, ValueError) as exc:
         raise TriggerError(
-            f"interval {dict(lengths)!r} is not a valid duration: {exc}",
-            "Write e.g. {'seconds': 30} or {'days': 7}.",
+            gettext("interval %(interval)s is not a valid duration: %(error)s")
+            % {"interval": repr(dict(lengths)), "error": exc},
+            gettext("Write e.g. {'seconds': 30} or {'days': 7}."),
         ) from exc
     if interval < timedelta(seconds=1) or interval % timedelta(milliseconds=1):
         raise TriggerError(
-            f"an interval must be at least one second in whole milliseconds, got {interval}",
-            "Write e.g. {'seconds': 30} or {'minutes': 5}.",
+            gettext(
+                # Translators: interval is a duration such as 0:00:00.500000.
+                "an interval must be at least one second in whole milliseconds, got %(interval)s"
+            )
+            % {"interval": interval},
+            gettext("Write e.g. {'seconds': 30} or {'minutes': 5}."),
         )
     if "start_date" in value:
         anchor = aware_datetime(value["start_date"], "start_date")
@@ -308,8 +348,8 @@ def interval_trigger(value: object, timezone: ZoneInfo) -> AnchoredIntervalTrigg
         anchor = anchor.astimezone(UTC)
     except OverflowError as exc:
         raise TriggerError(
-            f"'start_date' is out of range: {exc}",
-            "Write e.g. '2026-01-01T00:30:00Z'.",
+            gettext("'start_date' is out of range: %(error)s") % {"error": exc},
+            gettext("Write e.g. '2026-01-01T00:30:00Z'."),
         ) from exc
     return AnchoredIntervalTrigger(interval, anchor, timezone)
 
@@ -326,19 +366,27 @@ def aware_datetime(value: object, name: str) -> datetime:
             value = datetime.fromisoformat(value)
         except ValueError as exc:
             raise TriggerError(
-                f"{name!r} is not an ISO-8601 datetime: {exc}",
-                "Write e.g. '2026-12-01T09:00:00+08:00'.",
+                # Translators: name is the key of the job definition, 'at' or 'start_date'.
+                gettext("%(name)s is not an ISO-8601 datetime: %(error)s")
+                % {"name": repr(name), "error": exc},
+                gettext("Write e.g. '2026-12-01T09:00:00+08:00'."),
             ) from exc
     if not isinstance(value, datetime):
         raise TriggerError(
-            f"{name!r} must be an ISO-8601 string or a datetime, got {type(value).__name__}",
-            "Write e.g. '2026-12-01T09:00:00+08:00'.",
+            # Translators: name is the key of the job definition, 'at' or 'start_date'.
+            gettext("%(name)s must be an ISO-8601 string or a datetime, got %(type)s")
+            % {"name": repr(name), "type": type(value).__name__},
+            gettext("Write e.g. '2026-12-01T09:00:00+08:00'."),
         )
     if value.tzinfo is None or value.utcoffset() is None:
         raise TriggerError(
-            f"{name!r} has no UTC offset: {value.isoformat()}",
-            "Add the offset, e.g. '2026-12-01T09:00:00+08:00' or '2026-12-01T01:00:00Z', "
-            "so every instance reads the same instant.",
+            # Translators: name is the key of the job definition, 'at' or 'start_date'.
+            gettext("%(name)s has no UTC offset: %(value)s")
+            % {"name": repr(name), "value": value.isoformat()},
+            gettext(
+                "Add the offset, e.g. '2026-12-01T09:00:00+08:00' or '2026-12-01T01:00:00Z', "
+                "so every instance reads the same instant."
+            ),
         )
     return value
 

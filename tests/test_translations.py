@@ -16,9 +16,12 @@ from pathlib import Path
 import pytest
 from django.apps import apps
 from django.contrib import admin
+from django.core.management import CommandError, call_command, load_command_class
+from django.test import override_settings
 from django.utils import translation
 
 from django_oncejob.admin import ClaimAdmin
+from django_oncejob.checks import check_settings
 from django_oncejob.models import Claim
 
 PACKAGE = Path(__file__).resolve().parent.parent / "django_oncejob"
@@ -99,3 +102,53 @@ def test_models_admin_and_app_speak_chinese() -> None:
         model_admin = admin.site._registry[Claim]
         assert str(admin.utils.label_for_field("lateness", Claim, model_admin)) == "延迟"
     assert str(Claim._meta.verbose_name) == "claim"
+
+
+def test_check_messages_speak_chinese() -> None:
+    broken = {
+        "CLAIM_TIMEOUT": 0,
+        "JOBS": {"report": {"func": "tests.jobs.record", "cron": "0 21 * *"}},
+    }
+    with override_settings(ONCEJOB=broken):
+        with translation.override("zh-hans"):
+            chinese = {error.id: error for error in check_settings()}
+        english = {error.id: error for error in check_settings()}
+    assert sorted(chinese) == sorted(english) == ["django_oncejob.E005", "django_oncejob.E029"]
+    timeout = chinese["django_oncejob.E005"]
+    assert timeout.msg == "ONCEJOB['CLAIM_TIMEOUT'] 必须是 >= 1 的整数秒数，当前为 0。"
+    assert timeout.hint == (
+        "认领键的存活时间必须长于任何实例还可能运行这次触发的时间；默认值为 86400（一天）。"
+    )
+    # A job's message, with the trigger's own error and hint inside it.
+    cron = chinese["django_oncejob.E029"]
+    assert cron.msg == (
+        "ONCEJOB['JOBS']['report']['cron']：cron 字符串有 5 个字段（分 时 日 月 星期），"
+        "但 '0 21 * *' 中有 4 个。"
+    )
+    assert cron.hint == "例如写成 '0 21 * * *'；需要精确到秒时，使用 {'second': '*'} 这样的 dict。"
+    # The jobs are parsed once per language: the English run does not get the Chinese text.
+    assert english["django_oncejob.E029"].msg == (
+        "ONCEJOB['JOBS']['report']['cron']: a cron string has 5 fields "
+        "(minute hour day month day-of-week), got 4 in '0 21 * *'."
+    )
+
+
+def flat(text: str) -> str:
+    """``text`` without whitespace, which argparse rewraps to the terminal's width."""
+    return "".join(text.split())
+
+
+def test_command_help_speaks_chinese() -> None:
+    with translation.override("zh-hans"):
+        command = load_command_class("django_oncejob", "runjobs")
+        text = flat(command.create_parser("manage.py", "runjobs").format_help())
+    assert flat("在本实例上运行 settings.ONCEJOB 中的任务，直到收到 SIGTERM 或 SIGINT。") in text
+    assert flat("输出每个任务、它的触发器和接下来的触发时间，然后退出。") in text
+    english = load_command_class("django_oncejob", "runjobs")
+    assert "Print each job" in english.create_parser("manage.py", "runjobs").format_help()
+
+
+def test_command_errors_speak_chinese() -> None:
+    with translation.override("zh-hans"), pytest.raises(CommandError) as error:
+        call_command("oncejob_prune", "--days", "0")
+    assert str(error.value) == "--days 必须大于等于 1，当前为 0。"

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from django.db.models import Count
 from django.utils import timezone
+from django.utils.translation import gettext, ngettext
 
 from django_oncejob import registry, status
 from django_oncejob.conf import conf, user_config
@@ -23,7 +24,8 @@ def check_names(value: str) -> list[str]:
     unknown = [name for name in names if name not in CHECKS]
     if unknown or not names:
         raise ArgumentTypeError(
-            f"choose one or more of {', '.join(CHECKS)}, separated by commas; got {value!r}"
+            gettext("choose one or more of %(checks)s, separated by commas; got %(value)s")
+            % {"checks": ", ".join(CHECKS), "value": repr(value)}
         )
     return names
 
@@ -34,16 +36,23 @@ def seconds(value: str) -> int:
     except ValueError:
         number = 0
     if number < 1:
-        raise ArgumentTypeError(f"must be a whole number of seconds >= 1, got {value!r}")
+        raise ArgumentTypeError(
+            gettext("must be a whole number of seconds >= 1, got %(value)s")
+            % {"value": repr(value)}
+        )
     return number
 
 
 class Command(BaseCommand):
-    help = (
-        "Exit with status 0 if the scheduled jobs are healthy; otherwise print one line "
-        "saying why and exit with status 1. Checks that an instance is alive, that no job's "
-        "last run failed, and that no occurrence was missed recently."
-    )
+    @property
+    def help(self) -> str:  # type: ignore[override]
+        # Read when the parser is built, so in the active language; argparse needs a str.
+        return gettext(
+            "Exit with status 0 if the scheduled jobs are healthy; otherwise print one line "
+            "saying why and exit with status 1. Checks that an instance is alive, that no job's "
+            "last run failed, and that no occurrence was missed recently."
+        )
+
     # A probe must be quick, and must not fail on a warning about something else.
     requires_system_checks: list[str] = []
 
@@ -53,9 +62,11 @@ class Command(BaseCommand):
             type=check_names,
             default=None,
             metavar="NAMES",
-            help="What to check, separated by commas: instances (a runjobs instance is "
-            "alive), failures (no job's last run failed or was abandoned), missed (no "
-            "occurrence was missed within --since). Default: all three.",
+            help=gettext(
+                "What to check, separated by commas: instances (a runjobs instance is "
+                "alive), failures (no job's last run failed or was abandoned), missed (no "
+                "occurrence was missed within --since). Default: all three."
+            ),
         )
         parser.add_argument(
             "--instance",
@@ -63,16 +74,18 @@ class Command(BaseCommand):
             const="",
             default=None,
             metavar="OWNER",
-            help="Check only this host's instance: the one named OWNER, else the one named "
-            "ONCEJOB['OWNER'] when that is set, else any instance on this host name. "
-            "Implies --check instances unless --check is given.",
+            help=gettext(
+                "Check only this host's instance: the one named OWNER, else the one named "
+                "ONCEJOB['OWNER'] when that is set, else any instance on this host name. "
+                "Implies --check instances unless --check is given."
+            ),
         )
         parser.add_argument(
             "--since",
             type=seconds,
             default=3600,
             metavar="SECONDS",
-            help="How far back a missed occurrence counts, in seconds (default 3600).",
+            help=gettext("How far back a missed occurrence counts, in seconds (default 3600)."),
         )
 
     def handle(
@@ -88,8 +101,11 @@ class Command(BaseCommand):
         jobs, errors = registry.settings_jobs()
         if errors:
             raise CommandError(
-                f"ONCEJOB has {len(errors)} error(s), so runjobs cannot start: run "
-                "manage.py check to see them."
+                gettext(
+                    "ONCEJOB has %(count)s error(s), so runjobs cannot start: run "
+                    "manage.py check to see them."
+                )
+                % {"count": len(errors)}
             )
         enabled = [job.id for job in jobs.values() if job.enabled]
         problems: list[str] = []
@@ -103,11 +119,13 @@ class Command(BaseCommand):
                 self.check_missed(enabled, since, problems, fine)
         except DatabaseError as exc:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise CommandError(f"The database did not answer: {reason}") from exc
+            raise CommandError(
+                gettext("The database did not answer: %(reason)s") % {"reason": reason}
+            ) from exc
         if problems:
             raise CommandError("; ".join(problems))
         if options["verbosity"] > 0:
-            self.stdout.write(f"Healthy: {'; '.join(fine)}.")
+            self.stdout.write(gettext("Healthy: %(checks)s.") % {"checks": "; ".join(fine)})
 
     def check_instances(self, instance: str | None, problems: list[str], fine: list[str]) -> None:
         timeout = conf.HEARTBEAT_TIMEOUT
@@ -115,42 +133,74 @@ class Command(BaseCommand):
         if instance is None:
             count = alive.count()
             if count:
-                fine.append(f"{count} instance{'s' if count != 1 else ''} alive")
+                fine.append(
+                    ngettext("%(count)s instance alive", "%(count)s instances alive", count)
+                    % {"count": count}
+                )
             else:
                 problems.append(
-                    f"No runjobs instance is alive: none sent a heartbeat in the last {timeout} s."
+                    gettext(
+                        "No runjobs instance is alive: none sent a heartbeat in the last "
+                        "%(timeout)s s."
+                    )
+                    % {"timeout": timeout}
                 )
             return
-        if instance:
-            mine, name = alive.filter(owner=instance), f"instance {instance!r}"
-        elif user_config().get("OWNER"):
-            mine, name = alive.filter(owner=conf.OWNER), f"instance {conf.OWNER!r}"
-        else:
-            host = socket.gethostname()
-            mine, name = alive.filter(host=host[:255]), f"instance on host {host!r}"
-        if mine.exists():
-            fine.append(f"{name} alive")
-        else:
-            problems.append(
-                f"The runjobs {name} is not alive: it sent no heartbeat in the last "
-                f"{timeout} s, or stopped."
+        owner = instance or (conf.OWNER if user_config().get("OWNER") else "")
+        host = socket.gethostname()
+        if owner:
+            mine = alive.filter(owner=owner)
+            alive_text = gettext("instance %(owner)s alive")
+            dead_text = gettext(
+                "The runjobs instance %(owner)s is not alive: it sent no heartbeat in the last "
+                "%(timeout)s s, or stopped."
             )
+        else:
+            mine = alive.filter(host=host[:255])
+            alive_text = gettext("instance on host %(host)s alive")
+            dead_text = gettext(
+                "The runjobs instance on host %(host)s is not alive: it sent no heartbeat in "
+                "the last %(timeout)s s, or stopped."
+            )
+        values = {"owner": repr(owner), "host": repr(host), "timeout": timeout}
+        if mine.exists():
+            fine.append(alive_text % values)
+        else:
+            problems.append(dead_text % values)
 
     def check_failures(self, jobs: list[str], problems: list[str], fine: list[str]) -> None:
         last = status.last_rows(jobs, status.ENDED)
         failed = [row for row in last.values() if row.status in status.FAILURES]
         if not failed:
-            fine.append("no job's last run failed")
+            fine.append(gettext("no job's last run failed"))
             return
         failed.sort(key=lambda row: row.job)
         first = failed[0]
-        when = (first.finished_at or first.scheduled_for).isoformat(timespec="seconds")
-        detail = f": {first.error.splitlines()[0][:200]}" if first.error else ""
-        verb = "failed" if first.status == Claim.Status.FAILED else "was abandoned"
-        text = f"The last run of job {first.job!r} {verb} at {when} on {first.owner}{detail}"
+        if first.status == Claim.Status.FAILED and first.error:
+            # Translators: error is the first line of the job's exception.
+            text = gettext("The last run of job %(job)s failed at %(when)s on %(owner)s: %(error)s")
+        elif first.status == Claim.Status.FAILED:
+            text = gettext("The last run of job %(job)s failed at %(when)s on %(owner)s")
+        elif first.error:
+            text = gettext(
+                # Translators: error says why the run was abandoned.
+                "The last run of job %(job)s was abandoned at %(when)s on %(owner)s: %(error)s"
+            )
+        else:
+            text = gettext("The last run of job %(job)s was abandoned at %(when)s on %(owner)s")
+        text %= {
+            "job": repr(first.job),
+            "when": (first.finished_at or first.scheduled_for).isoformat(timespec="seconds"),
+            "owner": first.owner,
+            "error": first.error.splitlines()[0][:200] if first.error else "",
+        }
         if len(failed) > 1:
-            others = ", ".join(repr(row.job) for row in failed[1:])
-            text += f" (and the last runs of {others} failed too)"
+            # Translators: problem is the sentence about the first job; others is a list of
+            # job ids.
+            text = gettext("%(problem)s (and the last runs of %(others)s failed too)") % {
+                "problem": text,
+                "others": ", ".join(repr(row.job) for row in failed[1:]),
+            }
         problems.append(text)
 
     def check_missed(
@@ -168,11 +218,19 @@ class Command(BaseCommand):
         )
         missed = {row["job"]: row["count"] for row in rows}
         if not missed:
-            fine.append(f"no occurrence missed in the last {since} s")
+            fine.append(gettext("no occurrence missed in the last %(since)s s") % {"since": since})
             return
         total = sum(missed.values())
-        per_job = ", ".join(f"{job!r} ({count})" for job, count in missed.items())
         problems.append(
-            f"{total} occurrence{'s were' if total != 1 else ' was'} missed in the last "
-            f"{since} s: {per_job}"
+            ngettext(
+                # Translators: jobs is a list of job ids, each with its count, e.g. 'sync' (2).
+                "%(count)s occurrence was missed in the last %(since)s s: %(jobs)s",
+                "%(count)s occurrences were missed in the last %(since)s s: %(jobs)s",
+                total,
+            )
+            % {
+                "count": total,
+                "since": since,
+                "jobs": ", ".join(f"{job!r} ({count})" for job, count in missed.items()),
+            }
         )

@@ -7,35 +7,39 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Model, Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_noop, ngettext
 
 from django_oncejob.conf import conf
 from django_oncejob.models import Claim, Instance, RunRequest
 
 
 class Command(BaseCommand):
-    help = (
-        "Delete the job history older than a number of days, in batches: claims (never "
-        "running or enqueued ones), run requests, and instances stopped or silent since "
-        "before then."
-    )
+    @property
+    def help(self) -> str:  # type: ignore[override]
+        # Read when the parser is built, so in the active language; argparse needs a str.
+        return gettext(
+            "Delete the job history older than a number of days, in batches: claims (never "
+            "running or enqueued ones), run requests, and instances stopped or silent since "
+            "before then."
+        )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
             "--days",
             type=int,
             default=None,
-            help="Keep this many days of history (default: ONCEJOB['RETENTION_DAYS']).",
+            help=gettext("Keep this many days of history (default: ONCEJOB['RETENTION_DAYS'])."),
         )
         parser.add_argument(
             "--batch-size",
             type=int,
             default=1000,
-            help="Rows deleted per query (default 1000).",
+            help=gettext("Rows deleted per query (default 1000)."),
         )
         parser.add_argument(
             "--dry-run",
             action="store_true",
-            help="Count what would be deleted; delete nothing.",
+            help=gettext("Count what would be deleted; delete nothing."),
         )
 
     def handle(self, *, days: int | None, batch_size: int, dry_run: bool, **options: Any) -> None:
@@ -43,47 +47,83 @@ class Command(BaseCommand):
             days = conf.RETENTION_DAYS
         if days is None:
             raise CommandError(
-                "Say how many days of history to keep: give --days N, or set "
-                "ONCEJOB['RETENTION_DAYS']."
+                gettext(
+                    "Say how many days of history to keep: give --days N, or set "
+                    "ONCEJOB['RETENTION_DAYS']."
+                )
             )
         if days < 1:
-            raise CommandError(f"--days must be 1 or more, got {days}.")
+            raise CommandError(gettext("--days must be 1 or more, got %(days)s.") % {"days": days})
         if batch_size < 1:
-            raise CommandError(f"--batch-size must be 1 or more, got {batch_size}.")
+            raise CommandError(
+                gettext("--batch-size must be 1 or more, got %(size)s.") % {"size": batch_size}
+            )
         if days * 86400 < conf.CLAIM_TIMEOUT:
             raise CommandError(
-                f"Keeping {days} day(s) would delete claims younger than "
-                f"ONCEJOB['CLAIM_TIMEOUT'] ({conf.CLAIM_TIMEOUT} s), which may still stop an "
-                "occurrence from running twice. Keep more days."
+                gettext(
+                    # Translators: timeout is a number of seconds.
+                    "Keeping %(days)s day(s) would delete claims younger than "
+                    "ONCEJOB['CLAIM_TIMEOUT'] (%(timeout)s s), which may still stop an "
+                    "occurrence from running twice. Keep more days."
+                )
+                % {"days": days, "timeout": conf.CLAIM_TIMEOUT}
             )
         cutoff = timezone.now() - timedelta(days=days)
         self.verbosity = int(options["verbosity"])
-        targets: list[tuple[str, str, QuerySet[Any]]] = [
+        # Each with the line that -v 2 writes per batch it deletes.
+        targets: list[tuple[QuerySet[Any], str]] = [
             (
-                "claim",
-                "claims",
                 Claim.objects.filter(scheduled_for__lt=cutoff).exclude(
                     status__in=[Claim.Status.RUNNING, Claim.Status.ENQUEUED]
                 ),
+                gettext_noop("Deleted %(count)s claims (up to id %(id)s)."),
             ),
-            ("run request", "run requests", RunRequest.objects.filter(requested_at__lt=cutoff)),
             (
-                "instance",
-                "instances",
+                RunRequest.objects.filter(requested_at__lt=cutoff),
+                gettext_noop("Deleted %(count)s run requests (up to id %(id)s)."),
+            ),
+            (
                 Instance.objects.filter(Q(stopped_at__lt=cutoff) | Q(heartbeat_at__lt=cutoff)),
+                gettext_noop("Deleted %(count)s instances (up to id %(id)s)."),
             ),
         ]
-        counts = []
-        for one, many, queryset in targets:
-            count = queryset.count() if dry_run else self.delete(many, queryset, batch_size)
-            counts.append(f"{count} {one if count == 1 else many}")
-        verb = "Would delete" if dry_run else "Deleted"
+        claims, requests, instances = (
+            queryset.count() if dry_run else self.delete(queryset, batch_size, progress)
+            for queryset, progress in targets
+        )
+        if dry_run:
+            summary = ngettext(
+                # Translators: claims, requests and instances are counts of rows, e.g. "3 claims".
+                "Would delete %(claims)s, %(requests)s and %(instances)s from before "
+                "%(cutoff)s (%(days)s day ago).",
+                "Would delete %(claims)s, %(requests)s and %(instances)s from before "
+                "%(cutoff)s (%(days)s days ago).",
+                days,
+            )
+        else:
+            summary = ngettext(
+                # Translators: claims, requests and instances are counts of rows, e.g. "3 claims".
+                "Deleted %(claims)s, %(requests)s and %(instances)s from before %(cutoff)s "
+                "(%(days)s day ago).",
+                "Deleted %(claims)s, %(requests)s and %(instances)s from before %(cutoff)s "
+                "(%(days)s days ago).",
+                days,
+            )
         self.stdout.write(
-            f"{verb} {', '.join(counts[:-1])} and {counts[-1]} from before "
-            f"{_iso(cutoff)} ({days} day{'s' if days != 1 else ''} ago)."
+            summary
+            % {
+                "claims": ngettext("%(count)s claim", "%(count)s claims", claims)
+                % {"count": claims},
+                "requests": ngettext("%(count)s run request", "%(count)s run requests", requests)
+                % {"count": requests},
+                "instances": ngettext("%(count)s instance", "%(count)s instances", instances)
+                % {"count": instances},
+                "cutoff": _iso(cutoff),
+                "days": days,
+            }
         )
 
-    def delete(self, name: str, queryset: QuerySet[Model], batch_size: int) -> int:
+    def delete(self, queryset: QuerySet[Model], batch_size: int, progress: str) -> int:
         """Delete the rows of ``queryset`` a batch of primary keys at a time."""
         total = 0
         while True:
@@ -94,7 +134,7 @@ class Command(BaseCommand):
             deleted, _ = queryset.filter(pk__in=batch).delete()
             total += deleted
             if self.verbosity >= 2:
-                self.stdout.write(f"Deleted {deleted} {name} (up to id {batch[-1]}).")
+                self.stdout.write(gettext(progress) % {"count": deleted, "id": batch[-1]})
             if len(batch) < batch_size:
                 return total
 

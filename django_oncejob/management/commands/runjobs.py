@@ -16,6 +16,7 @@ from django.core import checks
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from django.utils import timezone
+from django.utils.translation import gettext, ngettext
 
 from django_oncejob import history, triggers
 from django_oncejob.checks import check_settings
@@ -29,35 +30,42 @@ logger = logging.getLogger("django_oncejob")
 
 
 class Command(BaseCommand):
-    help = (
-        "Run the jobs from settings.ONCEJOB on this instance until SIGTERM or SIGINT. "
-        "Run it on every instance: each occurrence runs on one of them only."
-    )
+    @property
+    def help(self) -> str:  # type: ignore[override]
+        # Read when the parser is built, so in the active language; argparse needs a str.
+        return gettext(
+            "Run the jobs from settings.ONCEJOB on this instance until SIGTERM or SIGINT. "
+            "Run it on every instance: each occurrence runs on one of them only."
+        )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
             "--list",
             action="store_true",
             dest="list_jobs",
-            help="Print each job, its trigger and its next fire times, then exit.",
+            help=gettext("Print each job, its trigger and its next fire times, then exit."),
         )
         parser.add_argument(
             "--count",
             type=int,
             default=3,
-            help="With --list, how many next fire times to print per job (default 3).",
+            help=gettext("With --list, how many next fire times to print per job (default 3)."),
         )
         parser.add_argument(
             "--run",
             metavar="JOB",
             dest="run_job",
-            help="Run JOB once now, recorded in the history as a manual run, and exit with "
-            "its outcome (0 if it succeeded, or was handed off to its task queue).",
+            help=gettext(
+                "Run JOB once now, recorded in the history as a manual run, and exit with "
+                "its outcome (0 if it succeeded, or was handed off to its task queue)."
+            ),
         )
         parser.add_argument(
             "--owner",
-            help="Name recorded for this instance in the history (default: ONCEJOB['OWNER'] "
-            "or '<host>:<pid>').",
+            help=gettext(
+                "Name recorded for this instance in the history (default: ONCEJOB['OWNER'] "
+                "or '<host>:<pid>')."
+            ),
         )
 
     def handle(
@@ -72,8 +80,8 @@ class Command(BaseCommand):
         errors = [e for e in check_settings() if e.level >= checks.ERROR]
         if errors:
             raise CommandError(
-                "ONCEJOB is not valid; nothing was started:\n"
-                + "\n".join(f"  {e.id}: {e.msg} HINT: {e.hint}" for e in errors)
+                gettext("ONCEJOB is not valid; nothing was started:")
+                + "".join(f"\n  {e.id}: {e.msg} HINT: {e.hint}" for e in errors)
             )
         jobs = load_jobs()
         if list_jobs:
@@ -86,30 +94,49 @@ class Command(BaseCommand):
 
     def run_once(self, jobs: dict[str, JobSpec], job_id: str, owner: str, verbosity: int) -> None:
         if job_id not in jobs:
-            known = ", ".join(jobs) or "none"
-            raise CommandError(f"No job {job_id!r} in ONCEJOB['JOBS'] (jobs: {known}).")
+            raise CommandError(
+                # Translators: jobs is the list of job ids, or "none".
+                gettext("No job %(job)s in ONCEJOB['JOBS'] (jobs: %(jobs)s).")
+                % {"job": repr(job_id), "jobs": ", ".join(jobs) or _none()}
+            )
         self.configure_logging(verbosity)
         requested_by = f"runjobs --run ({getpass.getuser()})"
         outcome = run_manual(jobs[job_id], timezone.now(), requested_by, owner)
         if outcome is Outcome.ENQUEUED:
-            self.stdout.write(f"Job {job_id!r} handed off to {jobs[job_id].enqueue}.")
+            self.stdout.write(
+                # Translators: queue is 'tasks' or 'celery'.
+                gettext("Job %(job)s handed off to %(queue)s.")
+                % {"job": repr(job_id), "queue": jobs[job_id].enqueue}
+            )
             return
         if outcome is not Outcome.SUCCEEDED:
-            raise CommandError(f"Job {job_id!r} did not succeed: {outcome.value}.")
-        self.stdout.write(f"Job {job_id!r} succeeded.")
+            raise CommandError(
+                # Translators: outcome is the status recorded in the history, e.g. failed.
+                gettext("Job %(job)s did not succeed: %(outcome)s.")
+                % {"job": repr(job_id), "outcome": outcome.value}
+            )
+        self.stdout.write(gettext("Job %(job)s succeeded.") % {"job": repr(job_id)})
 
     def print_jobs(self, jobs: Collection[JobSpec], count: int) -> None:
         if count < 0:
-            raise CommandError("--count must be 0 or more.")
+            raise CommandError(gettext("--count must be 0 or more."))
         now = timezone.now()
         for job in jobs:
-            state = "" if job.enabled else " (disabled)"
-            self.stdout.write(f"{job.id}{state}: {job.trigger_text}")
-            self.stdout.write(f"    runs {job.target}")
+            if job.enabled:
+                self.stdout.write(f"{job.id}: {job.trigger_text}")
+            else:
+                self.stdout.write(
+                    gettext("%(job)s (disabled): %(trigger)s")
+                    % {"job": job.id, "trigger": job.trigger_text}
+                )
+            self.stdout.write("    " + gettext("runs %(target)s") % {"target": job.target})
             times = [t.isoformat(" ") for t in triggers.fire_times(job.trigger, now, count)]
-            self.stdout.write(f"    next: {', '.join(times) if times else 'never'}")
+            if times:
+                self.stdout.write("    " + gettext("next: %(times)s") % {"times": ", ".join(times)})
+            else:
+                self.stdout.write("    " + gettext("next: never"))
         if not jobs:
-            self.stdout.write("No jobs in ONCEJOB['JOBS'].")
+            self.stdout.write(gettext("No jobs in ONCEJOB['JOBS']."))
 
     def run(self, jobs: Collection[JobSpec], owner: str, verbosity: int) -> None:
         self.configure_logging(verbosity)
@@ -127,22 +154,34 @@ class Command(BaseCommand):
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         scheduler = JobScheduler(jobs, owner=owner, max_workers=conf.MAX_WORKERS)
         scheduler.start()
-        names = ", ".join(job.id for job in scheduler.jobs) or "none"
         count = len(scheduler.jobs)
         self.stdout.write(
-            f"runjobs {owner}: scheduled {count} job{'s' if count != 1 else ''} ({names})."
+            ngettext(
+                # Translators: names is the list of job ids, or "none".
+                "runjobs %(owner)s: scheduled %(count)s job (%(names)s).",
+                "runjobs %(owner)s: scheduled %(count)s jobs (%(names)s).",
+                count,
+            )
+            % {
+                "owner": owner,
+                "count": count,
+                "names": ", ".join(job.id for job in scheduler.jobs) or _none(),
+            }
         )
         try:
             while not stopping.wait(0.5):
                 pass
-            self.stdout.write(f"runjobs {owner}: stopping; no new occurrence will be claimed.")
+            self.stdout.write(
+                gettext("runjobs %(owner)s: stopping; no new occurrence will be claimed.")
+                % {"owner": owner}
+            )
             finished = self.stop(scheduler, conf.SHUTDOWN_TIMEOUT, forced)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if finished:
             scheduler.sign_off()
-            self.stdout.write(f"runjobs {owner}: stopped.")
+            self.stdout.write(gettext("runjobs %(owner)s: stopped.") % {"owner": owner})
             return
         self.abandon(owner, scheduler)
 
@@ -166,7 +205,10 @@ class Command(BaseCommand):
             logger.exception("Could not record the interrupted jobs in the history.")
             count = scheduler.executor.running
         scheduler.sign_off()
-        self.stderr.write(f"runjobs {owner}: stopped with {count} job(s) still running.")
+        self.stderr.write(
+            gettext("runjobs %(owner)s: stopped with %(count)s job(s) still running.")
+            % {"owner": owner, "count": count}
+        )
         sys.stdout.flush()
         sys.stderr.flush()
         # Worker threads cannot be killed, and interpreter exit would join them.
@@ -181,3 +223,8 @@ class Command(BaseCommand):
         logger.setLevel(
             {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO}.get(verbosity, logging.DEBUG)
         )
+
+
+def _none() -> str:
+    # Translators: stands for an empty list of job ids.
+    return gettext("none")
