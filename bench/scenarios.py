@@ -104,12 +104,12 @@ def startup(servers: Any, counts: tuple[int, ...] = (0, 1000, 10000)) -> list[di
 #: week), 1% failed and 1% missed, as ``generate_series`` writes them in one statement.
 FILL_SQL = """
 INSERT INTO django_oncejob_claim (job, scheduled_for, owner, status, claimed_at, started_at,
-    finished_at, manual, requested_by, attempts, error, traceback)
+    finished_at, manual, requested_by, attempts, error, traceback, task_backend, task_id)
 SELECT 'job-' || lpad((i % 100)::text, 5, '0'),
        t, 'host-' || (i % 8) || ':1',
        CASE WHEN i % 97 = 0 THEN 'failed' WHEN i % 89 = 0 THEN 'missed' ELSE 'succeeded' END,
        t, t + interval '3 ms', t + interval '9 ms', false, '', 1,
-       CASE WHEN i % 97 = 0 THEN 'RuntimeError: bench' ELSE '' END, ''
+       CASE WHEN i % 97 = 0 THEN 'RuntimeError: bench' ELSE '' END, '', '', ''
 FROM generate_series(0, {rows} - 1) AS i,
      LATERAL (SELECT timestamptz '2026-01-01 00:00+00' + (i / 100) * interval '1 minute') AS s(t)
 """

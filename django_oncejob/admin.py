@@ -31,6 +31,7 @@ from django_oncejob import registry, status, triggers
 from django_oncejob.conf import conf
 from django_oncejob.heartbeat import live_instances
 from django_oncejob.models import Claim, Instance, JobState, RunRequest
+from django_oncejob.pagination import CappedPaginator
 
 if TYPE_CHECKING:
     ClaimAdminBase = admin.ModelAdmin[Claim]
@@ -123,6 +124,7 @@ class ClaimAdmin(ClaimAdminBase):
     date_hierarchy = "scheduled_for"
     list_select_related = False  # no relations: every column comes from the row itself
     show_full_result_count = False
+    paginator = CappedPaginator
     fieldsets = (
         (None, {"fields": ("job", "scheduled", "status_label", "owner", "requested")}),
         (

@@ -216,11 +216,26 @@ def test_history_list_queries_do_not_grow_with_rows(admin_client: Client) -> Non
             assert admin_client.get(reverse(HISTORY)).status_code == 200
         return len(captured)
 
-    for minute in range(10):
-        claim("sync", "failed" if minute % 3 else "succeeded", minute, error="x")
+    # Rows of one month, its first and last day among them from the start: the date
+    # hierarchy probes each day between the history's ends, however many rows it holds.
+    first, last = datetime(2026, 10, 1, 8, tzinfo=UTC), datetime(2026, 10, 31, 20, tzinfo=UTC)
+    for when in (first, last):
+        Claim.objects.create(
+            job="sync", scheduled_for=when, owner="web-1:41", status="failed", claimed_at=when
+        )
     few = queries()
-    for minute in range(10, 100):
-        claim("sync", "succeeded", minute, manual=True, requested_by="bob")
+    Claim.objects.bulk_create(
+        Claim(
+            job="sync",
+            scheduled_for=first + timedelta(minutes=17 * step),
+            owner="web-1:41",
+            status="succeeded",
+            claimed_at=first,
+            manual=True,
+            requested_by="bob",
+        )
+        for step in range(1, 2500)
+    )
     assert queries() == few
 
 
