@@ -16,13 +16,14 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from django.db import DatabaseError, IntegrityError, close_old_connections
+from django.db import IntegrityError
 from django.db.models import F, Q
 from django.utils import timezone
 
 import django_oncejob
 from django_oncejob.history import retry_locked
 from django_oncejob.models import Claim, Instance
+from django_oncejob.periodic import PeriodicThread
 from django_oncejob.registry import JobSpec
 
 logger = logging.getLogger("django_oncejob")
@@ -106,8 +107,10 @@ def live_instances(timeout: int, now: datetime | None = None) -> Q:
     return Q(stopped_at__isnull=True, heartbeat_at__gte=cutoff)
 
 
-class Heartbeat(threading.Thread):
+class Heartbeat(PeriodicThread):
     """Beats and reaps every ``interval`` seconds until stopped."""
+
+    failure = "Could not write the heartbeat of %s."
 
     def __init__(
         self,
@@ -118,37 +121,16 @@ class Heartbeat(threading.Thread):
         jobs: Mapping[str, JobSpec],
         rerun: Callable[[JobSpec, Claim], None],
     ) -> None:
-        super().__init__(name="oncejob-heartbeat", daemon=True)
-        self.owner = owner
-        self.interval = interval
+        super().__init__("oncejob-heartbeat", owner, interval=interval)
         self.timeout = timeout
         self.jobs = jobs
         self.rerun = rerun
         #: Cleared while shutting down: keep beating for the jobs still running, take on no more.
         self.reaping = threading.Event()
         self.reaping.set()
-        self._stopped = threading.Event()
 
-    def run(self) -> None:
-        while True:
-            self.tick()
-            if self._stopped.wait(self.interval):
-                return
-
-    def tick(self) -> None:
-        close_old_connections()
-        try:
-            beat(self.owner)
-            if self.reaping.is_set():
-                for row in reap(self.owner, self.timeout, self.jobs):
-                    self.rerun(self.jobs[row.job], row)
-        except DatabaseError:
-            # The next beat retries; the scheduler and the claims carry on meanwhile.
-            logger.warning("Could not write the heartbeat of %s.", self.owner, exc_info=True)
-        finally:
-            close_old_connections()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        if self.is_alive():
-            self.join(timeout=self.interval + 5)
+    def work(self) -> None:
+        beat(self.owner)
+        if self.reaping.is_set():
+            for row in reap(self.owner, self.timeout, self.jobs):
+                self.rerun(self.jobs[row.job], row)

@@ -196,22 +196,8 @@ def _hand_off(job: JobSpec, occurrence: Occurrence, row: Claim | None) -> Outcom
     try:
         task_id = handoff.enqueue(job, occurrence, row)
     except Exception as exc:
-        logger.exception(
-            "Job %r at %s could not be handed off (enqueue=%r).",
-            occurrence.job,
-            occurrence.scheduled_for.isoformat(),
-            job.enqueue,
-            extra=_fields(occurrence, "failed"),
-        )
-        _record(
-            row,
-            occurrence,
-            Claim.Status.FAILED,
-            error=f"Could not enqueue: {type(exc).__name__}: {exc}",
-            traceback=traceback.format_exc(),
-        )
-        _send(signals.occurrence_failed, occurrence, exception=exc)
-        return Outcome.FAILED
+        message = "Job %r at %s could not be handed off (enqueue=%r)."
+        return _fail(occurrence, row, exc, message, job.enqueue, error_prefix="Could not enqueue: ")
     if task_id is None:
         logger.warning(
             "Job %r at %s was taken over by another instance before it was handed off.",
@@ -283,21 +269,7 @@ def _call(
         if inspect.isawaitable(value):
             value = asyncio.run(_wait(value))
     except BaseException as exc:
-        logger.exception(
-            "Job %r at %s failed.",
-            occurrence.job,
-            occurrence.scheduled_for.isoformat(),
-            extra=_fields(occurrence, "failed"),
-        )
-        _record(
-            row,
-            occurrence,
-            Claim.Status.FAILED,
-            error=f"{type(exc).__name__}: {exc}",
-            traceback=traceback.format_exc(),
-        )
-        _send(signals.occurrence_failed, occurrence, exception=exc)
-        return Outcome.FAILED
+        return _fail(occurrence, row, exc, "Job %r at %s failed.")
     finally:
         _current.reset(token)
     logger.info(
@@ -309,6 +281,36 @@ def _call(
     _record(row, occurrence, Claim.Status.SUCCEEDED)
     _send(signals.occurrence_succeeded, occurrence, result=value)
     return Outcome.SUCCEEDED
+
+
+def _fail(
+    occurrence: Occurrence,
+    row: Claim | None,
+    exc: BaseException,
+    message: str,
+    *args: object,
+    error_prefix: str = "",
+) -> Outcome:
+    """Log, record and signal a failure; called inside the ``except`` that caught ``exc``.
+
+    ``message`` takes the job id, the scheduled time, then ``args``.
+    """
+    logger.exception(
+        message,
+        occurrence.job,
+        occurrence.scheduled_for.isoformat(),
+        *args,
+        extra=_fields(occurrence, "failed"),
+    )
+    _record(
+        row,
+        occurrence,
+        Claim.Status.FAILED,
+        error=f"{error_prefix}{type(exc).__name__}: {exc}",
+        traceback=traceback.format_exc(),
+    )
+    _send(signals.occurrence_failed, occurrence, exception=exc)
+    return Outcome.FAILED
 
 
 async def _wait(awaitable: Awaitable[Any]) -> Any:
