@@ -14,10 +14,15 @@ since whether they ran is unknown.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import reduce
+from operator import or_
 
 from django.core.cache import caches
+from django.db.models import Q
 from django.utils import timezone
 
 from django_oncejob import triggers
@@ -33,41 +38,85 @@ logger = logging.getLogger("django_oncejob")
 SETTLE = timedelta(seconds=5)
 #: Fire times looked at per job and sweep; a longer gap is caught up over several sweeps.
 MAX_PER_SWEEP = 10_000
+#: Jobs whose history one query reads: a sweep costs a few queries per this many jobs,
+#: not a few per job.
+JOBS_PER_QUERY = 200
+
+
+@dataclass
+class _Window:
+    """The stretch of one job's schedule a sweep checks: ``(start, until]``."""
+
+    job: JobSpec
+    mark: datetime
+    start: datetime
+    until: datetime
+    due: list[datetime]
 
 
 def sweep(jobs: Iterable[JobSpec], owner: str, now: datetime | None = None) -> int:
     """Record the missed occurrences of ``jobs``; returns how many were found."""
     now = now or timezone.now()
     found = 0
-    for job in jobs:
-        found += _sweep_job(job, owner, now)
+    for chunk in _chunks(list(jobs), JOBS_PER_QUERY):
+        found += _sweep_chunk(chunk, owner, now)
     return found
 
 
-def _claimed_by(job_id: str, fire_times: list[datetime]) -> dict[datetime, str]:
-    """Which of these occurrences hold a claim key, and whose: they were not missed."""
-    if not fire_times:
-        return {}
-    keys = {claim_key(job_id, fire_time): fire_time for fire_time in fire_times}
-    try:
-        found = caches[conf.CACHE].get_many(list(keys), version=KEY_VERSION)
-    except Exception:
-        logger.warning("Could not read claim keys; counting the gaps as missed.", exc_info=True)
-        return {}
-    return {keys[key]: str(owner) for key, owner in found.items()}
+def _sweep_chunk(jobs: Sequence[JobSpec], owner: str, now: datetime) -> int:
+    windows = [window for job, mark in _marks(jobs, now) if (window := _window(job, mark, now))]
+    if not windows:
+        return 0
+    ran = _ran([window for window in windows if window.due])
+    missing = {
+        window.job.id: [time for time in window.due if (window.job.id, time) not in ran]
+        for window in windows
+    }
+    claimed = _claimed_by(missing)
+    rows = [
+        _row(job_id, fire_time, claimed.get((job_id, fire_time)), owner, now)
+        for job_id, fire_times in missing.items()
+        for fire_time in fire_times
+    ]
+    if rows:
+        Claim.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+        for job_id, fire_times in missing.items():
+            if fire_times:
+                _warn(job_id, fire_times, claimed)
+    _advance(windows)
+    return len(rows)
 
 
-def _sweep_job(job: JobSpec, owner: str, now: datetime) -> int:
+def _marks(jobs: Sequence[JobSpec], now: datetime) -> Iterator[tuple[JobSpec, datetime]]:
+    """Each job with how far its schedule has been checked, marking new jobs as checked to now.
+
+    The first sweep of a new job counts nothing before it: nothing then was anyone's
+    to run. The mark is ``now``, not the end of the settled past: fire times between
+    the two predate every instance.
+    """
+    ids = [job.id for job in jobs]
+    marks = dict(JobState.objects.filter(job__in=ids).values_list("job", "checked_until"))
+    new = [job_id for job_id in ids if job_id not in marks]
+    if new:
+        JobState.objects.bulk_create(
+            [JobState(job=job_id, checked_until=now) for job_id in new], ignore_conflicts=True
+        )
+    unmarked = [job_id for job_id, mark in marks.items() if mark is None]
+    if unmarked:
+        JobState.objects.filter(job__in=unmarked, checked_until__isnull=True).update(
+            checked_until=now
+        )
+    for job in jobs:
+        mark = marks.get(job.id)
+        if mark is not None:
+            yield job, mark
+
+
+def _window(job: JobSpec, mark: datetime, now: datetime) -> _Window | None:
     until = now - timedelta(seconds=job.misfire_grace_time) - SETTLE
-    state, _ = JobState.objects.get_or_create(job=job.id)
-    if state.checked_until is None:
-        # The first sweep of a new job: nothing before it was anyone's to run. The
-        # mark is now, not ``until``: fire times between the two predate every instance.
-        JobState.objects.filter(pk=state.pk, checked_until__isnull=True).update(checked_until=now)
-        return 0
-    start = max(state.checked_until, now - timedelta(seconds=conf.MISSED_LOOKBACK))
+    start = max(mark, now - timedelta(seconds=conf.MISSED_LOOKBACK))
     if until <= start:
-        return 0
+        return None
     due = []
     for fire_time in triggers.fire_times(
         job.trigger, start + timedelta(microseconds=1), MAX_PER_SWEEP
@@ -77,44 +126,83 @@ def _sweep_job(job: JobSpec, owner: str, now: datetime) -> int:
         due.append(fire_time)
     if len(due) == MAX_PER_SWEEP:
         until = due[-1]
-    ran = set(
-        Claim.objects.filter(
-            job=job.id, scheduled_for__gt=start, scheduled_for__lte=until
-        ).values_list("scheduled_for", flat=True)
+    return _Window(job, mark, start, until, due)
+
+
+def _ran(windows: Sequence[_Window]) -> set[tuple[str, datetime]]:
+    """The occurrences in the windows that have a history row, in one query."""
+    if not windows:
+        return set()
+    ranges = (
+        Q(job=window.job.id, scheduled_for__gt=window.start, scheduled_for__lte=window.until)
+        for window in windows
     )
-    missing = [fire_time for fire_time in due if fire_time not in ran]
-    claimed = _claimed_by(job.id, missing)
-    rows = [
-        Claim(
-            job=job.id,
-            scheduled_for=fire_time,
-            owner=claimed.get(fire_time, owner),
-            status=Claim.Status.ABANDONED if fire_time in claimed else Claim.Status.MISSED,
-            claimed_at=now,
-            finished_at=now,
-            error=(
-                f"Abandoned: claimed by {claimed[fire_time]}, which recorded no outcome "
-                "(it died, or the history database failed while it ran)."
-                if fire_time in claimed
-                else "Missed: no instance ran it within its misfire grace time."
-            ),
-        )
-        for fire_time in missing
-    ]
-    if rows:
-        Claim.objects.bulk_create(rows, ignore_conflicts=True)
-        logger.warning(
-            "Job %r has %d occurrence(s) without an outcome between %s and %s: "
-            "%d missed, %d claimed by an instance that recorded nothing.",
-            job.id,
-            len(rows),
-            missing[0].isoformat(),
-            missing[-1].isoformat(),
-            len(missing) - len(claimed),
-            len(claimed),
-            extra={"oncejob_event": "missed", "oncejob_job": job.id},
-        )
-    JobState.objects.filter(pk=state.pk, checked_until=state.checked_until).update(
-        checked_until=until
+    return set(Claim.objects.filter(reduce(or_, ranges)).values_list("job", "scheduled_for"))
+
+
+def _claimed_by(missing: dict[str, list[datetime]]) -> dict[tuple[str, datetime], str]:
+    """Which of these occurrences hold a claim key, and whose: they were not missed."""
+    keys = {
+        claim_key(job_id, fire_time): (job_id, fire_time)
+        for job_id, fire_times in missing.items()
+        for fire_time in fire_times
+    }
+    if not keys:
+        return {}
+    try:
+        found = caches[conf.CACHE].get_many(list(keys), version=KEY_VERSION)
+    except Exception:
+        logger.warning("Could not read claim keys; counting the gaps as missed.", exc_info=True)
+        return {}
+    return {keys[key]: str(owner) for key, owner in found.items()}
+
+
+def _row(job_id: str, fire_time: datetime, claimer: str | None, owner: str, now: datetime) -> Claim:
+    return Claim(
+        job=job_id,
+        scheduled_for=fire_time,
+        owner=claimer or owner,
+        status=Claim.Status.ABANDONED if claimer else Claim.Status.MISSED,
+        claimed_at=now,
+        finished_at=now,
+        error=(
+            f"Abandoned: claimed by {claimer}, which recorded no outcome "
+            "(it died, or the history database failed while it ran)."
+            if claimer
+            else "Missed: no instance ran it within its misfire grace time."
+        ),
     )
-    return len(missing)
+
+
+def _warn(
+    job_id: str, fire_times: list[datetime], claimed: dict[tuple[str, datetime], str]
+) -> None:
+    abandoned = sum((job_id, fire_time) in claimed for fire_time in fire_times)
+    logger.warning(
+        "Job %r has %d occurrence(s) without an outcome between %s and %s: "
+        "%d missed, %d claimed by an instance that recorded nothing.",
+        job_id,
+        len(fire_times),
+        fire_times[0].isoformat(),
+        fire_times[-1].isoformat(),
+        len(fire_times) - abandoned,
+        abandoned,
+        extra={"oncejob_event": "missed", "oncejob_job": job_id},
+    )
+
+
+def _advance(windows: Sequence[_Window]) -> None:
+    """Move each job's mark to the end of its window, unless another sweep moved it first.
+
+    Jobs swept together mostly share both marks, so one UPDATE serves each pair.
+    """
+    moves: dict[tuple[datetime, datetime], list[str]] = defaultdict(list)
+    for window in windows:
+        moves[window.mark, window.until].append(window.job.id)
+    for (mark, until), job_ids in moves.items():
+        JobState.objects.filter(job__in=job_ids, checked_until=mark).update(checked_until=until)
+
+
+def _chunks(jobs: list[JobSpec], size: int) -> Iterator[list[JobSpec]]:
+    for index in range(0, len(jobs), size):
+        yield jobs[index : index + size]

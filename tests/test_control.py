@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_oncejob import missed
 from django_oncejob.claim import claim
+from django_oncejob.control import Control
 from django_oncejob.models import Claim, JobState, RunRequest
 from django_oncejob.registry import JobSpec, parse_job
 from django_oncejob.runner import Outcome, run_manual, run_occurrence
@@ -127,6 +130,77 @@ def test_sweep_never_looks_further_back_than_the_lookback() -> None:
     assert found == 4
     first = Claim.objects.order_by("scheduled_for").first()
     assert first is not None and first.scheduled_for == now.replace(minute=26)
+
+
+DML = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
+
+@pytest.mark.parametrize("count", [3, 30, 450])
+def test_a_sweep_costs_the_same_queries_for_three_jobs_or_hundreds(count: int) -> None:
+    # Each job: a fire time a minute, one of the two in the window ran, one was missed.
+    jobs = [spec(f"tick-{n}", cron={"minute": "*"}, misfire_grace_time=10) for n in range(count)]
+    now = datetime(2026, 11, 26, 21, 30, 0, tzinfo=UTC)
+    missed.sweep(jobs, "a", now=now - timedelta(minutes=2, seconds=30))  # sets the marks
+    Claim.objects.bulk_create(
+        Claim(job=job.id, scheduled_for=now - timedelta(minutes=2), owner="b", claimed_at=now)
+        for job in jobs
+    )
+    claim(jobs[0].id, now - timedelta(minutes=1), "web-9:99")
+
+    with CaptureQueriesContext(connection) as captured:
+        found = missed.sweep(jobs, "a", now=now)
+
+    assert found == count
+    statuses = Claim.objects.filter(scheduled_for=now - timedelta(minutes=1))
+    assert statuses.filter(status=Claim.Status.ABANDONED).count() == 1
+    assert statuses.filter(status=Claim.Status.MISSED).count() == count - 1
+    assert set(JobState.objects.values_list("checked_until", flat=True)) == {
+        now - timedelta(seconds=15)
+    }
+    # Per chunk of JOBS_PER_QUERY jobs: the marks, the rows that ran, the new marks, and
+    # the missed rows in as few INSERTs as the database's parameter limit allows.
+    chunks = -(-count // missed.JOBS_PER_QUERY)
+    statements = [query["sql"] for query in captured if query["sql"].startswith(DML)]
+    inserts = [sql for sql in statements if sql.startswith("INSERT")]
+    assert len(statements) - len(inserts) == 3 * chunks, [sql[:80] for sql in statements]
+    assert 1 <= len(inserts) <= -(-count // 50)
+
+
+class RecordingExecutor:
+    """Stands in for the ClaimingExecutor: keeps what the control thread hands it."""
+
+    accepting = True
+
+    def __init__(self) -> None:
+        self.paused: frozenset[str] = frozenset()
+        self.manual: list[tuple[str, str]] = []
+
+    def submit_manual(self, job: JobSpec, request: RunRequest) -> None:
+        self.manual.append((job.id, request.requested_by))
+
+
+def test_control_reads_pauses_and_requests_without_listing_every_job() -> None:
+    jobs = {f"job-{n}": spec(f"job-{n}", cron="0 3 * * *") for n in range(500)}
+    JobState.objects.create(job="job-7", paused=True)
+    JobState.objects.create(job="gone-from-settings", paused=True)
+    now = timezone.now()
+    RunRequest.objects.create(job="gone-from-settings", requested_by="eve", requested_at=now)
+    RunRequest.objects.create(job="job-9", requested_by="alice", requested_at=now)
+    executor = RecordingExecutor()
+    control = Control("a", interval=1, jobs=jobs, executor=executor)  # type: ignore[arg-type]
+
+    with CaptureQueriesContext(connection) as captured:
+        control.tick()
+
+    assert executor.paused == {"job-7"}
+    assert executor.manual == [("job-9", "alice")]
+    # The request for a job this instance lacks stays for an instance that has it.
+    assert RunRequest.objects.get(job="gone-from-settings").taken_at is None
+    # Every CONTROL_INTERVAL: short queries, whatever the number of jobs. (The sweep for
+    # misses, once a minute, reads its jobs' marks in chunks.)
+    polls = [q["sql"] for q in captured if '"paused" =' in q["sql"] or "runrequest" in q["sql"]]
+    assert len(polls) >= 2
+    assert max(len(sql) for sql in polls) < 1000, polls
 
 
 FleetFactory = Callable[..., Fleet]
