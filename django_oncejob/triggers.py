@@ -89,15 +89,16 @@ class WallClockCronTrigger(CronTrigger):  # type: ignore[misc]
     change (02:30 skipped in Europe/Berlin runs at 03:30 CEST).
     """
 
-    __slots__ = ("_every_hour", "_wall_clock")
+    __slots__ = ("_every_hour", "_wall_fields", "_wall_clock")
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         hour = self.fields[self.FIELD_NAMES.index("hour")]
         self._every_hour = all(hour.get_next_value(datetime(2000, 1, 1, h)) == h for h in range(24))
-        # The same fields on a clock that never changes: it finds wall-clock times.
-        fields = {key: item for key, item in options.items() if key in self.FIELD_NAMES}
-        self._wall_clock = CronTrigger(**fields, timezone=UTC)
+        self._wall_fields = {key: item for key, item in options.items() if key in self.FIELD_NAMES}
+        # Built when first asked for a fire time: validating settings never needs it,
+        # and parsing the fields a second time is most of what a job costs to check.
+        self._wall_clock: CronTrigger | None = None
 
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
@@ -135,6 +136,9 @@ class WallClockCronTrigger(CronTrigger):  # type: ignore[misc]
         return None
 
     def _next_wall_time(self, wall: datetime) -> datetime | None:
+        if self._wall_clock is None:
+            # The same fields on a clock that never changes: it finds wall-clock times.
+            self._wall_clock = CronTrigger(**self._wall_fields, timezone=UTC)
         match: datetime | None = self._wall_clock.get_next_fire_time(None, wall.replace(tzinfo=UTC))
         return None if match is None else match.replace(tzinfo=None)
 
