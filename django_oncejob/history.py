@@ -6,9 +6,11 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from django.db import IntegrityError, OperationalError
+from django.db import IntegrityError, OperationalError, connections, router
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field
 from django.utils import timezone
 
 from django_oncejob.models import Claim
@@ -69,10 +71,33 @@ def record_not_run(
 
 
 def _insert(**fields: Any) -> Claim | None:
+    claim = Claim(**fields)
+    connection = connections[router.db_for_write(Claim)]
+    if connection.vendor not in _SQL_VENDORS:
+        try:
+            claim.save(force_insert=True, using=connection.alias)
+        except IntegrityError:
+            return None
+        return claim
+    sql, returning = _insert_sql(connection)
+    params = [field.get_db_prep_save(field.pre_save(claim, True), connection) for field in _COLUMNS]
+
+    def write() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            claim.pk = (
+                cursor.fetchone()[0]
+                if returning
+                else connection.ops.last_insert_id(cursor, _TABLE, _column(_PK))
+            )
+
     try:
-        return retry_locked(lambda: Claim.objects.create(**fields))
+        retry_locked(write)
     except IntegrityError:
         return None
+    claim._state.adding = False
+    claim._state.db = connection.alias
+    return claim
 
 
 def hold(claim: Claim) -> None:
@@ -91,12 +116,24 @@ def close_claim(claim: Claim, status: str, *, error: str = "", traceback: str = 
     claim.traceback = traceback
     # Only while the row is still ours: an instance that was taken for dead must
     # not overwrite the outcome of the re-run that replaced it.
-    updated: int = retry_locked(
-        lambda: Claim.objects.filter(pk=claim.pk, owner=claim.owner).update(
-            status=status, finished_at=claim.finished_at, error=error, traceback=traceback
+    connection = connections[router.db_for_write(Claim)]
+    if connection.vendor not in _SQL_VENDORS:
+        updated: int = retry_locked(
+            lambda: Claim.objects.filter(pk=claim.pk, owner=claim.owner).update(
+                status=status, finished_at=claim.finished_at, error=error, traceback=traceback
+            )
         )
-    )
-    return updated == 1
+        return updated == 1
+    values = [
+        field.get_db_prep_save(getattr(claim, field.attname), connection) for field in _OUTCOME
+    ]
+
+    def write() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(_outcome_sql(connection), [*values, claim.pk, claim.owner])
+            return int(cursor.rowcount)
+
+    return retry_locked(write) == 1
 
 
 def mark_enqueued(claim: Claim, task_backend: str, task_id: str = "") -> bool:
@@ -144,6 +181,62 @@ def interrupt_open_claims(reason: str) -> int:
     for claim in claims:
         close_claim(claim, Claim.Status.FAILED, error=reason)
     return len(claims)
+
+
+# The fence insert and the outcome are written on every occurrence an instance wins.
+# Composed by the ORM's query compiler each time, they cost about twice the CPU of
+# sending them (0.77 of 1.4 ms per won occurrence, in-process on PostgreSQL), CPU that
+# every instance spends in the same burst of due jobs. So they are composed once per
+# database, from the model's own table and columns; the values still go through each
+# field's get_db_prep_save(), as the ORM's do. Other databases take the ORM's path.
+
+#: Backends whose SQL here is known: placeholders %s, RETURNING or a last insert id.
+_SQL_VENDORS = frozenset({"postgresql", "sqlite", "mysql"})
+_TABLE = Claim._meta.db_table
+_PK = Claim._meta.pk
+_COLUMNS = list(Claim._meta.concrete_fields)
+_COLUMNS.remove(_PK)
+_OUTCOME = [
+    cast("Field[Any, Any]", Claim._meta.get_field(name))
+    for name in ("status", "finished_at", "error", "traceback")
+]
+_OWNER = cast("Field[Any, Any]", Claim._meta.get_field("owner"))
+#: The statements by vendor and RETURNING support: all they depend on.
+_composed: dict[tuple[str, bool], tuple[str, str]] = {}
+
+
+def _insert_sql(connection: BaseDatabaseWrapper) -> tuple[str, bool]:
+    """``INSERT`` of a whole row, and whether it returns the new id itself."""
+    returning = bool(connection.features.can_return_columns_from_insert)
+    return _statements(connection, returning)[0], returning
+
+
+def _outcome_sql(connection: BaseDatabaseWrapper) -> str:
+    """``UPDATE`` of the outcome columns, only while the row is still the owner's."""
+    return _statements(connection, False)[1]
+
+
+def _statements(connection: BaseDatabaseWrapper, returning: bool) -> tuple[str, str]:
+    key = (connection.vendor, returning)
+    if key not in _composed:
+        quote = connection.ops.quote_name
+        insert = (
+            f"INSERT INTO {quote(_TABLE)} ({', '.join(quote(_column(f)) for f in _COLUMNS)}) "
+            f"VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
+        )
+        if returning:
+            insert += f" RETURNING {quote(_column(_PK))}"
+        outcome = (
+            f"UPDATE {quote(_TABLE)} SET {', '.join(f'{quote(_column(f))} = %s' for f in _OUTCOME)}"
+            f" WHERE {quote(_column(_PK))} = %s AND {quote(_column(_OWNER))} = %s"
+        )
+        _composed[key] = (insert, outcome)
+    return _composed[key]
+
+
+def _column(field: Field[Any, Any]) -> str:
+    assert field.column is not None
+    return field.column
 
 
 def retry_locked(write: Callable[[], T]) -> T:

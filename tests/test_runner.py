@@ -11,9 +11,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.conf import settings
 from django.core.cache import caches
+from django.db import connection
 from django.test.utils import override_settings
 
-from django_oncejob import current_occurrence, signals
+from django_oncejob import current_occurrence, history, signals
 from django_oncejob.claim import KEY_VERSION, ClaimResult, claim, claim_key
 from django_oncejob.models import Claim
 from django_oncejob.occurrence import Occurrence
@@ -62,6 +63,36 @@ def test_winner_runs_and_records(record_file: Path) -> None:
         Claim.Status.SUCCEEDED,
     )
     assert row.claimed_at <= row.started_at <= row.finished_at  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("path", ["composed SQL", "last insert id", "ORM"])
+def test_fence_and_outcome_rows_are_the_same_on_either_write_path(
+    path: str, record_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if path == "ORM":  # as on a database whose SQL the history module does not compose
+        monkeypatch.setattr(history, "_SQL_VENDORS", frozenset())
+    if path == "last insert id":  # as on SQLite before 3.35, or MySQL
+        if connection.vendor == "postgresql":
+            pytest.skip("PostgreSQL always returns the id, and has no last insert id.")
+        monkeypatch.setattr(connection.features, "can_return_columns_from_insert", False)
+    row = history.open_claim("report", WHEN, "host-a:1", WHEN, requested_by="alice")
+    assert row is not None and row.pk is not None
+    assert history.open_claim("report", WHEN, "host-b:2", WHEN) is None  # the fence
+    assert history.close_claim(row, Claim.Status.FAILED, error="E", traceback="T")
+    stranger = Claim(pk=row.pk, owner="host-b:2")
+    assert not history.close_claim(stranger, Claim.Status.SUCCEEDED)  # not its row
+
+    stored = Claim.objects.get()
+    assert stored.pk == row.pk
+    assert (stored.job, stored.scheduled_for, stored.owner, stored.claimed_at) == (
+        "report",
+        WHEN,
+        "host-a:1",
+        WHEN,
+    )
+    assert (stored.status, stored.error, stored.traceback) == ("failed", "E", "T")
+    assert (stored.manual, stored.requested_by, stored.attempts) == (True, "alice", 1)
+    assert stored.started_at is not None and stored.finished_at == row.finished_at
 
 
 def test_claim_key_holds_job_and_scheduled_time_in_utc() -> None:
