@@ -66,7 +66,10 @@ def test_date_hierarchy_offers_what_djangos_offers(
     rows(*(low + step * index for index in range(41)))
     rows(low + step * 7, high - step * 3, job="other", status="failed")
     cl = changelist(admin_user, **params)
-    assert date_hierarchy(cl) == django_date_hierarchy(cl)
+    expected = django_date_hierarchy(cl)
+    # Django 6.0 and later label the links with the field's name; earlier ones ignore it.
+    expected.setdefault("field_name", "scheduled for")
+    assert date_hierarchy(cl) == expected
 
 
 def test_date_hierarchy_with_no_history(admin_user: Any) -> None:

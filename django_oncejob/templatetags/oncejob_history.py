@@ -10,12 +10,14 @@ the index on ``scheduled_for``. The links, titles and template are Django's own.
 from __future__ import annotations
 
 import calendar
+import inspect
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django import template
 from django.conf import settings
 from django.contrib.admin.templatetags.base import InclusionAdminNode
+from django.contrib.admin.utils import get_fields_from_path
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import Max, Min
 from django.template.base import Parser, Token
@@ -27,8 +29,12 @@ register = template.Library()
 
 
 def date_hierarchy(cl: ChangeList) -> dict[str, Any]:
-    """The context of Django's ``admin/date_hierarchy.html`` for ``cl``."""
+    """The context of Django's ``admin/date_hierarchy.html`` for ``cl``.
+
+    ``field_name``, the field's verbose name, labels the links from Django 6.0 on.
+    """
     field = cl.date_hierarchy
+    label = {"field_name": get_fields_from_path(cl.model, field)[-1].verbose_name}
     year_field, month_field, day_field = f"{field}__year", f"{field}__month", f"{field}__day"
     year, month, day = (cl.params.get(name) for name in (year_field, month_field, day_field))
     first = last = None
@@ -36,7 +42,7 @@ def date_hierarchy(cl: ChangeList) -> dict[str, Any]:
         # Django's choice of the starting level, from two reads of the index's ends.
         ends = cl.queryset.aggregate(first=Min(field), last=Max(field))
         if ends["first"] is None or ends["last"] is None:
-            return {"show": True, "back": None, "choices": []}
+            return {"show": True, "back": None, "choices": [], **label}
         first, last = _local_date(ends["first"]), _local_date(ends["last"])
         if first.year == last.year:
             year = str(first.year)
@@ -56,6 +62,7 @@ def date_hierarchy(cl: ChangeList) -> dict[str, Any]:
     if year and month and day:
         chosen = date(int(year), int(month), int(day))
         return {
+            **label,
             "show": True,
             "back": {
                 "link": link({year_field: year, month_field: month}),
@@ -67,6 +74,7 @@ def date_hierarchy(cl: ChangeList) -> dict[str, Any]:
         days = calendar.monthrange(int(year), int(month))[1]
         candidates = [date(int(year), int(month), number) for number in range(1, days + 1)]
         return {
+            **label,
             "show": True,
             "back": {"link": link({year_field: year}), "title": str(year)},
             "choices": [
@@ -81,6 +89,7 @@ def date_hierarchy(cl: ChangeList) -> dict[str, Any]:
     if year:
         candidates = [date(int(year), number, 1) for number in range(1, 13)]
         return {
+            **label,
             "show": True,
             "back": {"link": link({}), "title": gettext("All dates")},
             "choices": [
@@ -94,6 +103,7 @@ def date_hierarchy(cl: ChangeList) -> dict[str, Any]:
         }
     assert first is not None and last is not None
     return {
+        **label,
         "show": True,
         "back": None,
         "choices": [
@@ -129,13 +139,17 @@ def _within(
     return [each for each in candidates if first <= each <= last]
 
 
+#: Django 6.0 gave InclusionAdminNode the tag's name first, for its error messages.
+_NODE_TAKES_NAME = "name" in inspect.signature(InclusionAdminNode.__init__).parameters
+
+
 @register.tag(name="oncejob_date_hierarchy")
 def date_hierarchy_tag(parser: Parser, token: Token) -> InclusionAdminNode:
-    # django-stubs gives InclusionAdminNode a ``name`` argument that Django's has not.
-    return InclusionAdminNode(  # type: ignore[call-arg]
-        parser,  # type: ignore[arg-type]
-        token,  # type: ignore[arg-type]
-        func=date_hierarchy,
-        template_name="date_hierarchy.html",
-        takes_context=False,
-    )
+    options: dict[str, Any] = {
+        "func": date_hierarchy,
+        "template_name": "date_hierarchy.html",
+        "takes_context": False,
+    }
+    if _NODE_TAKES_NAME:
+        return InclusionAdminNode("oncejob_date_hierarchy", parser, token, **options)
+    return InclusionAdminNode(parser, token, **options)  # type: ignore[arg-type]
