@@ -1,21 +1,24 @@
-"""CPU of one losing occurrence under django-oncejob vs one bare redis-py SET NX EX.
+"""CPU of one losing occurrence under django-oncejob vs one bare redis-py SET NX EX,
+and of one winning occurrence.
 
-Run by run.py in a fresh process with the bench settings (its Redis). Both sides
-run in this one process, interleaved round by round, each ``--calls`` times a
-round, on a key that is already taken: the loser's path. CPU is the process's
-(``time.process_time``), so waiting for Redis's answer is not counted, only the
-client work. Prints JSON.
+Run by run.py in a fresh process with the bench settings (its Redis and PostgreSQL).
+The sides run in this one process, interleaved round by round, each ``--calls`` times
+a round, on a key that is already taken: the loser's path. Then winners, each on a new
+key, a tenth as many a round. CPU is the process's (``time.process_time``), so waiting
+for Redis's or PostgreSQL's answer is not counted, only the client work. Prints JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -26,6 +29,7 @@ django.setup()
 import redis  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from django_oncejob import history  # noqa: E402
 from django_oncejob.claim import claim  # noqa: E402
 from django_oncejob.registry import parse_job  # noqa: E402
 from django_oncejob.runner import Outcome, run_occurrence  # noqa: E402
@@ -47,6 +51,14 @@ def main() -> None:
     options = parser.parse_args()
 
     client = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+    # The same, with the socket timeouts of the cache the claims go to: redis-py then
+    # polls the socket before each read.
+    cache_options = settings.CACHES["default"]["OPTIONS"]
+    timed = redis.Redis.from_url(
+        settings.CACHES["default"]["LOCATION"],
+        socket_timeout=cache_options["SOCKET_TIMEOUT"],
+        socket_connect_timeout=cache_options["SOCKET_CONNECT_TIMEOUT"],
+    )
     client.set("seed:micro", "a", nx=True, ex=86400)
     definition = {"func": "bench.workload.noop", "args": ["micro"], "interval": {"seconds": 1}}
     job, errors = parse_job("micro", definition)
@@ -56,6 +68,7 @@ def main() -> None:
 
     sides = {
         "bare_set_nx_ex_us": lambda: client.set("seed:micro", "b", nx=True, ex=86400),
+        "bare_set_nx_ex_timeouts_us": lambda: timed.set("seed:micro", "b", nx=True, ex=86400),
         "oncejob_claim_us": lambda: claim("micro", WHEN, "b"),
         "oncejob_losing_occurrence_us": lambda: run_occurrence(job, WHEN, "b"),
     }
@@ -77,9 +90,42 @@ def main() -> None:
     result["ratio_losing_occurrence_to_bare_min"] = round(
         result["oncejob_losing_occurrence_us_min"] / result["bare_set_nx_ex_us_min"], 2
     )
+    result["ratio_losing_occurrence_to_bare_timeouts"] = round(
+        result["oncejob_losing_occurrence_us"] / result["bare_set_nx_ex_timeouts_us"], 2
+    )
+    result.update(winners(options.rounds, max(1, options.calls // 10)))
     result["rounds"] = options.rounds
     result["calls_per_round"] = options.calls
     print(json.dumps(result))
+
+
+def winners(rounds: int, calls: int) -> dict[str, float]:
+    """CPU of a whole winning occurrence of a job that does nothing, each on a new key.
+
+    Interleaved with the same occurrence written through the ORM's query compiler, as
+    on a database whose SQL the history module does not compose.
+    """
+    definition = {"func": "bench.workload.spin", "args": [0], "interval": {"seconds": 1}}
+    job, errors = parse_job("winner", definition)
+    assert job is not None, errors
+    times = itertools.count()
+
+    def win() -> None:
+        when = WHEN + timedelta(seconds=next(times))
+        assert run_occurrence(job, when, "a") is Outcome.SUCCEEDED
+
+    def win_through_orm() -> None:
+        with mock.patch.object(history, "_SQL_VENDORS", frozenset()):
+            win()
+
+    sides = {"oncejob_winning_occurrence_us": win, "oncejob_winning_orm_writes_us": win_through_orm}
+    for func in sides.values():
+        per_call_us(func, 50)
+    samples: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, func in sides.items():
+            samples[name].append(per_call_us(func, calls))
+    return {name: round(statistics.median(values), 1) for name, values in samples.items()}
 
 
 if __name__ == "__main__":

@@ -91,7 +91,10 @@ def main() -> None:
     if options.mode == "seed":
         import redis
 
-        client = redis.Redis.from_url(options.redis)
+        # The socket timeouts of the cache django-oncejob claims on (bench/settings.py):
+        # with a timeout, redis-py polls the socket before each read, which is part of
+        # any client's round trip that cannot hang, not a cost of coordination.
+        client = redis.Redis.from_url(options.redis, socket_timeout=5, socket_connect_timeout=2)
         owner = f"{socket.gethostname()}:{os.getpid()}"
 
         def claim(job_id, run_time):  # type: ignore[no-untyped-def]
