@@ -5,15 +5,16 @@ from argparse import ArgumentParser, ArgumentTypeError
 from datetime import timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DatabaseError
 from django.db.models import Count
 from django.utils import timezone
-from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext, gettext_lazy, ngettext
 
 from django_oncejob import registry, status
 from django_oncejob.conf import conf, user_config
 from django_oncejob.heartbeat import live_instances
+from django_oncejob.management.base import TranslatedCommand
 from django_oncejob.models import Claim, Instance
 
 CHECKS = ("instances", "failures", "missed")
@@ -43,15 +44,12 @@ def seconds(value: str) -> int:
     return number
 
 
-class Command(BaseCommand):
-    @property
-    def help(self) -> str:  # type: ignore[override]
-        # Read when the parser is built, so in the active language; argparse needs a str.
-        return gettext(
-            "Exit with status 0 if the scheduled jobs are healthy; otherwise print one line "
-            "saying why and exit with status 1. Checks that an instance is alive, that no job's "
-            "last run failed, and that no occurrence was missed recently."
-        )
+class Command(TranslatedCommand):
+    help = gettext_lazy(
+        "Exit with status 0 if the scheduled jobs are healthy; otherwise print one line "
+        "saying why and exit with status 1. Checks that an instance is alive, that no job's "
+        "last run failed, and that no occurrence was missed recently."
+    )
 
     # A probe must be quick, and must not fail on a warning about something else.
     requires_system_checks: list[str] = []

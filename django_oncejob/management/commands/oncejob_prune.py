@@ -4,24 +4,22 @@ from argparse import ArgumentParser
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db.models import Model, Q, QuerySet
 from django.utils import timezone
-from django.utils.translation import gettext, gettext_noop, ngettext
+from django.utils.translation import gettext, gettext_lazy, gettext_noop, ngettext
 
 from django_oncejob.conf import conf
+from django_oncejob.management.base import TranslatedCommand
 from django_oncejob.models import Claim, Instance, RunRequest
 
 
-class Command(BaseCommand):
-    @property
-    def help(self) -> str:  # type: ignore[override]
-        # Read when the parser is built, so in the active language; argparse needs a str.
-        return gettext(
-            "Delete the job history older than a number of days, in batches: claims (never "
-            "running or enqueued ones), run requests, and instances stopped or silent since "
-            "before then."
-        )
+class Command(TranslatedCommand):
+    help = gettext_lazy(
+        "Delete the job history older than a number of days, in batches: claims (never "
+        "running or enqueued ones), run requests, and instances stopped or silent since "
+        "before then."
+    )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(

@@ -14,14 +14,15 @@ from types import FrameType
 from typing import Any
 
 from django.core import checks
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import DatabaseError
 from django.utils import timezone
-from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext, gettext_lazy, ngettext
 
 from django_oncejob import history, triggers
 from django_oncejob.checks import check_settings
 from django_oncejob.conf import conf
+from django_oncejob.management.base import TranslatedCommand
 from django_oncejob.redis_policy import eviction_warning
 from django_oncejob.registry import JobSpec, load_jobs
 from django_oncejob.runner import Outcome, run_manual
@@ -30,14 +31,11 @@ from django_oncejob.scheduler import JobScheduler
 logger = logging.getLogger("django_oncejob")
 
 
-class Command(BaseCommand):
-    @property
-    def help(self) -> str:  # type: ignore[override]
-        # Read when the parser is built, so in the active language; argparse needs a str.
-        return gettext(
-            "Run the jobs from settings.ONCEJOB on this instance until SIGTERM or SIGINT. "
-            "Run it on every instance: each occurrence runs on one of them only."
-        )
+class Command(TranslatedCommand):
+    help = gettext_lazy(
+        "Run the jobs from settings.ONCEJOB on this instance until SIGTERM or SIGINT. "
+        "Run it on every instance: each occurrence runs on one of them only."
+    )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
