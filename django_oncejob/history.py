@@ -201,37 +201,35 @@ _OUTCOME = [
     for name in ("status", "finished_at", "error", "traceback")
 ]
 _OWNER = cast("Field[Any, Any]", Claim._meta.get_field("owner"))
-#: The statements by vendor and RETURNING support: all they depend on.
-_composed: dict[tuple[str, bool], tuple[str, str]] = {}
+#: The statements composed so far, by what they depend on: the vendor, and for the
+#: insert whether the database returns the new id.
+_inserts: dict[tuple[str, bool], str] = {}
+_outcomes: dict[str, str] = {}
 
 
 def _insert_sql(connection: BaseDatabaseWrapper) -> tuple[str, bool]:
     """``INSERT`` of a whole row, and whether it returns the new id itself."""
     returning = bool(connection.features.can_return_columns_from_insert)
-    return _statements(connection, returning)[0], returning
+    key = (connection.vendor, returning)
+    if key not in _inserts:
+        quote = connection.ops.quote_name
+        sql = (
+            f"INSERT INTO {quote(_TABLE)} ({', '.join(quote(_column(f)) for f in _COLUMNS)}) "
+            f"VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
+        )
+        _inserts[key] = f"{sql} RETURNING {quote(_column(_PK))}" if returning else sql
+    return _inserts[key], returning
 
 
 def _outcome_sql(connection: BaseDatabaseWrapper) -> str:
     """``UPDATE`` of the outcome columns, only while the row is still the owner's."""
-    return _statements(connection, False)[1]
-
-
-def _statements(connection: BaseDatabaseWrapper, returning: bool) -> tuple[str, str]:
-    key = (connection.vendor, returning)
-    if key not in _composed:
+    if connection.vendor not in _outcomes:
         quote = connection.ops.quote_name
-        insert = (
-            f"INSERT INTO {quote(_TABLE)} ({', '.join(quote(_column(f)) for f in _COLUMNS)}) "
-            f"VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
-        )
-        if returning:
-            insert += f" RETURNING {quote(_column(_PK))}"
-        outcome = (
+        _outcomes[connection.vendor] = (
             f"UPDATE {quote(_TABLE)} SET {', '.join(f'{quote(_column(f))} = %s' for f in _OUTCOME)}"
             f" WHERE {quote(_column(_PK))} = %s AND {quote(_column(_OWNER))} = %s"
         )
-        _composed[key] = (insert, outcome)
-    return _composed[key]
+    return _outcomes[connection.vendor]
 
 
 def _column(field: Field[Any, Any]) -> str:
