@@ -1,5 +1,5 @@
 """CPU of one losing occurrence under django-oncejob vs one bare redis-py SET NX EX,
-and of one winning occurrence.
+of one claim in runjobs' pipelined batches, and of one winning occurrence.
 
 Run by run.py in a fresh process with the bench settings (its Redis and PostgreSQL).
 The sides run in this one process, interleaved round by round, each ``--calls`` times
@@ -30,7 +30,8 @@ import redis  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from django_oncejob import history  # noqa: E402
-from django_oncejob.claim import claim  # noqa: E402
+from django_oncejob.claim import claim, claim_many  # noqa: E402
+from django_oncejob.executor import BATCH_SIZE  # noqa: E402
 from django_oncejob.registry import parse_job  # noqa: E402
 from django_oncejob.runner import Outcome, run_occurrence  # noqa: E402
 
@@ -64,6 +65,9 @@ def main() -> None:
     job, errors = parse_job("micro", definition)
     assert job is not None, errors
     claim("micro", WHEN, "a")  # taken: every call below loses
+    # What runjobs sends for the jobs due together: one pipeline, BATCH_SIZE claims.
+    batch = [(f"micro-{i}", WHEN) for i in range(BATCH_SIZE)]
+    claim_many(batch, "a")
     assert run_occurrence(job, WHEN, "b") is Outcome.LOST
 
     sides = {
@@ -71,18 +75,27 @@ def main() -> None:
         "bare_set_nx_ex_timeouts_us": lambda: timed.set("seed:micro", "b", nx=True, ex=86400),
         "oncejob_claim_us": lambda: claim("micro", WHEN, "b"),
         "oncejob_losing_occurrence_us": lambda: run_occurrence(job, WHEN, "b"),
+        # Per claim: the side runs once per BATCH_SIZE calls of the others.
+        "oncejob_claim_in_batch_us": lambda: claim_many(batch, "b"),
     }
     for func in sides.values():  # warm up
         per_call_us(func, 500)
     samples: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(options.rounds):
         for name, func in sides.items():
-            samples[name].append(per_call_us(func, options.calls))
+            if name == "oncejob_claim_in_batch_us":
+                per_batch = per_call_us(func, options.calls // BATCH_SIZE)
+                samples[name].append(per_batch / BATCH_SIZE)
+            else:
+                samples[name].append(per_call_us(func, options.calls))
     # The median round, and the quietest one: other work on the machine inflates both sides.
     result = {name: round(statistics.median(values), 2) for name, values in samples.items()}
     result.update({f"{name}_min": round(min(values), 2) for name, values in samples.items()})
     result["ratio_losing_occurrence_to_bare"] = round(
         result["oncejob_losing_occurrence_us"] / result["bare_set_nx_ex_us"], 2
+    )
+    result["ratio_claim_in_batch_to_bare"] = round(
+        result["oncejob_claim_in_batch_us"] / result["bare_set_nx_ex_us"], 2
     )
     result["ratio_claim_to_bare"] = round(
         result["oncejob_claim_us"] / result["bare_set_nx_ex_us"], 2

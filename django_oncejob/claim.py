@@ -1,12 +1,15 @@
-"""Claims an occurrence in the shared cache: the one place that calls ``cache.add``."""
+"""Claims occurrences in the shared cache: the one place that writes claim keys."""
 
 from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from django.core.cache import caches
+from django_redis.client import DefaultClient
 
 from django_oncejob.conf import conf
 
@@ -30,6 +33,47 @@ def claim_key(job_id: str, scheduled_for: datetime) -> str:
 def claim(job_id: str, scheduled_for: datetime, owner: str) -> ClaimResult:
     """Try to become the one instance that runs this occurrence."""
     return _add(claim_key(job_id, scheduled_for), owner, conf.CLAIM_TIMEOUT)
+
+
+def claim_many(occurrences: Sequence[tuple[str, datetime]], owner: str) -> list[ClaimResult]:
+    """Claim several occurrences (job id, scheduled time) at once, in their order.
+
+    On django-redis's default client, the keys go out in one pipeline: the same
+    ``SET NX PX`` that ``cache.add`` sends, one per occurrence, in one round trip.
+    When hundreds of jobs are due in the same second, each instance then waits for
+    Redis once, not once per job. Other caches take one ``add`` per occurrence.
+    """
+    cache = caches[conf.CACHE]
+    client: Any = getattr(cache, "client", None)
+    # Subclasses may store or shard keys differently (HerdClient, ShardClient): only
+    # the default client is known to write what a pipelined SET writes.
+    if len(occurrences) < 2 or type(client) is not DefaultClient:
+        return [claim(job_id, scheduled_for, owner) for job_id, scheduled_for in occurrences]
+    keys = [claim_key(job_id, scheduled_for) for job_id, scheduled_for in occurrences]
+    try:
+        value = client.encode(owner)
+        expires = conf.CLAIM_TIMEOUT * 1000
+        pipeline = client.get_client(write=True).pipeline(transaction=False)
+        for key in keys:
+            pipeline.set(client.make_key(key, version=KEY_VERSION), value, nx=True, px=expires)
+        replies = pipeline.execute(raise_on_error=False)
+    except Exception:
+        logger.warning(
+            "Could not claim %d occurrences: the cache %r failed.",
+            len(keys),
+            conf.CACHE,
+            exc_info=True,
+        )
+        return [ClaimResult.UNAVAILABLE] * len(keys)
+    return [_result(key, reply) for key, reply in zip(keys, replies, strict=True)]
+
+
+def _result(key: str, reply: Any) -> ClaimResult:
+    if isinstance(reply, Exception):
+        logger.warning("Could not claim %s: %s", key, reply)
+        return ClaimResult.UNAVAILABLE
+    # SET NX answers OK when it wrote the key, nil (None) when the key was taken.
+    return ClaimResult.WON if reply else ClaimResult.LOST
 
 
 def lock_key(job_id: str) -> str:

@@ -1,10 +1,11 @@
-"""The APScheduler executor that claims each occurrence right before running it."""
+"""The APScheduler executor that claims the due occurrences right before running them."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,16 +19,33 @@ from apscheduler.events import (
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.job import Job
 
+from django_oncejob.claim import ClaimResult, claim_many
 from django_oncejob.models import Claim, RunRequest
 from django_oncejob.registry import JobSpec
-from django_oncejob.runner import Outcome, rerun_occurrence, run_manual, run_occurrence
+from django_oncejob.runner import (
+    Claimed,
+    Fenced,
+    Outcome,
+    fence,
+    rerun_occurrence,
+    run_fenced,
+    run_manual,
+)
 
 logger = logging.getLogger("django_oncejob")
 
+#: Due jobs claimed together at most: the first of a burst of hundreds need not wait
+#: for the scheduler to hand over the last before their claim goes out.
+BATCH_SIZE = 10
+
 
 class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
-    """Runs each scheduled time of a job through :func:`run_occurrence` in a thread pool.
+    """Claims the due occurrences together, then runs the ones won in a thread pool.
 
+    The scheduler hands over the due jobs, and a pool task claims each ``BATCH_SIZE``
+    of them together (:func:`~django_oncejob.claim.claim_many`) and fences the ones
+    won (:func:`~django_oncejob.runner.fence`); each then runs on a task of its own
+    (:func:`~django_oncejob.runner.run_fenced`).
     The misfire check comes first, as in APScheduler's own executors, so an
     instance too late to run an occurrence never claims it.
     """
@@ -40,6 +58,9 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
         self._accepting = threading.Event()
         self._accepting.set()
         self._futures: set[concurrent.futures.Future[Any]] = set()
+        #: Jobs handed over by the scheduler and not claimed yet.
+        self._due: list[tuple[Job, list[datetime]]] = []
+        self._due_lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         #: Job ids paused in the admin, refreshed by the control thread.
         self.paused: frozenset[str] = frozenset()
@@ -55,21 +76,29 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
         return self._accepting.is_set()
 
     def stop_claiming(self) -> None:
-        """From now on, occurrences already handed to the pool are left to other instances."""
+        """From now on, occurrences not claimed yet are left to other instances."""
         self._accepting.clear()
 
-    def wait(self, timeout: float | None) -> bool:
+    def wait(self, timeout: float) -> bool:
         """Wait for the running occurrences; ``True`` if all finished in time."""
-        _, not_done = concurrent.futures.wait(list(self._futures), timeout=timeout)
-        return not not_done
+        deadline = time.monotonic() + timeout
+        # A claim still in flight may start runs: wait for those too.
+        while pending := [future for future in list(self._futures) if not future.done()]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            concurrent.futures.wait(pending, timeout=left)
+        return True
 
     @property
     def running(self) -> int:
         return sum(1 for future in list(self._futures) if not future.done())
 
     def shutdown(self, wait: bool = True) -> None:
+        # Nothing queued is cancelled: a queued claim finds the executor no longer
+        # accepting and claims nothing, and what was claimed already still runs.
         if self._pool is not None:
-            self._pool.shutdown(wait=wait, cancel_futures=not wait)
+            self._pool.shutdown(wait=wait)
 
     def submit_rerun(self, spec: JobSpec, row: Claim) -> None:
         """Run an occurrence taken over from a dead instance, outside APScheduler's books."""
@@ -86,14 +115,108 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
         future.add_done_callback(self._futures.discard)
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        # Held until the scheduler has handed over every job due now (see flush()),
+        # or enough of them to be worth claiming while it goes on with the others.
+        with self._due_lock:
+            self._due.append((job, run_times))
+            full = len(self._due) >= BATCH_SIZE
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Claim, in one batch, the jobs handed over since the last flush.
+
+        The scheduler calls this after each pass over its due jobs, and the executor
+        every ``BATCH_SIZE`` jobs: a second in which hundreds of jobs are due costs
+        one claim round trip and one fence insert per ``BATCH_SIZE`` jobs.
+        """
+        with self._due_lock:
+            batch, self._due = self._due, []
+        if not batch:
+            return
         assert self._pool is not None, "The executor has not been started."
-        future = self._pool.submit(self._run, job, run_times)
+        try:
+            future = self._pool.submit(self._claim_batch, batch)
+        except RuntimeError:  # shut down: the batch is left to other instances
+            for job, _ in batch:
+                self._run_job_success(job.id, [])
+            return
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+
+    def _claim_batch(self, batch: list[tuple[Job, list[datetime]]]) -> None:
+        events: dict[str, list[JobExecutionEvent]] = {job.id: [] for job, _ in batch}
+        runs: dict[str, list[Fenced]] = {}
+        try:
+            due = [
+                (job, run_time.astimezone(UTC))
+                for job, run_times in batch
+                for run_time in run_times
+                if self._may_claim(job, run_time, events[job.id])
+            ]
+            results = claim_many([(job.id, run_time) for job, run_time in due], self.owner)
+            claimed = []
+            for (job, run_time), result in zip(due, results, strict=True):
+                if result is ClaimResult.LOST:
+                    events[job.id].append(self._event(job.id, run_time, Outcome.LOST))
+                else:
+                    spec = self.specs[job.id]
+                    claimed.append(Claimed(spec, run_time, result, paused=spec.id in self.paused))
+            for step, item in zip(fence(claimed, self.owner), claimed, strict=True):
+                if isinstance(step, Fenced):
+                    runs.setdefault(item.job.id, []).append(step)
+                else:
+                    events[item.job.id].append(self._event(item.job.id, item.scheduled_for, step))
+        except Exception as exc:
+            for job, _ in batch:
+                self._run_job_error(job.id, exc, exc.__traceback__)
+            return
+        for job, _ in batch:
+            if job.id in runs:
+                self._start(job, runs[job.id], events[job.id])
+            else:
+                self._run_job_success(job.id, events[job.id])
+
+    def _may_claim(self, job: Job, run_time: datetime, events: list[JobExecutionEvent]) -> bool:
+        lateness = datetime.now(UTC) - run_time
+        if lateness > timedelta(seconds=job.misfire_grace_time):
+            logger.warning(
+                "Job %r at %s missed: %s late, past its misfire grace time.",
+                job.id,
+                run_time.isoformat(),
+                lateness,
+            )
+            events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, None, run_time))
+            return False
+        if not self._accepting.is_set():
+            logger.info(
+                "Job %r at %s left to other instances: shutting down.",
+                job.id,
+                run_time.isoformat(),
+            )
+            return False
+        return True
+
+    def _start(self, job: Job, runs: list[Fenced], events: list[JobExecutionEvent]) -> None:
+        """Run the occurrences of ``job`` this instance fenced, on a thread of its own."""
+        assert self._pool is not None, "The executor has not been started."
+        try:
+            future = self._pool.submit(self._run, runs, events)
+        except RuntimeError:
+            # Shut down since the claim: the occurrences are this instance's, so they
+            # run here all the same.
+            future = concurrent.futures.Future()
+            future.set_running_or_notify_cancel()
+            try:
+                future.set_result(self._run(runs, events))
+            except BaseException as exc:
+                future.set_exception(exc)
         self._futures.add(future)
 
         def done(future: concurrent.futures.Future[list[JobExecutionEvent]]) -> None:
             self._futures.discard(future)
             if future.cancelled():
-                self._run_job_success(job.id, [])
+                self._run_job_success(job.id, events)
                 return
             exc = future.exception()
             if exc is not None:
@@ -103,28 +226,13 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
 
         future.add_done_callback(done)
 
-    def _run(self, job: Job, run_times: list[datetime]) -> list[JobExecutionEvent]:
-        events = []
-        spec = self.specs[job.id]
-        for run_time in run_times:
-            lateness = datetime.now(UTC) - run_time
-            if lateness > timedelta(seconds=job.misfire_grace_time):
-                logger.warning(
-                    "Job %r at %s missed: %s late, past its misfire grace time.",
-                    job.id,
-                    run_time.isoformat(),
-                    lateness,
-                )
-                events.append(JobExecutionEvent(EVENT_JOB_MISSED, job.id, None, run_time))
-                continue
-            if not self._accepting.is_set():
-                logger.info(
-                    "Job %r at %s left to other instances: shutting down.",
-                    job.id,
-                    run_time.isoformat(),
-                )
-                continue
-            outcome = run_occurrence(spec, run_time, self.owner, paused=spec.id in self.paused)
-            code = EVENT_JOB_ERROR if outcome is Outcome.FAILED else EVENT_JOB_EXECUTED
-            events.append(JobExecutionEvent(code, job.id, None, run_time, retval=outcome))
+    def _run(self, runs: list[Fenced], events: list[JobExecutionEvent]) -> list[JobExecutionEvent]:
+        for step in runs:
+            outcome = run_fenced(step)
+            events.append(self._event(step.job.id, step.occurrence.scheduled_for, outcome))
         return events
+
+    @staticmethod
+    def _event(job_id: str, run_time: datetime, outcome: Outcome) -> JobExecutionEvent:
+        code = EVENT_JOB_ERROR if outcome is Outcome.FAILED else EVENT_JOB_EXECUTED
+        return JobExecutionEvent(code, job_id, None, run_time, retval=outcome)

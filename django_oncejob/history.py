@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from django.db import IntegrityError, OperationalError, connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field
+from django.db.models.constants import OnConflict
 from django.utils import timezone
 
 from django_oncejob.models import Claim
@@ -52,6 +53,78 @@ def open_claim(
     if claim is not None:
         hold(claim)
     return claim
+
+
+def open_claims(
+    occurrences: Sequence[tuple[str, datetime]], owner: str, claimed_at: datetime
+) -> list[Claim | None]:
+    """:func:`open_claim` for several occurrences (job id, scheduled time), in one INSERT.
+
+    On PostgreSQL and SQLite the rows go in together, the ones another instance
+    already holds skipped by the unique constraint (``ON CONFLICT DO NOTHING``): one
+    round trip and one commit for all the jobs an instance won in the same second.
+    Elsewhere, one :func:`open_claim` each.
+    """
+    connection = connections[router.db_for_write(Claim)]
+    if len(occurrences) < 2 or not _fences_in_bulk(connection):
+        return [open_claim(job_id, when, owner, claimed_at) for job_id, when in occurrences]
+    started_at = timezone.now()
+    claims = [
+        Claim(
+            job=job_id,
+            scheduled_for=scheduled_for,
+            owner=owner,
+            status=Claim.Status.RUNNING,
+            claimed_at=claimed_at,
+            started_at=started_at,
+        )
+        for job_id, scheduled_for in occurrences
+    ]
+    opened: list[Claim | None] = [None] * len(claims)
+    size = max(1, connection.ops.bulk_batch_size(_COLUMNS, claims))
+    for chunk in _one_row_per_job(claims, size):
+        sql = _bulk_insert_sql(connection, len(chunk))
+        params = [
+            field.get_db_prep_save(field.pre_save(claims[i], True), connection)
+            for i in chunk
+            for field in _COLUMNS
+        ]
+
+        def write(sql: str = sql, params: list[Any] = params) -> dict[str, int]:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return {job: pk for pk, job in cursor.fetchall()}
+
+        inserted = retry_locked(write)
+        for i in chunk:
+            claim = claims[i]
+            if claim.job in inserted:
+                claim.pk = inserted[claim.job]
+                claim._state.adding = False
+                claim._state.db = connection.alias
+                hold(claim)
+                opened[i] = claim
+    return opened
+
+
+def _one_row_per_job(claims: list[Claim], size: int) -> list[list[int]]:
+    """Indexes of ``claims`` in statements of at most ``size`` rows, a job once in each.
+
+    The database returns the rows it inserted by job id: a job due twice (its
+    missed times, without coalescing) takes a second statement.
+    """
+    statements: list[list[int]] = []
+    seen: list[set[str]] = []
+    for i, claim in enumerate(claims):
+        for statement, jobs in zip(statements, seen, strict=True):
+            if claim.job not in jobs and len(statement) < size:
+                statement.append(i)
+                jobs.add(claim.job)
+                break
+        else:
+            statements.append([i])
+            seen.append({claim.job})
+    return statements
 
 
 def record_not_run(
@@ -201,6 +274,7 @@ _OUTCOME = [
     for name in ("status", "finished_at", "error", "traceback")
 ]
 _OWNER = cast("Field[Any, Any]", Claim._meta.get_field("owner"))
+_JOB = cast("Field[Any, Any]", Claim._meta.get_field("job"))
 #: The statements composed so far, by what they depend on: the vendor, and for the
 #: insert whether the database returns the new id.
 _inserts: dict[tuple[str, bool], str] = {}
@@ -230,6 +304,28 @@ def _outcome_sql(connection: BaseDatabaseWrapper) -> str:
             f" WHERE {quote(_column(_PK))} = %s AND {quote(_column(_OWNER))} = %s"
         )
     return _outcomes[connection.vendor]
+
+
+def _fences_in_bulk(connection: BaseDatabaseWrapper) -> bool:
+    features = connection.features
+    return (
+        connection.vendor in ("postgresql", "sqlite")
+        and features.supports_ignore_conflicts
+        and features.can_return_rows_from_bulk_insert
+    )
+
+
+def _bulk_insert_sql(connection: BaseDatabaseWrapper, rows: int) -> str:
+    """``INSERT`` of ``rows`` whole rows, skipping taken occurrences, returning the new ids."""
+    quote = connection.ops.quote_name
+    row = f"({', '.join(['%s'] * len(_COLUMNS))})"
+    returning = f"{quote(_column(_PK))}, {quote(_column(_JOB))}"
+    insert = connection.ops.insert_statement(on_conflict=OnConflict.IGNORE)
+    suffix = connection.ops.on_conflict_suffix_sql(_COLUMNS, OnConflict.IGNORE, None, None)
+    return (
+        f"{insert} {quote(_TABLE)} ({', '.join(quote(_column(f)) for f in _COLUMNS)}) "
+        f"VALUES {', '.join([row] * rows)} {suffix} RETURNING {returning}"
+    )
 
 
 def _column(field: Field[Any, Any]) -> str:

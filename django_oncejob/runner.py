@@ -7,9 +7,10 @@ import enum
 import inspect
 import logging
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import DatabaseError, close_old_connections
 from django.dispatch import Signal
@@ -40,73 +41,145 @@ class Outcome(enum.Enum):
     ENQUEUED = "enqueued"
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """An occurrence this instance did not lose the claim of: the cache answered ``result``."""
+
+    job: JobSpec
+    #: In UTC.
+    scheduled_for: datetime
+    result: ClaimResult
+    #: Paused in the admin: the occurrence is recorded as skipped, once, not run.
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class Fenced:
+    """An occurrence claimed and fenced in the history: this instance runs it."""
+
+    job: JobSpec
+    occurrence: Occurrence
+    #: Its history row; ``None`` when the database failed and the cache claim alone holds it.
+    row: Claim | None
+
+
 def run_occurrence(
     job: JobSpec, scheduled_for: datetime, owner: str, *, paused: bool = False
 ) -> Outcome:
     """Run ``job``'s occurrence at ``scheduled_for`` here, unless another instance has it.
 
     A ``paused`` job's occurrence is still claimed, so that exactly one instance
-    records it as skipped.
+    records it as skipped. ``runjobs`` goes through the same steps for all the jobs
+    due at once: :func:`~django_oncejob.claim.claim_many`, :func:`fence`, then
+    :func:`run_fenced` for each.
     """
     scheduled_for = scheduled_for.astimezone(UTC)
     result = claim(job.id, scheduled_for, owner)
     if result is ClaimResult.LOST:
         return Outcome.LOST
-    claimed_at = timezone.now()
-    occurrence = Occurrence(job=job.id, scheduled_for=scheduled_for, owner=owner)
-    if paused:
-        return _record_paused(occurrence)
-    if result is ClaimResult.UNAVAILABLE and conf.ON_CACHE_ERROR == "skip":
-        logger.error(
-            "Skipped job %r at %s: the claim cache failed and ON_CACHE_ERROR is 'skip'.",
-            job.id,
-            scheduled_for.isoformat(),
-            extra=_fields(occurrence, "skipped"),
-        )
-        _send(signals.occurrence_skipped, occurrence, reason="cache-error")
-        return Outcome.SKIPPED
+    [step] = fence([Claimed(job, scheduled_for, result, paused)], owner)
+    return step if isinstance(step, Outcome) else run_fenced(step)
 
+
+def fence(claimed: Sequence[Claimed], owner: str) -> list[Fenced | Outcome]:
+    """Insert the history rows of claimed occurrences: one INSERT for all where possible.
+
+    Each occurrence comes back as the one to run, or as the outcome that ends it
+    here: paused, skipped, or fenced by a row another instance wrote first.
+    """
+    claimed_at = timezone.now()
+    steps: list[Fenced | Outcome | None] = []
+    to_fence: list[int] = []
+    for item in claimed:
+        occurrence = Occurrence(job=item.job.id, scheduled_for=item.scheduled_for, owner=owner)
+        if item.paused:
+            steps.append(_record_paused(occurrence))
+        elif item.result is ClaimResult.UNAVAILABLE and conf.ON_CACHE_ERROR == "skip":
+            message = "Skipped job %r at %s: the claim cache failed and ON_CACHE_ERROR is 'skip'."
+            steps.append(_skip(occurrence, Outcome.SKIPPED, "cache-error", message))
+        else:
+            to_fence.append(len(steps))
+            steps.append(None)
+    if not to_fence:
+        return cast("list[Fenced | Outcome]", steps)
+    occurrences = [(claimed[i].job.id, claimed[i].scheduled_for) for i in to_fence]
     close_old_connections()
     try:
-        try:
-            row = history.open_claim(job.id, scheduled_for, owner, claimed_at)
-        except DatabaseError:
-            if result is not ClaimResult.WON:
-                logger.exception(
-                    "Skipped job %r at %s: neither the cache nor the history database "
-                    "could fence it.",
-                    job.id,
-                    scheduled_for.isoformat(),
-                    extra=_fields(occurrence, "skipped"),
-                )
-                _send(signals.occurrence_skipped, occurrence, reason="history-error")
-                return Outcome.SKIPPED
-            # The cache claim alone still keeps other instances out.
-            logger.exception(
-                "Could not record job %r at %s in the history; running it on the cache "
-                "claim alone.",
-                job.id,
-                scheduled_for.isoformat(),
-                extra=_fields(occurrence, "history-error"),
-            )
-            row = None
-        else:
-            if row is None:
-                logger.info(
-                    "Job %r at %s is already in the history; not running it again.",
-                    job.id,
-                    scheduled_for.isoformat(),
-                    extra=_fields(occurrence, "fenced"),
-                )
-                _send(signals.occurrence_skipped, occurrence, reason="fenced")
-                return Outcome.FENCED
-        if job.enqueue is not None:
-            return _hand_off(job, occurrence, row)
-        if job.lock_timeout is None:
-            return _call(job, occurrence, row)
-        return _call_locked(job, occurrence, row, job.lock_timeout)
+        rows: list[Claim | None] = history.open_claims(occurrences, owner, claimed_at)
+        error: DatabaseError | None = None
+    except DatabaseError as exc:
+        rows, error = [None] * len(occurrences), exc
     finally:
         close_old_connections()
+    for i, row in zip(to_fence, rows, strict=True):
+        item = claimed[i]
+        occurrence = Occurrence(job=item.job.id, scheduled_for=item.scheduled_for, owner=owner)
+        steps[i] = _fenced(item, occurrence, row, error)
+    return cast("list[Fenced | Outcome]", steps)
+
+
+def _fenced(
+    item: Claimed, occurrence: Occurrence, row: Claim | None, error: DatabaseError | None
+) -> Fenced | Outcome:
+    if error is None and row is None:
+        message = "Job %r at %s is already in the history; not running it again."
+        return _skip(occurrence, Outcome.FENCED, "fenced", message, logging.INFO, event="fenced")
+    if error is not None and item.result is not ClaimResult.WON:
+        message = "Skipped job %r at %s: neither the cache nor the history database could fence it."
+        return _skip(occurrence, Outcome.SKIPPED, "history-error", message, exc_info=error)
+    if error is not None:
+        # The cache claim alone still keeps other instances out.
+        logger.error(
+            "Could not record job %r at %s in the history; running it on the cache claim alone.",
+            occurrence.job,
+            occurrence.scheduled_for.isoformat(),
+            exc_info=error,
+            extra=_fields(occurrence, "history-error"),
+        )
+    return Fenced(item.job, occurrence, row)
+
+
+def _skip(
+    occurrence: Occurrence,
+    outcome: Outcome,
+    reason: str,
+    message: str,
+    level: int = logging.ERROR,
+    *,
+    event: str = "skipped",
+    exc_info: BaseException | None = None,
+) -> Outcome:
+    """Log why an occurrence does not run here and tell ``occurrence_skipped`` receivers.
+
+    ``message`` takes the job id and the scheduled time.
+    """
+    logger.log(
+        level,
+        message,
+        occurrence.job,
+        occurrence.scheduled_for.isoformat(),
+        exc_info=exc_info,
+        extra=_fields(occurrence, event),
+    )
+    _send(signals.occurrence_skipped, occurrence, reason=reason)
+    return outcome
+
+
+def run_fenced(step: Fenced) -> Outcome:
+    """Run an occurrence fenced for this instance: hand it off, or call the job here."""
+    close_old_connections()
+    try:
+        return _run(step.job, step.occurrence, step.row)
+    finally:
+        close_old_connections()
+
+
+def _run(job: JobSpec, occurrence: Occurrence, row: Claim | None) -> Outcome:
+    if job.enqueue is not None:
+        return _hand_off(job, occurrence, row)
+    if job.lock_timeout is None:
+        return _call(job, occurrence, row)
+    return _call_locked(job, occurrence, row, job.lock_timeout)
 
 
 def run_manual(job: JobSpec, requested_at: datetime, requested_by: str, owner: str) -> Outcome:
@@ -126,11 +199,7 @@ def run_manual(job: JobSpec, requested_at: datetime, requested_by: str, owner: s
             requested_by,
             extra=_fields(occurrence, "manual"),
         )
-        if job.enqueue is not None:
-            return _hand_off(job, occurrence, row)
-        if job.lock_timeout is None:
-            return _call(job, occurrence, row)
-        return _call_locked(job, occurrence, row, job.lock_timeout)
+        return _run(job, occurrence, row)
     finally:
         close_old_connections()
 
@@ -154,29 +223,15 @@ def _record_paused(occurrence: Occurrence) -> Outcome:
         )
     finally:
         close_old_connections()
-    logger.info(
-        "Job %r at %s skipped: the job is paused.",
-        occurrence.job,
-        occurrence.scheduled_for.isoformat(),
-        extra=_fields(occurrence, "paused"),
-    )
-    _send(signals.occurrence_skipped, occurrence, reason="paused")
-    return Outcome.PAUSED
+    message = "Job %r at %s skipped: the job is paused."
+    return _skip(occurrence, Outcome.PAUSED, "paused", message, logging.INFO, event="paused")
 
 
 def rerun_occurrence(job: JobSpec, row: Claim) -> Outcome:
     """Run again an occurrence whose row this instance took over from a dead one."""
     occurrence = Occurrence(job=job.id, scheduled_for=row.scheduled_for, owner=row.owner)
     history.hold(row)
-    close_old_connections()
-    try:
-        if job.enqueue is not None:
-            return _hand_off(job, occurrence, row)
-        if job.lock_timeout is None:
-            return _call(job, occurrence, row)
-        return _call_locked(job, occurrence, row, job.lock_timeout)
-    finally:
-        close_old_connections()
+    return run_fenced(Fenced(job, occurrence, row))
 
 
 def run_taken(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -17,6 +18,21 @@ from django_oncejob.registry import JobSpec
 logger = logging.getLogger("django_oncejob")
 
 
+class ClaimingScheduler(BackgroundScheduler):  # type: ignore[misc]
+    """APScheduler's background scheduler, handing each pass's due jobs to the claim at once."""
+
+    def __init__(self, executor: ClaimingExecutor, **options: Any) -> None:
+        self.claiming = executor
+        super().__init__(executors={"default": executor}, **options)
+
+    def _process_jobs(self) -> float | None:
+        try:
+            return super()._process_jobs()  # type: ignore[no-any-return]
+        finally:
+            # Every job due now has been handed over: claim them together.
+            self.claiming.flush()
+
+
 class JobScheduler:
     """One instance's scheduler: every instance builds the same one from settings."""
 
@@ -24,10 +40,8 @@ class JobScheduler:
         self.owner = owner
         self.jobs = [job for job in jobs if job.enabled]
         self.executor = ClaimingExecutor({job.id: job for job in self.jobs}, owner, max_workers)
-        self.scheduler = BackgroundScheduler(
-            jobstores={"default": MemoryJobStore()},
-            executors={"default": self.executor},
-            timezone=conf.TIMEZONE,
+        self.scheduler = ClaimingScheduler(
+            self.executor, jobstores={"default": MemoryJobStore()}, timezone=conf.TIMEZONE
         )
         self.heartbeat = heartbeat.Heartbeat(
             owner,

@@ -18,15 +18,24 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import redis
+from apscheduler.triggers.date import DateTrigger
+from django.core.cache import caches
 from django.db import connection
+from django.db.backends.utils import CursorWrapper
 from django.test.utils import CaptureQueriesContext, override_settings
+from django.utils import timezone
 
+from django_oncejob import history
+from django_oncejob.claim import KEY_VERSION, ClaimResult, claim, claim_key, claim_many
+from django_oncejob.executor import BATCH_SIZE, ClaimingExecutor
 from django_oncejob.models import Claim
 from django_oncejob.registry import JobSpec, parse_job
 from django_oncejob.runner import Outcome, run_occurrence
+from django_oncejob.scheduler import ClaimingScheduler
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -138,3 +147,162 @@ def test_winner_sends_one_cache_command_and_writes_twice(commands: Any) -> None:
     sql = [q["sql"] for q in queries if not q["sql"].startswith("PRAGMA")]
     assert [statement.split(None, 1)[0] for statement in sql] == ["INSERT", "UPDATE"], sql
     assert Claim.objects.get(job="report").status == Claim.Status.SUCCEEDED
+
+
+# A burst: many jobs due in the same second, through runjobs' own scheduler and executor.
+
+
+@pytest.fixture
+def pipelines(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many commands each Redis pipeline sent, in order (the pipeline still runs)."""
+    sizes: list[int] = []
+    execute = redis.client.Pipeline.execute
+
+    def counting(self: redis.client.Pipeline, *args: Any, **kwargs: Any) -> Any:
+        sizes.append(len(self.command_stack))
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", counting)
+    return sizes
+
+
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """The first word of each SQL statement run, on any thread's connection."""
+    seen: Counter[str] = Counter()
+    execute = CursorWrapper.execute
+
+    def counting(self: CursorWrapper, sql: str, params: Any = None) -> Any:
+        seen[sql.split(None, 1)[0].upper()] += 1
+        return execute(self, sql, params)
+
+    monkeypatch.setattr(CursorWrapper, "execute", counting)
+    return seen
+
+
+def occurrences(count: int, when: datetime = WHEN) -> list[tuple[str, datetime]]:
+    return [(f"job-{i:02d}", when) for i in range(count)]
+
+
+def test_claims_of_a_burst_go_out_in_one_round_trip(commands: Any, pipelines: list[int]) -> None:
+    warm_up()
+    claim("job-03", WHEN, "host-a:1")
+    pipelines.clear()
+
+    with commands() as cache:
+        results = claim_many(occurrences(30), "host-b:2")
+
+    assert results == [ClaimResult.LOST if i == 3 else ClaimResult.WON for i in range(30)]
+    assert cache.counts == Counter({"set": 30})
+    assert pipelines == [30]
+    # The keys are the ones cache.add writes: same name, value and lifetime.
+    claims_cache = caches["default"]
+    assert claims_cache.get(claim_key("job-07", WHEN), version=KEY_VERSION) == "host-b:2"
+    assert claims_cache.get(claim_key("job-03", WHEN), version=KEY_VERSION) == "host-a:1"
+    assert claim("job-07", WHEN, "host-c:3") is ClaimResult.LOST
+    assert claims_cache.ttl(claim_key("job-07", WHEN), version=KEY_VERSION) > 86400 - 60
+    assert claim_many(occurrences(30), "host-c:3") == [ClaimResult.LOST] * 30
+
+
+def test_claims_of_a_burst_are_unavailable_when_redis_is(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    config = {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": f"redis://127.0.0.1:{closed}/0",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1},
+    }
+    with override_settings(CACHES={"default": config}):
+        assert claim_many(occurrences(3), "host-a:1") == [ClaimResult.UNAVAILABLE] * 3
+    assert "Could not claim 3 occurrences: the cache 'default' failed." in caplog.text
+
+
+def test_claims_of_a_burst_take_one_add_each_on_other_caches() -> None:
+    config = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "burst"}
+    with override_settings(CACHES={"default": config}):
+        claim("job-01", WHEN, "host-a:1")
+        assert claim_many(occurrences(3), "host-b:2") == [
+            ClaimResult.WON,
+            ClaimResult.LOST,
+            ClaimResult.WON,
+        ]
+
+
+def test_fences_of_a_burst_go_in_with_one_insert() -> None:
+    claimed_at = timezone.now()
+    taken = history.open_claim("job-02", WHEN, "host-a:1", claimed_at)
+    assert taken is not None
+    burst = [*occurrences(5), ("job-00", WHEN + timedelta(seconds=1))]
+
+    with CaptureQueriesContext(connection) as queries:
+        rows = history.open_claims(burst, "host-b:2", claimed_at)
+
+    opened = [(row.job, row.scheduled_for, row.owner) if row else None for row in rows]
+    assert opened == [
+        ("job-00", WHEN, "host-b:2"),
+        ("job-01", WHEN, "host-b:2"),
+        None,
+        ("job-03", WHEN, "host-b:2"),
+        ("job-04", WHEN, "host-b:2"),
+        ("job-00", WHEN + timedelta(seconds=1), "host-b:2"),
+    ]
+    for row in rows:
+        if row is not None:
+            assert Claim.objects.get(pk=row.pk).owner == "host-b:2"
+    assert Claim.objects.get(job="job-02").owner == "host-a:1"
+    inserts = [q["sql"] for q in queries if q["sql"].startswith("INSERT")]
+    # job-00 is due twice: its second time takes a second statement.
+    assert len(inserts) == 2, inserts
+    assert Claim.objects.count() == 6
+
+
+def test_fences_of_a_burst_take_one_insert_each_elsewhere() -> None:
+    bulk = mock.patch.object(history, "_fences_in_bulk", return_value=False)
+    with bulk, CaptureQueriesContext(connection) as queries:
+        rows = history.open_claims(occurrences(3), "host-b:2", timezone.now())
+    assert [row.job if row else None for row in rows] == ["job-00", "job-01", "job-02"]
+    assert len([q for q in queries if q["sql"].startswith("INSERT")]) == 3
+
+
+def test_a_burst_of_due_jobs_costs_a_set_each_in_few_round_trips(
+    commands: Any, pipelines: list[int], statements: Counter[str], record_file: Path
+) -> None:
+    """30 jobs due at once: claimed in pipelines of BATCH_SIZE, fenced with one INSERT each."""
+    warm_up()
+    pipelines.clear()
+    specs = {f"job-{i:02d}": spec(f"job-{i:02d}") for i in range(30)}
+    when = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+    executor = ClaimingExecutor(specs, "host-a:1", max_workers=10)
+    scheduler = ClaimingScheduler(executor, timezone="UTC")
+    for job_id in specs:
+        scheduler.add_job("tests.jobs:record", DateTrigger(when), id=job_id, misfire_grace_time=60)
+
+    statements.clear()
+    with commands() as cache:
+        scheduler.start()
+        try:
+            deadline = time.monotonic() + 20
+            while len(record_file.read_text().splitlines()) < 31 or executor.running:
+                assert time.monotonic() < deadline, "the burst did not finish"
+                time.sleep(0.05)
+        finally:
+            scheduler.shutdown(wait=False)
+            assert executor.wait(10)
+
+    # Batches claimed side by side may open a connection each: its handshake is not
+    # a cost per occurrence.
+    handshakes = {"hello", "client|setinfo"}
+    assert +Counter({k: v for k, v in cache.counts.items() if k not in handshakes}) == Counter(
+        {"set": 30}
+    )
+    assert sorted(pipelines, reverse=True) == [BATCH_SIZE] * (30 // BATCH_SIZE) + (
+        [30 % BATCH_SIZE] if 30 % BATCH_SIZE else []
+    )
+    # On SQLite, each new connection of a pool thread is set up with PRAGMAs first.
+    assert statements - Counter({"PRAGMA": statements["PRAGMA"]}) == Counter(
+        {"INSERT": len(pipelines), "UPDATE": 30}
+    ), statements
+    assert Claim.objects.filter(status=Claim.Status.SUCCEEDED, job__in=specs).count() == 30
+    runs = sorted(line.split()[0] for line in record_file.read_text().splitlines())
+    assert runs == sorted(["warm-up", *specs])
