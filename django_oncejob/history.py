@@ -40,16 +40,7 @@ def open_claim(
     The unique constraint on (job, scheduled_for) makes this the second fence:
     it holds even when the claim key has vanished from the cache.
     """
-    claim = _insert(
-        job=job_id,
-        scheduled_for=scheduled_for,
-        owner=owner,
-        status=Claim.Status.RUNNING,
-        claimed_at=claimed_at,
-        started_at=timezone.now(),
-        manual=bool(requested_by),
-        requested_by=requested_by,
-    )
+    claim = _insert(_running(job_id, scheduled_for, owner, claimed_at, requested_by))
     if claim is not None:
         hold(claim)
     return claim
@@ -68,18 +59,7 @@ def open_claims(
     connection = connections[router.db_for_write(Claim)]
     if len(occurrences) < 2 or not _fences_in_bulk(connection):
         return [open_claim(job_id, when, owner, claimed_at) for job_id, when in occurrences]
-    started_at = timezone.now()
-    claims = [
-        Claim(
-            job=job_id,
-            scheduled_for=scheduled_for,
-            owner=owner,
-            status=Claim.Status.RUNNING,
-            claimed_at=claimed_at,
-            started_at=started_at,
-        )
-        for job_id, scheduled_for in occurrences
-    ]
+    claims = [_running(job_id, when, owner, claimed_at) for job_id, when in occurrences]
     opened: list[Claim | None] = [None] * len(claims)
     size = max(1, connection.ops.bulk_batch_size(_COLUMNS, claims))
     for chunk in _one_row_per_job(claims, size):
@@ -99,12 +79,26 @@ def open_claims(
         for i in chunk:
             claim = claims[i]
             if claim.job in inserted:
-                claim.pk = inserted[claim.job]
-                claim._state.adding = False
-                claim._state.db = connection.alias
+                _saved(claim, inserted[claim.job], connection)
                 hold(claim)
                 opened[i] = claim
     return opened
+
+
+def _running(
+    job_id: str, scheduled_for: datetime, owner: str, claimed_at: datetime, requested_by: str = ""
+) -> Claim:
+    """The row of an occurrence this instance is about to run."""
+    return Claim(
+        job=job_id,
+        scheduled_for=scheduled_for,
+        owner=owner,
+        status=Claim.Status.RUNNING,
+        claimed_at=claimed_at,
+        started_at=timezone.now(),
+        manual=bool(requested_by),
+        requested_by=requested_by,
+    )
 
 
 def _one_row_per_job(claims: list[Claim], size: int) -> list[list[int]]:
@@ -133,18 +127,19 @@ def record_not_run(
     """Record an occurrence that will not run (paused, missed), unless it already has a row."""
     now = timezone.now()
     return _insert(
-        job=job_id,
-        scheduled_for=scheduled_for,
-        owner=owner,
-        status=status,
-        claimed_at=now,
-        finished_at=now,
-        error=error,
+        Claim(
+            job=job_id,
+            scheduled_for=scheduled_for,
+            owner=owner,
+            status=status,
+            claimed_at=now,
+            finished_at=now,
+            error=error,
+        )
     )
 
 
-def _insert(**fields: Any) -> Claim | None:
-    claim = Claim(**fields)
+def _insert(claim: Claim) -> Claim | None:
     connection = connections[router.db_for_write(Claim)]
     if connection.vendor not in _SQL_VENDORS:
         try:
@@ -155,22 +150,26 @@ def _insert(**fields: Any) -> Claim | None:
     sql, returning = _insert_sql(connection)
     params = [field.get_db_prep_save(field.pre_save(claim, True), connection) for field in _COLUMNS]
 
-    def write() -> None:
+    def write() -> int:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            claim.pk = (
-                cursor.fetchone()[0]
-                if returning
-                else connection.ops.last_insert_id(cursor, _TABLE, _column(_PK))
-            )
+            if returning:
+                return int(cursor.fetchone()[0])
+            return int(connection.ops.last_insert_id(cursor, _TABLE, _column(_PK)))
 
     try:
-        retry_locked(write)
+        pk = retry_locked(write)
     except IntegrityError:
         return None
+    _saved(claim, pk, connection)
+    return claim
+
+
+def _saved(claim: Claim, pk: int, connection: BaseDatabaseWrapper) -> None:
+    """Make ``claim`` what the ORM makes of a row it has just inserted."""
+    claim.pk = pk
     claim._state.adding = False
     claim._state.db = connection.alias
-    return claim
 
 
 def hold(claim: Claim) -> None:
@@ -279,6 +278,10 @@ _JOB = cast("Field[Any, Any]", Claim._meta.get_field("job"))
 #: insert whether the database returns the new id.
 _inserts: dict[tuple[str, bool], str] = {}
 _outcomes: dict[str, str] = {}
+#: Multi-row inserts, by vendor and number of rows (at most a batch's).
+_bulk_inserts: dict[tuple[str, int], str] = {}
+#: The placeholders of one row of insert values.
+_ROW = f"({', '.join(['%s'] * len(_COLUMNS))})"
 
 
 def _insert_sql(connection: BaseDatabaseWrapper) -> tuple[str, bool]:
@@ -286,12 +289,9 @@ def _insert_sql(connection: BaseDatabaseWrapper) -> tuple[str, bool]:
     returning = bool(connection.features.can_return_columns_from_insert)
     key = (connection.vendor, returning)
     if key not in _inserts:
-        quote = connection.ops.quote_name
-        sql = (
-            f"INSERT INTO {quote(_TABLE)} ({', '.join(quote(_column(f)) for f in _COLUMNS)}) "
-            f"VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
-        )
-        _inserts[key] = f"{sql} RETURNING {quote(_column(_PK))}" if returning else sql
+        sql = f"INSERT INTO {_into(connection)} VALUES {_ROW}"
+        pk = connection.ops.quote_name(_column(_PK))
+        _inserts[key] = f"{sql} RETURNING {pk}" if returning else sql
     return _inserts[key], returning
 
 
@@ -317,15 +317,23 @@ def _fences_in_bulk(connection: BaseDatabaseWrapper) -> bool:
 
 def _bulk_insert_sql(connection: BaseDatabaseWrapper, rows: int) -> str:
     """``INSERT`` of ``rows`` whole rows, skipping taken occurrences, returning the new ids."""
+    key = (connection.vendor, rows)
+    if key not in _bulk_inserts:
+        ops = connection.ops
+        insert = ops.insert_statement(on_conflict=OnConflict.IGNORE)
+        suffix = ops.on_conflict_suffix_sql(_COLUMNS, OnConflict.IGNORE, None, None)
+        returning = f"{ops.quote_name(_column(_PK))}, {ops.quote_name(_column(_JOB))}"
+        _bulk_inserts[key] = (
+            f"{insert} {_into(connection)} VALUES {', '.join([_ROW] * rows)} {suffix} "
+            f"RETURNING {returning}"
+        )
+    return _bulk_inserts[key]
+
+
+def _into(connection: BaseDatabaseWrapper) -> str:
+    """The table and its columns, as an ``INSERT`` names them."""
     quote = connection.ops.quote_name
-    row = f"({', '.join(['%s'] * len(_COLUMNS))})"
-    returning = f"{quote(_column(_PK))}, {quote(_column(_JOB))}"
-    insert = connection.ops.insert_statement(on_conflict=OnConflict.IGNORE)
-    suffix = connection.ops.on_conflict_suffix_sql(_COLUMNS, OnConflict.IGNORE, None, None)
-    return (
-        f"{insert} {quote(_TABLE)} ({', '.join(quote(_column(f)) for f in _COLUMNS)}) "
-        f"VALUES {', '.join([row] * rows)} {suffix} RETURNING {returning}"
-    )
+    return f"{quote(_TABLE)} ({', '.join(quote(_column(f)) for f in _COLUMNS)})"
 
 
 def _column(field: Field[Any, Any]) -> str:

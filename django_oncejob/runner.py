@@ -88,10 +88,13 @@ def fence(claimed: Sequence[Claimed], owner: str) -> list[Fenced | Outcome]:
     here: paused, skipped, or fenced by a row another instance wrote first.
     """
     claimed_at = timezone.now()
+    occurrences = [
+        Occurrence(job=item.job.id, scheduled_for=item.scheduled_for, owner=owner)
+        for item in claimed
+    ]
     steps: list[Fenced | Outcome | None] = []
     to_fence: list[int] = []
-    for item in claimed:
-        occurrence = Occurrence(job=item.job.id, scheduled_for=item.scheduled_for, owner=owner)
+    for item, occurrence in zip(claimed, occurrences, strict=True):
         if item.paused:
             steps.append(_record_paused(occurrence))
         elif item.result is ClaimResult.UNAVAILABLE and conf.ON_CACHE_ERROR == "skip":
@@ -102,19 +105,20 @@ def fence(claimed: Sequence[Claimed], owner: str) -> list[Fenced | Outcome]:
             steps.append(None)
     if not to_fence:
         return cast("list[Fenced | Outcome]", steps)
-    occurrences = [(claimed[i].job.id, claimed[i].scheduled_for) for i in to_fence]
     close_old_connections()
     try:
-        rows: list[Claim | None] = history.open_claims(occurrences, owner, claimed_at)
+        rows: list[Claim | None] = history.open_claims(
+            [(occurrences[i].job, occurrences[i].scheduled_for) for i in to_fence],
+            owner,
+            claimed_at,
+        )
         error: DatabaseError | None = None
     except DatabaseError as exc:
-        rows, error = [None] * len(occurrences), exc
+        rows, error = [None] * len(to_fence), exc
     finally:
         close_old_connections()
     for i, row in zip(to_fence, rows, strict=True):
-        item = claimed[i]
-        occurrence = Occurrence(job=item.job.id, scheduled_for=item.scheduled_for, owner=owner)
-        steps[i] = _fenced(item, occurrence, row, error)
+        steps[i] = _fenced(claimed[i], occurrences[i], row, error)
     return cast("list[Fenced | Outcome]", steps)
 
 
