@@ -68,12 +68,17 @@ def test_eight_instances_run_each_occurrence_exactly_once(fleet: FleetFactory) -
     assert "already in the history" not in instances.logs(tail=None)
 
 
+@pytest.mark.parametrize("count", [1, 25], ids=["one-job", "batches"])
 def test_database_fence_stops_a_second_run_when_claim_keys_are_lost(
-    fleet: FleetFactory,
+    fleet: FleetFactory, count: int
 ) -> None:
-    jobs = {"tick": {"func": "tests.jobs.record", "cron": {"second": "*"}}}
+    jobs = {
+        f"tick-{i:02d}": {"func": "tests.jobs.record", "cron": {"second": "*"}}
+        for i in range(count)
+    }
     # Different key prefixes: neither instance ever sees the other's claim key, as if
-    # the cache lost every key. Only the history table stands between them.
+    # the cache lost every key. Only the history table stands between them: with 25
+    # jobs due each second, its batched inserts (ON CONFLICT DO NOTHING).
     first = fleet(jobs, {"KEY_PREFIX": "oncejob-fence-a"})
     second = fleet(jobs, {"KEY_PREFIX": "oncejob-fence-b"})
     second.record_file.symlink_to(first.record_file)
@@ -84,11 +89,38 @@ def test_database_fence_stops_a_second_run_when_claim_keys_are_lost(
     assert first.stop() + second.stop() == [0, 0]
 
     counts = first.run_counts()
-    assert len(counts) >= 4
-    assert [key for key, count in counts.items() if count > 1] == []
+    assert len(counts) >= 4 * count
+    assert [key for key, runs in counts.items() if runs > 1] == []
     assert Claim.objects.count() == len(counts)
     logs = first.logs(tail=None) + second.logs(tail=None)
     assert "already in the history; not running it again" in logs
+
+
+def test_jobs_due_together_are_claimed_and_fenced_in_batches_exactly_once(
+    fleet: FleetFactory,
+) -> None:
+    """25 jobs due every second: three claim pipelines and fence inserts a second each."""
+    jobs = {
+        f"batch-{i:02d}": {"func": "tests.jobs.record", "cron": {"second": "*"}} for i in range(25)
+    }
+    instances = fleet(jobs)
+    instances.start(4, stagger=0.25)
+    window_start = now() + timedelta(seconds=1)
+    time.sleep(8)
+    window_end = now() - timedelta(seconds=1)
+
+    assert instances.stop() == [0] * 4, instances.logs()
+
+    counts = instances.run_counts()
+    assert [key for key, count in counts.items() if count > 1] == []
+    seconds = seconds_between(window_start, window_end)
+    assert len(seconds) >= 5
+    assert [(job, t) for job in jobs for t in seconds if counts[(job, t)] != 1] == []
+    rows = Claim.objects.values_list("job", "scheduled_for", "status")
+    assert sorted((job, when) for job, when, _ in rows) == sorted(counts)
+    assert {status for *_, status in rows} == {Claim.Status.SUCCEEDED}
+    assert len({pid for *_, pid in instances.runs()}) > 1
+    assert "already in the history" not in instances.logs(tail=None)
 
 
 def test_sigterm_lets_the_running_job_finish(fleet: FleetFactory) -> None:
