@@ -109,7 +109,11 @@ def _one_row_per_job(claims: list[Claim], size: int) -> list[list[int]]:
     """
     statements: list[list[int]] = []
     seen: list[set[str]] = []
-    for i, claim in enumerate(claims):
+    # Rows go in one order on every instance, whatever order they were claimed in:
+    # two inserts of overlapping rows then wait for each other instead of deadlocking.
+    order = sorted(range(len(claims)), key=lambda i: (claims[i].job, claims[i].scheduled_for))
+    for i in order:
+        claim = claims[i]
         for statement, jobs in zip(statements, seen, strict=True):
             if claim.job not in jobs and len(statement) < size:
                 statement.append(i)

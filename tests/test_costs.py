@@ -9,6 +9,7 @@ fleet; docs/performance.rst has its figures.
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -255,6 +256,27 @@ def test_fences_of_a_burst_go_in_with_one_insert() -> None:
     # job-00 is due twice: its second time takes a second statement.
     assert len(inserts) == 2, inserts
     assert Claim.objects.count() == 6
+
+
+def test_fences_go_in_by_job_and_time_whatever_the_claim_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One order on every instance: inserts of overlapping rows wait, never deadlock."""
+    inserted: list[list[str]] = []
+    execute = CursorWrapper.execute
+
+    def spying(self: CursorWrapper, sql: str, params: Any = None) -> Any:
+        if sql.startswith("INSERT"):
+            inserted.append([p for p in params if isinstance(p, str) and p.startswith("job-")])
+        return execute(self, sql, params)
+
+    monkeypatch.setattr(CursorWrapper, "execute", spying)
+    burst = occurrences(8)
+    random.Random(5).shuffle(burst)
+    rows = history.open_claims(burst, "host-b:2", timezone.now())
+
+    assert [row.job if row else None for row in rows] == [job for job, _ in burst]
+    assert inserted == [sorted(job for job, _ in burst)]
 
 
 def test_fences_of_a_burst_take_one_insert_each_elsewhere() -> None:
