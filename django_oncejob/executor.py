@@ -37,6 +37,9 @@ logger = logging.getLogger("django_oncejob")
 #: Due jobs claimed together at most: the first of a burst of hundreds need not wait
 #: for the scheduler to hand over the last before their claim goes out.
 BATCH_SIZE = 10
+#: Claim batches out at once: one is answered while the next is sent, and no more, so
+#: that a fast instance does not claim everything due before the others have begun.
+BATCHES_IN_FLIGHT = 2
 
 
 class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
@@ -44,8 +47,11 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
 
     The scheduler hands over the due jobs, and a pool task claims each ``BATCH_SIZE``
     of them together (:func:`~django_oncejob.claim.claim_many`) and fences the ones
-    won (:func:`~django_oncejob.runner.fence`); each then runs on a task of its own
-    (:func:`~django_oncejob.runner.run_fenced`).
+    won (:func:`~django_oncejob.runner.fence`); each then runs on a thread
+    (:func:`~django_oncejob.runner.run_fenced`), the first on the claim's own.
+    At most ``BATCHES_IN_FLIGHT`` batches are out at once, and only while a thread
+    is free: what an instance cannot start now, it leaves to the others, as
+    APScheduler's own thread pool would.
     The misfire check comes first, as in APScheduler's own executors, so an
     instance too late to run an occurrence never claims it.
     """
@@ -61,6 +67,9 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
         #: Jobs handed over by the scheduler and not claimed yet.
         self._due: list[tuple[Job, list[datetime]]] = []
         self._due_lock = threading.Lock()
+        #: Claim batches out, and occurrences won and not finished, each on a thread.
+        self._claiming = 0
+        self._running = 0
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         #: Job ids paused in the admin, refreshed by the control thread.
         self.paused: frozenset[str] = frozenset()
@@ -78,6 +87,7 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
     def stop_claiming(self) -> None:
         """From now on, occurrences not claimed yet are left to other instances."""
         self._accepting.clear()
+        self.flush()
 
     def wait(self, timeout: float) -> bool:
         """Wait for the running occurrences; ``True`` if all finished in time."""
@@ -110,9 +120,17 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
 
     def _submit(self, func: Callable[..., Outcome], *args: Any) -> None:
         assert self._pool is not None, "The executor has not been started."
-        future = self._pool.submit(func, *args)
+        # It takes a thread as a scheduled run does, so it counts among the running.
+        with self._due_lock:
+            self._running += 1
+        try:
+            future = self._pool.submit(func, *args)
+        except BaseException:
+            self._ended(runs=1)
+            raise
         self._futures.add(future)
         future.add_done_callback(self._futures.discard)
+        future.add_done_callback(lambda _: self._ended(runs=1))
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
         # Held until the scheduler has handed over every job due now (see flush()),
@@ -124,25 +142,52 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
             self.flush()
 
     def flush(self) -> None:
-        """Claim, in one batch, the jobs handed over since the last flush.
+        """Claim the jobs handed over, ``BATCH_SIZE`` at a time, as threads are free to run them.
 
-        The scheduler calls this after each pass over its due jobs, and the executor
-        every ``BATCH_SIZE`` jobs: a second in which hundreds of jobs are due costs
-        one claim round trip and one fence insert per ``BATCH_SIZE`` jobs.
+        The scheduler calls this after each pass over its due jobs, the executor
+        every ``BATCH_SIZE`` jobs and whenever a claim or a run ends: a second in which
+        hundreds of jobs are due costs one claim round trip and one fence insert per
+        ``BATCH_SIZE`` jobs. An instance whose threads are all taken claims nothing
+        more until one is free, and leaves what is due meanwhile to idle instances.
         """
+        left: list[tuple[Job, list[datetime]]] = []
+        while True:
+            with self._due_lock:
+                if not self._accepting.is_set():
+                    left, self._due = self._due, []
+                    break
+                if (
+                    not self._due
+                    or self._claiming >= BATCHES_IN_FLIGHT
+                    or self._claiming + self._running >= self._max_workers
+                ):
+                    return
+                batch, self._due = self._due[:BATCH_SIZE], self._due[BATCH_SIZE:]
+                self._claiming += 1
+            assert self._pool is not None, "The executor has not been started."
+            try:
+                future = self._pool.submit(self._claim_batch, batch)
+            except RuntimeError:  # shut down: the batch is left to other instances
+                with self._due_lock:
+                    self._claiming -= 1
+                self._settle([(job.id, []) for job, _ in batch])
+                continue
+            self._futures.add(future)
+            future.add_done_callback(self._futures.discard)
+        for job, run_times in left:
+            for run_time in run_times:
+                logger.info(
+                    "Job %r at %s left to other instances: shutting down.",
+                    job.id,
+                    run_time.isoformat(),
+                )
+            self._run_job_success(job.id, [])
+
+    def _ended(self, *, claims: int = 0, runs: int = 0) -> None:
         with self._due_lock:
-            batch, self._due = self._due, []
-        if not batch:
-            return
-        assert self._pool is not None, "The executor has not been started."
-        try:
-            future = self._pool.submit(self._claim_batch, batch)
-        except RuntimeError:  # shut down: the batch is left to other instances
-            for job, _ in batch:
-                self._run_job_success(job.id, [])
-            return
-        self._futures.add(future)
-        future.add_done_callback(self._futures.discard)
+            self._claiming -= claims
+            self._running -= runs
+        self.flush()
 
     def _claim_batch(self, batch: list[tuple[Job, list[datetime]]]) -> None:
         events: dict[str, list[JobExecutionEvent]] = {job.id: [] for job, _ in batch}
@@ -170,12 +215,38 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
         except Exception as exc:
             for job, _ in batch:
                 self._run_job_error(job.id, exc, exc.__traceback__)
+            self._ended(claims=1)
             return
-        for job, _ in batch:
-            if job.id in runs:
-                self._start(job, runs[job.id], events[job.id])
-            else:
-                self._run_job_success(job.id, events[job.id])
+        won = [job for job, _ in batch if job.id in runs]
+        with self._due_lock:
+            self._running += len(won)
+        for job in won[1:]:
+            self._submit_or_call(self._run_here, job, runs[job.id], events[job.id])
+        self._settle([(job.id, events[job.id]) for job, _ in batch if job.id not in runs])
+        self._ended(claims=1)
+        if won:
+            # One runs on this thread, which holds the interpreter now: a pool thread
+            # would first have to win it back from the jobs already running here.
+            self._run_here(won[0], runs[won[0].id], events[won[0].id])
+
+    def _submit_or_call(self, func: Callable[..., None], *args: Any) -> None:
+        """Run ``func`` on a pool thread, or on this one if the pool has shut down.
+
+        Called from a claim's task, which :meth:`wait` waits for: what it claimed
+        runs all the same after a shutdown began.
+        """
+        assert self._pool is not None, "The executor has not been started."
+        try:
+            future = self._pool.submit(func, *args)
+        except RuntimeError:
+            func(*args)
+            return
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+
+    def _settle(self, done: list[tuple[str, list[JobExecutionEvent]]]) -> None:
+        for job_id, events in done:
+            self._run_job_success(job_id, events)
 
     def _may_claim(self, job: Job, run_time: datetime, events: list[JobExecutionEvent]) -> bool:
         lateness = datetime.now(UTC) - run_time
@@ -197,34 +268,16 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
             return False
         return True
 
-    def _start(self, job: Job, runs: list[Fenced], events: list[JobExecutionEvent]) -> None:
-        """Run the occurrences of ``job`` this instance fenced, on a thread of its own."""
-        assert self._pool is not None, "The executor has not been started."
+    def _run_here(self, job: Job, runs: list[Fenced], events: list[JobExecutionEvent]) -> None:
+        """Run the occurrences of ``job`` this instance fenced, and tell APScheduler."""
         try:
-            future = self._pool.submit(self._run, runs, events)
-        except RuntimeError:
-            # Shut down since the claim: the occurrences are this instance's, so they
-            # run here all the same.
-            future = concurrent.futures.Future()
-            future.set_running_or_notify_cancel()
-            try:
-                future.set_result(self._run(runs, events))
-            except BaseException as exc:
-                future.set_exception(exc)
-        self._futures.add(future)
-
-        def done(future: concurrent.futures.Future[list[JobExecutionEvent]]) -> None:
-            self._futures.discard(future)
-            if future.cancelled():
-                self._run_job_success(job.id, events)
-                return
-            exc = future.exception()
-            if exc is not None:
-                self._run_job_error(job.id, exc, exc.__traceback__)
-            else:
-                self._run_job_success(job.id, future.result())
-
-        future.add_done_callback(done)
+            done = self._run(runs, events)
+        except Exception as exc:
+            self._run_job_error(job.id, exc, exc.__traceback__)
+        else:
+            self._run_job_success(job.id, done)
+        finally:
+            self._ended(runs=1)
 
     def _run(self, runs: list[Fenced], events: list[JobExecutionEvent]) -> list[JobExecutionEvent]:
         for step in runs:

@@ -6,13 +6,13 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from django.db import DatabaseError
 
 from django_oncejob import control, heartbeat
 from django_oncejob.conf import conf
 from django_oncejob.executor import ClaimingExecutor
+from django_oncejob.jobstore import ShuffledMemoryJobStore
 from django_oncejob.registry import JobSpec
 
 logger = logging.getLogger("django_oncejob")
@@ -41,7 +41,7 @@ class JobScheduler:
         self.jobs = [job for job in jobs if job.enabled]
         self.executor = ClaimingExecutor({job.id: job for job in self.jobs}, owner, max_workers)
         self.scheduler = ClaimingScheduler(
-            self.executor, jobstores={"default": MemoryJobStore()}, timezone=conf.TIMEZONE
+            self.executor, jobstores={"default": ShuffledMemoryJobStore()}, timezone=conf.TIMEZONE
         )
         self.heartbeat = heartbeat.Heartbeat(
             owner,

@@ -1,0 +1,131 @@
+"""The job store: APScheduler's memory store, with jobs due together in an order of its own."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
+
+from django_oncejob.jobstore import ShuffledMemoryJobStore
+
+WHEN = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
+
+
+def noop() -> None:
+    pass
+
+
+def scheduler_on(store: ShuffledMemoryJobStore) -> BackgroundScheduler:
+    scheduler = BackgroundScheduler(jobstores={"default": store}, timezone="UTC")
+    # Paused, it keeps its jobs in the store without ever running them.
+    scheduler.start(paused=True)
+    return scheduler
+
+
+@pytest.fixture
+def stores() -> Iterator[list[ShuffledMemoryJobStore]]:
+    made = [ShuffledMemoryJobStore(random.Random(seed)) for seed in (1, 2)]
+    schedulers = [scheduler_on(store) for store in made]
+    yield made
+    for scheduler in schedulers:
+        scheduler.shutdown(wait=False)
+
+
+def add(store: ShuffledMemoryJobStore, job_id: str, when: datetime = WHEN) -> None:
+    store._scheduler.add_job(noop, DateTrigger(when), id=job_id)
+
+
+def ids(jobs: list) -> list[str]:  # type: ignore[type-arg]
+    return [job.id for job in jobs]
+
+
+def test_two_instances_hand_over_the_jobs_due_together_in_orders_of_their_own(
+    stores: list[ShuffledMemoryJobStore],
+) -> None:
+    job_ids = [f"job-{i:02d}" for i in range(40)]
+    for store in stores:
+        for job_id in job_ids:
+            add(store, job_id)
+    first, second = (ids(store.get_due_jobs(WHEN)) for store in stores)
+    assert sorted(first) == sorted(second) == job_ids
+    assert first != second
+    assert first != job_ids
+
+
+def test_earlier_jobs_come_first_and_later_ones_are_not_due(
+    stores: list[ShuffledMemoryJobStore],
+) -> None:
+    store = stores[0]
+    for i in range(10):
+        add(store, f"late-{i}", WHEN + timedelta(seconds=1))
+        add(store, f"early-{i}", WHEN)
+    add(store, "tomorrow", WHEN + timedelta(days=1))
+
+    due = ids(store.get_due_jobs(WHEN + timedelta(seconds=1)))
+    assert [job_id.split("-")[0] for job_id in due] == ["early"] * 10 + ["late"] * 10
+    assert sorted(ids(store.get_due_jobs(WHEN))) == [f"early-{i}" for i in range(10)]
+    assert store.get_next_run_time() == WHEN
+    assert ids(store.get_all_jobs())[-1] == "tomorrow"
+
+
+def test_a_job_keeps_its_place_among_ties_when_it_is_rescheduled(
+    stores: list[ShuffledMemoryJobStore],
+) -> None:
+    store = stores[0]
+    scheduler = store._scheduler
+    for i in range(20):
+        add(store, f"job-{i:02d}")
+    order = ids(store.get_due_jobs(WHEN))
+
+    scheduler.reschedule_job("job-07", trigger=DateTrigger(WHEN + timedelta(hours=1)))
+    assert "job-07" not in ids(store.get_due_jobs(WHEN))
+    scheduler.reschedule_job("job-07", trigger=DateTrigger(WHEN))
+    assert ids(store.get_due_jobs(WHEN)) == order
+
+
+def test_paused_jobs_are_never_due_and_resume_where_they_were(
+    stores: list[ShuffledMemoryJobStore],
+) -> None:
+    store = stores[0]
+    scheduler = store._scheduler
+    for i in range(5):
+        add(store, f"job-{i}")
+    order = ids(store.get_due_jobs(WHEN))
+
+    scheduler.pause_job("job-3")
+    assert store.lookup_job("job-3").next_run_time is None
+    assert "job-3" not in ids(store.get_due_jobs(WHEN + timedelta(days=365)))
+    assert ids(store.get_all_jobs())[-1] == "job-3"
+
+    scheduler.resume_job("job-3")
+    assert ids(store.get_due_jobs(WHEN)) == order
+
+
+def test_lookup_remove_and_the_errors_apscheduler_expects(
+    stores: list[ShuffledMemoryJobStore],
+) -> None:
+    store = stores[0]
+    add(store, "report")
+    add(store, "cleanup")
+    job = store.lookup_job("report")
+    assert job is not None and job.id == "report"
+    assert store.lookup_job("missing") is None
+
+    with pytest.raises(ConflictingIdError):
+        store.add_job(job)
+    store.remove_job("report")
+    assert ids(store.get_all_jobs()) == ["cleanup"]
+    with pytest.raises(JobLookupError):
+        store.remove_job("report")
+    with pytest.raises(JobLookupError):
+        store.update_job(job)
+
+    store.remove_all_jobs()
+    assert store.get_all_jobs() == []
+    assert store.get_due_jobs(WHEN) == []
+    assert store.get_next_run_time() is None
