@@ -513,12 +513,15 @@ def summarise(
     first, last = math.ceil(before.at), math.ceil(after.at)  # due times in [first, last)
     expected = jobs * (last - first)
     runs = []
+    #: How the runs of each second spread over the fleet: runs per instance and second.
+    spread: Counter[tuple[str, int]] = Counter()
     for path in records.glob("runs-*.txt"):
         for line in path.read_text().splitlines():
-            job, scheduled, start, _pid = line.split()
+            job, scheduled, start, pid = line.split()
             when = float(scheduled)
             if first <= round(when) < last:
                 runs.append((job, round(when), float(start) - when))
+                spread[(pid, round(when))] += 1
     counts = Counter((job, when) for job, when, _ in runs)
     lateness_ms = [late * 1000 for _, _, late in runs]
     fleet_cpu = sum(after.fleet_cpu[pid] - before.fleet_cpu[pid] for pid in after.fleet_cpu)
@@ -547,6 +550,10 @@ def summarise(
         "late_p50_ms": round(percentile(lateness_ms, 0.50), 1),
         "late_p99_ms": round(percentile(lateness_ms, 0.99), 1),
         "late_max_ms": round(max(lateness_ms, default=float("nan")), 1),
+        # An even spread is jobs / instances each; one instance winning whole batches
+        # runs many more, one after another on its own GIL.
+        "runs_per_instance_s_p90": percentile(list(spread.values()), 0.90),
+        "runs_per_instance_s_max": max(spread.values(), default=0),
         "fleet_cpu_s": round(fleet_cpu, 2),
         "fleet_cpu_per_1k": round(fleet_cpu * per_k, 3),
         # A fleet that falls behind runs fewer occurrences than were due: per run, too.
@@ -630,6 +637,8 @@ SYSTEM_COLUMNS = [
     ("late p50 ms", "late_p50_ms"),
     ("p99 ms", "late_p99_ms"),
     ("max ms", "late_max_ms"),
+    ("runs/inst/s p90", "runs_per_instance_s_p90"),
+    ("max", "runs_per_instance_s_max"),
     ("fleet CPU s/1k", "fleet_cpu_per_1k"),
     ("per 1k run", "fleet_cpu_per_1k_run"),
     ("cores", "fleet_cores_busy"),

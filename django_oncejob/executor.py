@@ -18,6 +18,7 @@ from apscheduler.events import (
 )
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.job import Job
+from django.db import close_old_connections
 
 from django_oncejob.claim import ClaimResult, claim_many
 from django_oncejob.models import Claim, RunRequest
@@ -49,9 +50,10 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
     of them together (:func:`~django_oncejob.claim.claim_many`) and fences the ones
     won (:func:`~django_oncejob.runner.fence`); each then runs on a thread
     (:func:`~django_oncejob.runner.run_fenced`), the first on the claim's own.
-    At most ``BATCHES_IN_FLIGHT`` batches are out at once, and only while a thread
-    is free: what an instance cannot start now, it leaves to the others, as
-    APScheduler's own thread pool would.
+    At most ``BATCHES_IN_FLIGHT`` batches are out at once, each on a pool thread as
+    a job is: an instance whose threads are all taken claims nothing until one is
+    free, and leaves what falls due meanwhile to the others, as APScheduler's own
+    thread pool would.
     The misfire check comes first, as in APScheduler's own executors, so an
     instance too late to run an occurrence never claims it.
     """
@@ -67,9 +69,8 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
         #: Jobs handed over by the scheduler and not claimed yet.
         self._due: list[tuple[Job, list[datetime]]] = []
         self._due_lock = threading.Lock()
-        #: Claim batches out, and occurrences won and not finished, each on a thread.
+        #: Claim batches sent or waiting for a thread, and not answered yet.
         self._claiming = 0
-        self._running = 0
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         #: Job ids paused in the admin, refreshed by the control thread.
         self.paused: frozenset[str] = frozenset()
@@ -120,17 +121,9 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
 
     def _submit(self, func: Callable[..., Outcome], *args: Any) -> None:
         assert self._pool is not None, "The executor has not been started."
-        # It takes a thread as a scheduled run does, so it counts among the running.
-        with self._due_lock:
-            self._running += 1
-        try:
-            future = self._pool.submit(func, *args)
-        except BaseException:
-            self._ended(runs=1)
-            raise
+        future = self._pool.submit(func, *args)
         self._futures.add(future)
         future.add_done_callback(self._futures.discard)
-        future.add_done_callback(lambda _: self._ended(runs=1))
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
         # Held until the scheduler has handed over every job due now (see flush()),
@@ -142,13 +135,12 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
             self.flush()
 
     def flush(self) -> None:
-        """Claim the jobs handed over, ``BATCH_SIZE`` at a time, as threads are free to run them.
+        """Claim the jobs handed over, ``BATCH_SIZE`` at a time.
 
         The scheduler calls this after each pass over its due jobs, the executor
-        every ``BATCH_SIZE`` jobs and whenever a claim or a run ends: a second in which
-        hundreds of jobs are due costs one claim round trip and one fence insert per
-        ``BATCH_SIZE`` jobs. An instance whose threads are all taken claims nothing
-        more until one is free, and leaves what is due meanwhile to idle instances.
+        every ``BATCH_SIZE`` jobs and whenever a batch has its answer: a second in
+        which hundreds of jobs are due costs one claim round trip and one fence insert
+        per ``BATCH_SIZE`` jobs, with at most ``BATCHES_IN_FLIGHT`` of them out at once.
         """
         left: list[tuple[Job, list[datetime]]] = []
         while True:
@@ -156,11 +148,7 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
                 if not self._accepting.is_set():
                     left, self._due = self._due, []
                     break
-                if (
-                    not self._due
-                    or self._claiming >= BATCHES_IN_FLIGHT
-                    or self._claiming + self._running >= self._max_workers
-                ):
+                if not self._due or self._claiming >= BATCHES_IN_FLIGHT:
                     return
                 batch, self._due = self._due[:BATCH_SIZE], self._due[BATCH_SIZE:]
                 self._claiming += 1
@@ -175,23 +163,20 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
             self._futures.add(future)
             future.add_done_callback(self._futures.discard)
         for job, run_times in left:
+            # No longer accepting: each is logged as missed or left to other instances.
+            events: list[JobExecutionEvent] = []
             for run_time in run_times:
-                logger.info(
-                    "Job %r at %s left to other instances: shutting down.",
-                    job.id,
-                    run_time.isoformat(),
-                )
-            self._run_job_success(job.id, [])
+                self._may_claim(job, run_time, events)
+            self._run_job_success(job.id, events)
 
-    def _ended(self, *, claims: int = 0, runs: int = 0) -> None:
+    def _claimed(self) -> None:
+        """A batch has its answer from the cache: the next may go out."""
         with self._due_lock:
-            self._claiming -= claims
-            self._running -= runs
+            self._claiming -= 1
         self.flush()
 
     def _claim_batch(self, batch: list[tuple[Job, list[datetime]]]) -> None:
         events: dict[str, list[JobExecutionEvent]] = {job.id: [] for job, _ in batch}
-        runs: dict[str, list[Fenced]] = {}
         try:
             due = [
                 (job, run_time.astimezone(UTC))
@@ -200,6 +185,14 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
                 if self._may_claim(job, run_time, events[job.id])
             ]
             results = claim_many([(job.id, run_time) for job, run_time in due], self.owner)
+        except Exception as exc:
+            self._failed(batch, exc)
+            return
+        finally:
+            # Answered: the next batch may go out while this one is fenced and run.
+            self._claimed()
+        runs: dict[str, list[Fenced]] = {}
+        try:
             claimed = []
             for (job, run_time), result in zip(due, results, strict=True):
                 if result is ClaimResult.LOST:
@@ -207,27 +200,31 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
                 else:
                     spec = self.specs[job.id]
                     claimed.append(Claimed(spec, run_time, result, paused=spec.id in self.paused))
-            for step, item in zip(fence(claimed, self.owner), claimed, strict=True):
+            fenced = fence(claimed, self.owner, keep_connection=True)
+            for step, item in zip(fenced, claimed, strict=True):
                 if isinstance(step, Fenced):
                     runs.setdefault(item.job.id, []).append(step)
                 else:
                     events[item.job.id].append(self._event(item.job.id, item.scheduled_for, step))
         except Exception as exc:
-            for job, _ in batch:
-                self._run_job_error(job.id, exc, exc.__traceback__)
-            self._ended(claims=1)
+            close_old_connections()
+            self._failed(batch, exc)
             return
         won = [job for job, _ in batch if job.id in runs]
-        with self._due_lock:
-            self._running += len(won)
         for job in won[1:]:
             self._submit_or_call(self._run_here, job, runs[job.id], events[job.id])
         self._settle([(job.id, events[job.id]) for job, _ in batch if job.id not in runs])
-        self._ended(claims=1)
         if won:
-            # One runs on this thread, which holds the interpreter now: a pool thread
-            # would first have to win it back from the jobs already running here.
-            self._run_here(won[0], runs[won[0].id], events[won[0].id])
+            # One runs on this thread, which holds the interpreter now (a pool thread
+            # would first have to win it back from the jobs already running here) and
+            # the fence's database connection.
+            self._run_here(won[0], runs[won[0].id], events[won[0].id], connected=True)
+        else:
+            close_old_connections()
+
+    def _failed(self, batch: list[tuple[Job, list[datetime]]], exc: Exception) -> None:
+        for job, _ in batch:
+            self._run_job_error(job.id, exc, exc.__traceback__)
 
     def _submit_or_call(self, func: Callable[..., None], *args: Any) -> None:
         """Run ``func`` on a pool thread, or on this one if the pool has shut down.
@@ -268,20 +265,27 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
             return False
         return True
 
-    def _run_here(self, job: Job, runs: list[Fenced], events: list[JobExecutionEvent]) -> None:
+    def _run_here(
+        self,
+        job: Job,
+        runs: list[Fenced],
+        events: list[JobExecutionEvent],
+        *,
+        connected: bool = False,
+    ) -> None:
         """Run the occurrences of ``job`` this instance fenced, and tell APScheduler."""
         try:
-            done = self._run(runs, events)
+            done = self._run(runs, events, connected=connected)
         except Exception as exc:
             self._run_job_error(job.id, exc, exc.__traceback__)
         else:
             self._run_job_success(job.id, done)
-        finally:
-            self._ended(runs=1)
 
-    def _run(self, runs: list[Fenced], events: list[JobExecutionEvent]) -> list[JobExecutionEvent]:
-        for step in runs:
-            outcome = run_fenced(step)
+    def _run(
+        self, runs: list[Fenced], events: list[JobExecutionEvent], *, connected: bool = False
+    ) -> list[JobExecutionEvent]:
+        for i, step in enumerate(runs):
+            outcome = run_fenced(step, connected=connected and i == 0)
             events.append(self._event(step.job.id, step.occurrence.scheduled_for, outcome))
         return events
 

@@ -81,11 +81,16 @@ def run_occurrence(
     return step if isinstance(step, Outcome) else run_fenced(step)
 
 
-def fence(claimed: Sequence[Claimed], owner: str) -> list[Fenced | Outcome]:
+def fence(
+    claimed: Sequence[Claimed], owner: str, *, keep_connection: bool = False
+) -> list[Fenced | Outcome]:
     """Insert the history rows of claimed occurrences: one INSERT for all where possible.
 
     Each occurrence comes back as the one to run, or as the outcome that ends it
     here: paused, skipped, or fenced by a row another instance wrote first.
+    ``keep_connection`` leaves this thread's database connection open after a
+    successful insert, for the run that follows on the same thread
+    (:func:`run_fenced` with ``connected=True``) or for the caller to close.
     """
     claimed_at = timezone.now()
     occurrences = [
@@ -106,17 +111,18 @@ def fence(claimed: Sequence[Claimed], owner: str) -> list[Fenced | Outcome]:
     if not to_fence:
         return cast("list[Fenced | Outcome]", steps)
     close_old_connections()
+    error: DatabaseError | None = None
     try:
         rows: list[Claim | None] = history.open_claims(
             [(occurrences[i].job, occurrences[i].scheduled_for) for i in to_fence],
             owner,
             claimed_at,
         )
-        error: DatabaseError | None = None
     except DatabaseError as exc:
         rows, error = [None] * len(to_fence), exc
     finally:
-        close_old_connections()
+        if not keep_connection or error is not None:
+            close_old_connections()
     for i, row in zip(to_fence, rows, strict=True):
         steps[i] = _fenced(claimed[i], occurrences[i], row, error)
     return cast("list[Fenced | Outcome]", steps)
@@ -169,9 +175,14 @@ def _skip(
     return outcome
 
 
-def run_fenced(step: Fenced) -> Outcome:
-    """Run an occurrence fenced for this instance: hand it off, or call the job here."""
-    close_old_connections()
+def run_fenced(step: Fenced, *, connected: bool = False) -> Outcome:
+    """Run an occurrence fenced for this instance: hand it off, or call the job here.
+
+    ``connected``: this thread's connection was opened by the fence just now, so the
+    run uses it as it is; with ``CONN_MAX_AGE = 0``, that is one connection less.
+    """
+    if not connected:
+        close_old_connections()
     try:
         return _run(step.job, step.occurrence, step.row)
     finally:

@@ -196,9 +196,9 @@ def test_jobs_waiting_for_a_thread_are_left_to_others_on_shutdown(
 
     with caplog.at_level(logging.INFO, logger="django_oncejob"):
         one.executor.stop_claiming()
+        HELD.set()
+        assert one.executor.wait(10)
     assert f"Job 'later' at {when.isoformat()} left to other instances" in caplog.text
-    HELD.set()
-    assert one.executor.wait(10)
     assert ran(record_file) == ["busy"]
     assert not Claim.objects.filter(job="later").exists()
     assert claim("later", when, "host-b:2") is ClaimResult.WON
