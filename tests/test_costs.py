@@ -26,6 +26,7 @@ import redis
 from apscheduler.triggers.date import DateTrigger
 from django.core.cache import caches
 from django.db import connection
+from django.db.backends.signals import connection_created
 from django.db.backends.utils import CursorWrapper
 from django.test.utils import CaptureQueriesContext, override_settings
 from django.utils import timezone
@@ -301,6 +302,12 @@ def test_a_burst_of_due_jobs_costs_a_set_each_in_few_round_trips(
         scheduler.add_job("tests.jobs:record", DateTrigger(when), id=job_id, misfire_grace_time=60)
 
     statements.clear()
+    opened: list[object] = []
+
+    def count(sender: object, connection: object, **kwargs: object) -> None:
+        opened.append(connection)
+
+    connection_created.connect(count)
     with commands() as cache:
         scheduler.start()
         try:
@@ -311,6 +318,7 @@ def test_a_burst_of_due_jobs_costs_a_set_each_in_few_round_trips(
         finally:
             scheduler.shutdown(wait=False)
             assert executor.wait(10)
+            connection_created.disconnect(count)
 
     # Batches claimed side by side may open a connection each: its handshake is not
     # a cost per occurrence.
@@ -326,5 +334,7 @@ def test_a_burst_of_due_jobs_costs_a_set_each_in_few_round_trips(
         {"INSERT": len(pipelines), "UPDATE": 30}
     ), statements
     assert Claim.objects.filter(status=Claim.Status.SUCCEEDED, job__in=specs).count() == 30
+    # CONN_MAX_AGE = 0: a connection per run, the first run of each batch on its fence's.
+    assert len(opened) == 30
     runs = sorted(line.split()[0] for line in record_file.read_text().splitlines())
     assert runs == sorted(["warm-up", *specs])
