@@ -75,10 +75,13 @@ class Instance:
 
     def due_now(self, *job_ids: str) -> datetime:
         when = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+        # Paused while they are added, so that one pass of the scheduler hands them over.
+        self.scheduler.pause()
         for job_id in job_ids:
             func = self.executor.specs[job_id].func.replace("tests.jobs.", "tests.jobs:")
             func = func.replace("tests.test_executor.", "tests.test_executor:")
             self.scheduler.add_job(func, DateTrigger(when), id=job_id, misfire_grace_time=60)
+        self.scheduler.resume()
         return when
 
     def stop(self) -> None:
