@@ -25,6 +25,7 @@ from django_oncejob.models import Claim
 from django_oncejob.registry import JobSpec, parse_job
 from django_oncejob.scheduler import ClaimingScheduler
 from tests.jobs import record
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,13 +57,6 @@ def ran(record_file: Path) -> list[str]:
     if not record_file.exists():
         return []
     return [line.split()[0] for line in record_file.read_text().splitlines()]
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 class Instance:
@@ -124,7 +118,7 @@ def test_an_instance_whose_threads_are_all_taken_claims_nothing_more(
     busy = [spec(f"busy-{i}", "tests.test_executor.hold") for i in range(2)]
     one = instance([*busy, spec("later")], max_workers=2)
     one.due_now("busy-0", "busy-1")
-    wait_for(lambda: sorted(ran(record_file)) == ["busy-0", "busy-1"], "both threads taken")
+    wait_for(lambda: sorted(ran(record_file)) == ["busy-0", "busy-1"], 15, "both threads taken")
 
     when = one.due_now("later")
     time.sleep(0.5)
@@ -134,8 +128,8 @@ def test_an_instance_whose_threads_are_all_taken_claims_nothing_more(
 
     HELD.set()
     # Once a thread was free, this instance claimed it too, and lost.
-    wait_for(lambda: claims.get("later") is ClaimResult.LOST, "the late claim")
-    wait_for(lambda: not one.executor.running, "the instance to settle")
+    wait_for(lambda: claims.get("later") is ClaimResult.LOST, 15, "the late claim")
+    wait_for(lambda: not one.executor.running, 15, "the instance to settle")
     assert sorted(ran(record_file)) == ["busy-0", "busy-1"]
 
 
@@ -144,13 +138,13 @@ def test_a_thread_freed_claims_what_waited_for_it(
 ) -> None:
     one = instance([spec("busy", "tests.test_executor.hold"), spec("later")], max_workers=1)
     one.due_now("busy")
-    wait_for(lambda: ran(record_file) == ["busy"], "the thread taken")
+    wait_for(lambda: ran(record_file) == ["busy"], 15, "the thread taken")
     one.due_now("later")
     time.sleep(0.3)
     assert ran(record_file) == ["busy"]
 
     HELD.set()
-    wait_for(lambda: ran(record_file) == ["busy", "later"], "the job that waited")
+    wait_for(lambda: ran(record_file) == ["busy", "later"], 15, "the job that waited")
     assert Claim.objects.get(job="later").status == Claim.Status.SUCCEEDED
 
 
@@ -181,7 +175,7 @@ def test_claims_go_out_a_few_batches_at_a_time(
     specs = [spec(f"job-{i:02d}") for i in range(50)]
     one = instance(specs, max_workers=10)
     one.due_now(*(job.id for job in specs))
-    wait_for(lambda: len(ran(record_file)) == 50, "50 runs")
+    wait_for(lambda: len(ran(record_file)) == 50, 15, "50 runs")
 
     assert most == BATCHES_IN_FLIGHT
     assert sorted(sizes) == [BATCH_SIZE] * 5
@@ -193,7 +187,7 @@ def test_jobs_waiting_for_a_thread_are_left_to_others_on_shutdown(
 ) -> None:
     one = instance([spec("busy", "tests.test_executor.hold"), spec("later")], max_workers=1)
     one.due_now("busy")
-    wait_for(lambda: ran(record_file) == ["busy"], "the thread taken")
+    wait_for(lambda: ran(record_file) == ["busy"], 15, "the thread taken")
     when = one.due_now("later")
     time.sleep(0.3)
 
