@@ -44,14 +44,18 @@ def ids(jobs: list) -> list[str]:  # type: ignore[type-arg]
     return [job.id for job in jobs]
 
 
+def due_order(store: ShuffledMemoryJobStore, job_ids: list[str]) -> list[str]:
+    """Add jobs all due at WHEN; the order the store hands them over in."""
+    for job_id in job_ids:
+        add(store, job_id)
+    return ids(store.get_due_jobs(WHEN))
+
+
 def test_two_instances_hand_over_the_jobs_due_together_in_orders_of_their_own(
     stores: list[ShuffledMemoryJobStore],
 ) -> None:
     job_ids = [f"job-{i:02d}" for i in range(40)]
-    for store in stores:
-        for job_id in job_ids:
-            add(store, job_id)
-    first, second = (ids(store.get_due_jobs(WHEN)) for store in stores)
+    first, second = (due_order(store, job_ids) for store in stores)
     assert sorted(first) == sorted(second) == job_ids
     assert first != second
     assert first != job_ids
@@ -78,9 +82,7 @@ def test_a_job_keeps_its_place_among_ties_when_it_is_rescheduled(
 ) -> None:
     store = stores[0]
     scheduler = store._scheduler
-    for i in range(20):
-        add(store, f"job-{i:02d}")
-    order = ids(store.get_due_jobs(WHEN))
+    order = due_order(store, [f"job-{i:02d}" for i in range(20)])
 
     scheduler.reschedule_job("job-07", trigger=DateTrigger(WHEN + timedelta(hours=1)))
     assert "job-07" not in ids(store.get_due_jobs(WHEN))
@@ -93,9 +95,7 @@ def test_paused_jobs_are_never_due_and_resume_where_they_were(
 ) -> None:
     store = stores[0]
     scheduler = store._scheduler
-    for i in range(5):
-        add(store, f"job-{i}")
-    order = ids(store.get_due_jobs(WHEN))
+    order = due_order(store, [f"job-{i}" for i in range(5)])
 
     scheduler.pause_job("job-3")
     assert store.lookup_job("job-3").next_run_time is None
