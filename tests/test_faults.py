@@ -487,8 +487,15 @@ def test_shutdown_under_load(fleet: FleetFactory) -> None:
     instances = fleet(jobs, {"MAX_WORKERS": 16})
     stopping, staying = instances.start(2, stagger=0.3)
     mine = Claim.objects.filter(owner__endswith=f":{stopping.pid}")
-    wait_for(lambda: mine.filter(status="running").count() >= 2, 10, "two running jobs")
-    time.sleep(1.5)
+    running = mine.filter(status="running")
+    wait_for(lambda: running.count() >= 2, 10, "two running jobs")
+    # The instances' start-up may outlast the first jobs, so signal only when one of the
+    # stopping instance's jobs has just begun: it is sure to be mid-run at the signal.
+    wait_for(
+        lambda: running.filter(claimed_at__gt=now() - timedelta(seconds=0.5)).exists(),
+        10,
+        "a job the stopping instance has just started",
+    )
     signalled = now()
     stopping.process.send_signal(signal.SIGTERM)
 
