@@ -119,7 +119,7 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
         """Run a job now, as a run request this instance won asks."""
         self._submit(run_manual, spec, request.requested_at, request.requested_by, self.owner)
 
-    def _submit(self, func: Callable[..., Outcome], *args: Any) -> None:
+    def _submit(self, func: Callable[..., object], *args: Any) -> None:
         assert self._pool is not None, "The executor has not been started."
         future = self._pool.submit(func, *args)
         self._futures.add(future)
@@ -152,16 +152,12 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
                     return
                 batch, self._due = self._due[:BATCH_SIZE], self._due[BATCH_SIZE:]
                 self._claiming += 1
-            assert self._pool is not None, "The executor has not been started."
             try:
-                future = self._pool.submit(self._claim_batch, batch)
+                self._submit(self._claim_batch, batch)
             except RuntimeError:  # shut down: the batch is left to other instances
                 with self._due_lock:
                     self._claiming -= 1
                 self._settle([(job.id, []) for job, _ in batch])
-                continue
-            self._futures.add(future)
-            future.add_done_callback(self._futures.discard)
         for job, run_times in left:
             # No longer accepting: each is logged as missed or left to other instances.
             events: list[JobExecutionEvent] = []
@@ -232,14 +228,10 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
         Called from a claim's task, which :meth:`wait` waits for: what it claimed
         runs all the same after a shutdown began.
         """
-        assert self._pool is not None, "The executor has not been started."
         try:
-            future = self._pool.submit(func, *args)
+            self._submit(func, *args)
         except RuntimeError:
             func(*args)
-            return
-        self._futures.add(future)
-        future.add_done_callback(self._futures.discard)
 
     def _settle(self, done: list[tuple[str, list[JobExecutionEvent]]]) -> None:
         for job_id, events in done:
