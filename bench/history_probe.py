@@ -34,10 +34,10 @@ def fence_inserts(count: int) -> dict[str, float]:
     times = []
     for i in range(count):
         start = time.perf_counter()
-        row = history.open_claim("probe", base + timedelta(seconds=i), "probe:1", timezone.now())
+        row = history.running("probe", base + timedelta(seconds=i), "probe:1", timezone.now())
+        assert history.insert_running([row]) == [True]
         times.append((time.perf_counter() - start) * 1000)
-        assert row is not None
-        history.close_claim(row, Claim.Status.SUCCEEDED)
+        history.write_endings([(row, history.Ending(Claim.Status.SUCCEEDED))])
     times.sort()
     return {
         "inserts": count,
@@ -62,7 +62,7 @@ def plans() -> dict[str, list[str]]:
             "SELECT 1 FROM django_oncejob_claim WHERE job = %s AND scheduled_for = %s",
             [row.job, when],
         ),
-        "close_claim_update": explain(
+        "ending_update": explain(
             "UPDATE django_oncejob_claim SET status = 'succeeded' WHERE id = %s AND owner = %s",
             [row.pk, row.owner],
         ),

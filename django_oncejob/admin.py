@@ -399,7 +399,7 @@ class JobStateAdmin(JobStateAdminBase):
         states = {state.job: state for state in JobState.objects.filter(job__in=ids)}
         last = status.last_rows(ids)
         counts = status.recent_counts(ids, now - RECENT)
-        alive = Instance.objects.filter(live_instances(conf.HEARTBEAT_TIMEOUT, now)).count()
+        alive = Instance.objects.filter(live_instances(conf.HEARTBEAT_TIMEOUT)).count()
         history_url = self._url("django_oncejob_claim_changelist")
         rows = []
         for job in jobs.values():
@@ -451,7 +451,7 @@ class JobStateAdmin(JobStateAdminBase):
         if job is None:
             return self._back()
         now = timezone.now()
-        if not Instance.objects.filter(live_instances(conf.HEARTBEAT_TIMEOUT, now)).exists():
+        if not Instance.objects.filter(live_instances(conf.HEARTBEAT_TIMEOUT)).exists():
             self.message_user(
                 request,
                 gettext(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from django.utils import timezone
 
 from django_oncejob import missed
+from django_oncejob.clock import DatabaseClock
 from django_oncejob.models import JobState, RunRequest
 from django_oncejob.periodic import PeriodicThread
 from django_oncejob.registry import JobSpec
@@ -42,10 +43,14 @@ class Control(PeriodicThread):
         interval: float,
         jobs: Mapping[str, JobSpec],
         executor: ClaimingExecutor,
+        clock: DatabaseClock,
+        timeout: int,
     ) -> None:
         super().__init__("oncejob-control", owner, interval=interval)
         self.jobs = jobs
         self.executor = executor
+        self.clock = clock
+        self.timeout = timeout
         self._next_sweep = 0.0
 
     def work(self) -> None:
@@ -54,7 +59,7 @@ class Control(PeriodicThread):
         self.executor.paused = frozenset(job for job in paused if job in self.jobs)
         self.take_requests()
         if time.monotonic() >= self._next_sweep and self.executor.accepting:
-            missed.sweep(self.jobs.values(), self.owner)
+            missed.sweep(self.jobs.values(), self.owner, self.clock.now(), self.timeout)
             self._next_sweep = time.monotonic() + SWEEP_INTERVAL
 
     def take_requests(self) -> None:
@@ -66,5 +71,11 @@ class Control(PeriodicThread):
             taken = RunRequest.objects.filter(pk=request.pk, taken_at__isnull=True).update(
                 taken_by=self.owner, taken_at=timezone.now()
             )
-            if taken:
+            if not taken:
+                continue
+            try:
                 self.executor.submit_manual(self.jobs[request.job], request)
+            except RuntimeError:
+                # Shutting down after all: the request goes back to the other instances.
+                RunRequest.objects.filter(pk=request.pk).update(taken_by="", taken_at=None)
+                raise

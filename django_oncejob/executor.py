@@ -18,20 +18,12 @@ from apscheduler.events import (
 )
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.job import Job
-from django.db import close_old_connections
 
 from django_oncejob.claim import ClaimResult, claim_many
+from django_oncejob.clock import DatabaseClock
 from django_oncejob.models import Claim, RunRequest
+from django_oncejob.pipeline import Claimed, Fenced, Outcome, Pipeline
 from django_oncejob.registry import JobSpec
-from django_oncejob.runner import (
-    Claimed,
-    Fenced,
-    Outcome,
-    fence,
-    rerun_occurrence,
-    run_fenced,
-    run_manual,
-)
 
 logger = logging.getLogger("django_oncejob")
 
@@ -46,31 +38,40 @@ BATCHES_IN_FLIGHT = 2
 class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
     """Claims the due occurrences together, then runs the ones won in a thread pool.
 
-    The scheduler hands over the due jobs, and a pool task claims each ``BATCH_SIZE``
-    of them together (:func:`~django_oncejob.claim.claim_many`) and fences the ones
-    won (:func:`~django_oncejob.runner.fence`); each then runs on a thread
-    (:func:`~django_oncejob.runner.run_fenced`), the first on the claim's own.
-    At most ``BATCHES_IN_FLIGHT`` batches are out at once, each on a pool thread as
-    a job is: an instance whose threads are all taken claims nothing until one is
-    free, and leaves what falls due meanwhile to the others, as APScheduler's own
-    thread pool would.
-    The misfire check comes first, as in APScheduler's own executors, so an
-    instance too late to run an occurrence never claims it.
+    The scheduler hands over the due jobs, and a pool task claims a batch of them
+    together (:func:`~django_oncejob.claim.claim_many`), has the pipeline fence the
+    ones won, and runs each on a thread, the first on its own. A batch holds no
+    more jobs than there are threads free to start them now: an instance whose
+    threads are all taken claims nothing until one is free, and leaves what falls
+    due meanwhile to the others, as APScheduler's own thread pool would. The
+    misfire check comes first, as in APScheduler's own executors, so an instance
+    too late to run an occurrence never claims it.
     """
 
-    def __init__(self, specs: Mapping[str, JobSpec], owner: str, max_workers: int) -> None:
+    def __init__(
+        self,
+        specs: Mapping[str, JobSpec],
+        pipeline: Pipeline,
+        max_workers: int,
+        clock: DatabaseClock | None = None,
+    ) -> None:
         super().__init__()
         self.specs = specs
-        self.owner = owner
+        self.pipeline = pipeline
+        self.clock = clock or DatabaseClock()
+        self.owner = pipeline.owner
         self._max_workers = max_workers
         self._accepting = threading.Event()
         self._accepting.set()
         self._futures: set[concurrent.futures.Future[Any]] = set()
         #: Jobs handed over by the scheduler and not claimed yet.
         self._due: list[tuple[Job, list[datetime]]] = []
-        self._due_lock = threading.Lock()
-        #: Claim batches sent or waiting for a thread, and not answered yet.
+        self._lock = threading.Lock()
+        #: Claim tasks submitted and not answered yet.
         self._claiming = 0
+        #: Runs on a thread or queued for one, and threads a claim keeps for what it may win.
+        self._runs = 0
+        self._reserved = 0
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         #: Job ids paused in the admin, refreshed by the control thread.
         self.paused: frozenset[str] = frozenset()
@@ -113,65 +114,113 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
 
     def submit_rerun(self, spec: JobSpec, row: Claim) -> None:
         """Run an occurrence taken over from a dead instance, outside APScheduler's books."""
-        self._submit(rerun_occurrence, spec, row)
+        self._submit_run(self.pipeline.rerun, spec, row)
 
     def submit_manual(self, spec: JobSpec, request: RunRequest) -> None:
         """Run a job now, as a run request this instance won asks."""
-        self._submit(run_manual, spec, request.requested_at, request.requested_by, self.owner)
+        self._submit_run(self.pipeline.run_manual, spec, request.requested_at, request.requested_by)
 
     def _submit(self, func: Callable[..., object], *args: Any) -> None:
         assert self._pool is not None, "The executor has not been started."
         future = self._pool.submit(func, *args)
         self._futures.add(future)
-        future.add_done_callback(self._futures.discard)
+        future.add_done_callback(self._done)
+
+    def _submit_run(self, func: Callable[..., object], *args: Any) -> None:
+        """Run ``func`` on a pool thread, counted among the runs until it ends."""
+        with self._lock:
+            self._runs += 1
+        try:
+            self._submit(self._counted, func, *args)
+        except BaseException:
+            self._ended()
+            raise
+
+    def _counted(self, func: Callable[..., object], *args: Any) -> None:
+        try:
+            func(*args)
+        finally:
+            self._ended()
+
+    def _ended(self) -> None:
+        """A run has ended: its thread may take the next claim."""
+        with self._lock:
+            self._runs -= 1
+        self.flush()
+
+    def _done(self, future: concurrent.futures.Future[Any]) -> None:
+        self._futures.discard(future)
+        if not future.cancelled() and (exc := future.exception()) is not None:
+            logger.error("A task of runjobs %s failed.", self.owner, exc_info=exc)
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
         # Held until the scheduler has handed over every job due now (see flush()),
         # or enough of them to be worth claiming while it goes on with the others.
-        with self._due_lock:
+        with self._lock:
             self._due.append((job, run_times))
             full = len(self._due) >= BATCH_SIZE
         if full:
             self.flush()
 
     def flush(self) -> None:
-        """Claim the jobs handed over, ``BATCH_SIZE`` at a time.
+        """Send claim tasks for the jobs handed over, ``BATCHES_IN_FLIGHT`` at most.
 
         The scheduler calls this after each pass over its due jobs, the executor
-        every ``BATCH_SIZE`` jobs and whenever a batch has its answer: a second in
-        which hundreds of jobs are due costs one claim round trip and one fence insert
-        per ``BATCH_SIZE`` jobs, with at most ``BATCHES_IN_FLIGHT`` of them out at once.
+        every ``BATCH_SIZE`` jobs and whenever a task ends: a second in which
+        hundreds of jobs are due costs one claim round trip and one fence insert
+        per batch.
         """
-        left: list[tuple[Job, list[datetime]]] = []
-        while True:
-            with self._due_lock:
-                if not self._accepting.is_set():
-                    left, self._due = self._due, []
-                    break
-                if not self._due or self._claiming >= BATCHES_IN_FLIGHT:
-                    return
-                batch, self._due = self._due[:BATCH_SIZE], self._due[BATCH_SIZE:]
-                self._claiming += 1
+        sends = 0
+        with self._lock:
+            if not self._accepting.is_set():
+                left, self._due = self._due, []
+            else:
+                left = []
+                sends = max(0, min(len(self._due), BATCHES_IN_FLIGHT - self._claiming))
+                self._claiming += sends
+        if left:
+            for job, run_times in left:
+                # No longer accepting: each is logged as missed or left to other instances.
+                events: list[JobExecutionEvent] = []
+                for run_time in run_times:
+                    self._may_claim(job, run_time, events)
+                self._run_job_success(job.id, events)
+            return
+        for _ in range(sends):
             try:
-                self._submit(self._claim_batch, batch)
-            except RuntimeError:  # shut down: the batch is left to other instances
-                with self._due_lock:
+                self._submit(self._claim_batch)
+            except RuntimeError:  # shut down: the jobs are left to other instances
+                with self._lock:
                     self._claiming -= 1
-                self._settle([(job.id, []) for job, _ in batch])
-        for job, run_times in left:
-            # No longer accepting: each is logged as missed or left to other instances.
-            events: list[JobExecutionEvent] = []
-            for run_time in run_times:
-                self._may_claim(job, run_time, events)
-            self._run_job_success(job.id, events)
+                self._accepting.clear()
+                self.flush()
+                return
 
-    def _claimed(self) -> None:
-        """A batch has its answer from the cache: the next may go out."""
-        with self._due_lock:
+    def _take_batch(self) -> list[tuple[Job, list[datetime]]]:
+        """The next jobs to claim: as many as there are threads free to start them now."""
+        with self._lock:
+            # Threads neither running nor queued to run a job, nor kept by another claim.
+            free = self._max_workers - self._runs - self._reserved
+            size = max(0, min(BATCH_SIZE, free))
+            batch, self._due = self._due[:size], self._due[size:]
+            self._reserved += len(batch)
+        return batch
+
+    def _answered(self, kept: int, won: int) -> None:
+        """A claim has its answer: its ``won`` jobs become runs, and the next claim may go out."""
+        with self._lock:
             self._claiming -= 1
+            self._reserved -= kept
+            self._runs += won
         self.flush()
 
-    def _claim_batch(self, batch: list[tuple[Job, list[datetime]]]) -> None:
+    def _claim_batch(self) -> None:
+        batch = self._take_batch()
+        if not batch:
+            # No thread free, or another claim took them: the end of a run sends the next.
+            with self._lock:
+                self._claiming -= 1
+            return
         events: dict[str, list[JobExecutionEvent]] = {job.id: [] for job, _ in batch}
         try:
             due = [
@@ -182,11 +231,16 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
             ]
             results = claim_many([(job.id, run_time) for job, run_time in due], self.owner)
         except Exception as exc:
+            self._answered(len(batch), 0)
             self._failed(batch, exc)
             return
-        finally:
-            # Answered: the next batch may go out while this one is fenced and run.
-            self._claimed()
+        # A job due at several times runs them one after another, on one thread.
+        held = {
+            job.id
+            for (job, _), result in zip(due, results, strict=True)
+            if result is not ClaimResult.LOST
+        }
+        self._answered(len(batch), len(held))
         runs: dict[str, list[Fenced]] = {}
         try:
             claimed = []
@@ -196,29 +250,28 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
                 else:
                     spec = self.specs[job.id]
                     claimed.append(Claimed(spec, run_time, result, paused=spec.id in self.paused))
-            fenced = fence(claimed, self.owner, keep_connection=True)
+            fenced = self.pipeline.fence(claimed)
             for step, item in zip(fenced, claimed, strict=True):
                 if isinstance(step, Fenced):
                     runs.setdefault(item.job.id, []).append(step)
                 else:
                     events[item.job.id].append(self._event(item.job.id, item.scheduled_for, step))
         except Exception as exc:
-            close_old_connections()
+            for _ in held:
+                self._ended()
             self._failed(batch, exc)
             return
+        for _ in held - runs.keys():  # fenced, paused or skipped: no run after all
+            self._ended()
         won = [job for job, _ in batch if job.id in runs]
         for job in won[1:]:
-            self._submit_or_call(self._run_here, job, runs[job.id], events[job.id])
+            self._submit_or_call(self._counted, self._run_here, job, runs[job.id], events[job.id])
         self._settle([(job.id, events[job.id]) for job, _ in batch if job.id not in runs])
         if won:
-            # One runs on this thread, which holds the interpreter now (a pool thread
-            # would first have to win it back from the jobs already running here) and
-            # the fence's database connection.
-            self._run_here(won[0], runs[won[0].id], events[won[0].id], connected=True)
-        else:
-            close_old_connections()
+            self._counted(self._run_here, won[0], runs[won[0].id], events[won[0].id])
 
     def _failed(self, batch: list[tuple[Job, list[datetime]]], exc: Exception) -> None:
+        logger.error("Could not claim %d job(s).", len(batch), exc_info=exc)
         for job, _ in batch:
             self._run_job_error(job.id, exc, exc.__traceback__)
 
@@ -238,7 +291,16 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
             self._run_job_success(job_id, events)
 
     def _may_claim(self, job: Job, run_time: datetime, events: list[JobExecutionEvent]) -> bool:
-        lateness = datetime.now(UTC) - run_time
+        lateness = self.clock.utc_now() - run_time
+        if -lateness > timedelta(seconds=job.misfire_grace_time):
+            logger.warning(
+                "Job %r at %s left to other instances: due only in %s by the database's "
+                "clock, which this host's runs ahead of.",
+                job.id,
+                run_time.isoformat(),
+                -lateness,
+            )
+            return False
         if lateness > timedelta(seconds=job.misfire_grace_time):
             logger.warning(
                 "Job %r at %s missed: %s late, past its misfire grace time.",
@@ -257,29 +319,16 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
             return False
         return True
 
-    def _run_here(
-        self,
-        job: Job,
-        runs: list[Fenced],
-        events: list[JobExecutionEvent],
-        *,
-        connected: bool = False,
-    ) -> None:
+    def _run_here(self, job: Job, runs: list[Fenced], events: list[JobExecutionEvent]) -> None:
         """Run the occurrences of ``job`` this instance fenced, and tell APScheduler."""
         try:
-            done = self._run(runs, events, connected=connected)
+            for step in runs:
+                outcome = self.pipeline.run(step)
+                events.append(self._event(step.job.id, step.occurrence.scheduled_for, outcome))
         except Exception as exc:
             self._run_job_error(job.id, exc, exc.__traceback__)
         else:
-            self._run_job_success(job.id, done)
-
-    def _run(
-        self, runs: list[Fenced], events: list[JobExecutionEvent], *, connected: bool = False
-    ) -> list[JobExecutionEvent]:
-        for i, step in enumerate(runs):
-            outcome = run_fenced(step, connected=connected and i == 0)
-            events.append(self._event(step.job.id, step.occurrence.scheduled_for, outcome))
-        return events
+            self._run_job_success(job.id, events)
 
     @staticmethod
     def _event(job_id: str, run_time: datetime, outcome: Outcome) -> JobExecutionEvent:

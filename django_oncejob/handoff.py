@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import DatabaseError
-
 from django_oncejob import history
 from django_oncejob.claim import claim_key
 from django_oncejob.models import Claim
 from django_oncejob.occurrence import Occurrence
 from django_oncejob.registry import DEFAULT_TASKS_QUEUE, JobSpec, tasks_module_name
+from django_oncejob.writer import Writer
 
 #: The name oncejob's own Celery task is registered under, in :mod:`django_oncejob.tasks`.
 CELERY_TASK_NAME = "django_oncejob.run_occurrence"
@@ -49,26 +48,30 @@ class HandedOff:
     claim_id: int | None
 
 
-def enqueue(job: JobSpec, occurrence: Occurrence, row: Claim | None) -> str | None:
+def enqueue(job: JobSpec, occurrence: Occurrence, row: Claim | None, writer: Writer) -> str | None:
     """Send ``occurrence`` to the job's task queue and return the task id.
 
     Returns ``None``, sending nothing, if another instance has taken the row over.
-    Raises whatever the queue raises; the caller records the failure.
+    Raises whatever the queue raises; the caller records the failure. ``writer``
+    writes the row.
     """
     handed = HandedOff(occurrence.job, occurrence.scheduled_for, None if row is None else row.pk)
     if job.enqueue == "celery":
         task_id = celery_task_id(handed, 1 if row is None else row.attempts)
-        if row is not None and not history.mark_enqueued(row, "celery", task_id):
+        if row is not None and not writer.call(
+            lambda: history.mark_enqueued(row, "celery", task_id)
+        ):
             return None
         _send_celery(job, handed, task_id)
         return task_id
-    if row is not None and not history.mark_enqueued(row, f"tasks:{job.backend}"):
+    backend = f"tasks:{job.backend}"
+    if row is not None and not writer.call(lambda: history.mark_enqueued(row, backend)):
         return None
     task_id = _enqueue_django_task(job, handed)
     if row is not None:
         try:
-            history.note_task_id(row, task_id)
-        except DatabaseError:
+            writer.call(lambda: history.note_task_id(row, task_id))
+        except Exception:
             # The task is on its way and the row is enqueued: only the id is missing.
             logger.warning(
                 "Job %r at %s was handed off as task %s, but the task id could not be "

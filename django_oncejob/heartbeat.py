@@ -1,9 +1,14 @@
-"""This instance's heartbeat in the database, and the reaping of silent instances' jobs.
+"""This instance's heartbeat in the database, and the settling of silent instances' jobs.
 
 A job whose instance was killed mid-run would stay "running" forever. Every
-live instance beats every HEARTBEAT_INTERVAL seconds; any of them marks the
-running rows of an instance silent for HEARTBEAT_TIMEOUT seconds as
-abandoned, or takes them over to run again where the job asks for that.
+live instance beats every HEARTBEAT_INTERVAL seconds, and each beat says until
+when it holds: the database's time plus the instance's own HEARTBEAT_TIMEOUT.
+Any instance marks the running rows of an instance whose last beat no longer
+holds as abandoned, or takes them over to run again where the job asks for
+that. Every time here is the database's, never one host's clock; and an
+instance settles others' rows only once its own beats have gone through for a
+whole HEARTBEAT_TIMEOUT: after the database was out of reach for everyone, the
+first instance back waits for the others to beat again before it judges them.
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError
 from django.db.models import F, Q
-from django.utils import timezone
+from django.db.models.functions import Now
 
 import django_oncejob
+from django_oncejob.clock import DatabaseClock
 from django_oncejob.history import retry_locked
 from django_oncejob.models import Claim, Instance
 from django_oncejob.periodic import PeriodicThread
@@ -29,86 +36,147 @@ from django_oncejob.registry import JobSpec
 logger = logging.getLogger("django_oncejob")
 
 
-def beat(owner: str) -> None:
-    """Record that this instance is alive, registering it on its first beat."""
+def beat(owner: str, timeout: int) -> tuple[datetime, float]:
+    """Record that this instance is alive for ``timeout`` seconds more, registering it if new.
+
+    Returns the database's time of the beat, and by how many seconds this host's
+    clock is ahead of it.
+    """
     # Single statements only: on SQLite, a transaction that reads and then writes
     # fails at once with "database is locked" when another process writes.
-    now = timezone.now()
-    if retry_locked(
-        lambda: Instance.objects.filter(owner=owner).update(heartbeat_at=now, stopped_at=None)
+    expires = Now() + timedelta(seconds=timeout)
+    mine = Instance.objects.filter(owner=owner)
+    if not retry_locked(
+        lambda: mine.update(heartbeat_at=Now(), expires_at=expires, stopped_at=None)
     ):
-        return
-    # IntegrityError: registered meanwhile under the same owner; the next beat updates it.
-    with contextlib.suppress(IntegrityError):
-        retry_locked(
-            lambda: Instance.objects.create(
-                owner=owner,
-                host=socket.gethostname()[:255],
-                pid=os.getpid(),
-                version=django_oncejob.__version__,
-                started_at=now,
-                heartbeat_at=now,
-            )
+        # IntegrityError: registered meanwhile under the same owner; it holds as it is.
+        with contextlib.suppress(IntegrityError):
+            retry_locked(lambda: _register(owner, timeout))
+    before = time.time()
+    now = retry_locked(lambda: mine.annotate(now=Now()).values_list("now", flat=True).get())
+    offset = (before + time.time()) / 2 - now.timestamp()
+    retry_locked(lambda: mine.update(clock_offset=offset))
+    return now, offset
+
+
+def _register(owner: str, timeout: int) -> None:
+    Instance.objects.create(
+        owner=owner,
+        host=socket.gethostname()[:255],
+        pid=os.getpid(),
+        version=django_oncejob.__version__,
+        started_at=Now(),
+        heartbeat_at=Now(),
+        expires_at=Now() + timedelta(seconds=timeout),
+    )
+
+
+def start(
+    owner: str, timeout: int, jobs: Mapping[str, JobSpec], running: Collection[int] = ()
+) -> list[Claim]:
+    """Register this instance as it starts, and settle what an earlier run of it left running.
+
+    An instance restarted under the same owner (a pod's name, ``host:1`` in a
+    container) finds the rows its killed predecessor had running: nothing else
+    would ever settle them, since the owner is alive again. They are settled as a
+    silent instance's are; returns the ones to run again. ``running``: the ids of the
+    rows this process runs, left alone.
+    """
+    previous = Instance.objects.filter(owner=owner).filter(live_instances(timeout)).first()
+    if previous is not None:
+        logger.warning(
+            "%s was still alive in the database (its last heartbeat holds until %s): it was "
+            "restarted before its heartbeat ran out, or another runjobs runs under the same "
+            "owner, which must not be; give each instance its own ONCEJOB['OWNER'].",
+            owner,
+            previous.expires_at,
         )
+    updated = Instance.objects.filter(owner=owner).update(
+        host=socket.gethostname()[:255],
+        pid=os.getpid(),
+        version=django_oncejob.__version__,
+        started_at=Now(),
+        heartbeat_at=Now(),
+        expires_at=Now() + timedelta(seconds=timeout),
+        stopped_at=None,
+    )
+    if not updated:
+        beat(owner, timeout)
+    left = Claim.objects.filter(owner=owner, status=Claim.Status.RUNNING, task_backend="")
+    left = left.exclude(pk__in=list(running))
+    return _settle(list(left), owner, jobs, f"{owner} restarted while running it")
 
 
 def sign_off(owner: str) -> None:
     """Record that this instance stopped on purpose."""
-    Instance.objects.filter(owner=owner).update(stopped_at=timezone.now())
+    Instance.objects.filter(owner=owner).update(stopped_at=Now(), expires_at=Now())
 
 
 def reap(owner: str, timeout: int, jobs: Mapping[str, JobSpec]) -> list[Claim]:
-    """Settle the running rows of instances silent for ``timeout`` seconds.
+    """Settle the running rows of instances whose heartbeat no longer holds.
 
-    Returns the rows this instance took over to run again; every other such
-    row becomes abandoned. Each row changes hands in one conditional UPDATE,
-    so when several instances reap at once, exactly one of them settles it.
+    ``timeout`` stands in for an instance's own for one that recorded none, and is
+    how long a row with no live owner must have been running before it is settled.
+    Returns the rows this instance took over to run again; every other such row
+    becomes abandoned. Each row changes hands in one conditional UPDATE, so when
+    several instances reap at once, exactly one of them settles it.
     """
-    now = timezone.now()
-    cutoff = now - timedelta(seconds=timeout)
-    Instance.objects.filter(stopped_at__isnull=True, heartbeat_at__lt=cutoff).update(stopped_at=now)
-    live = Instance.objects.filter(live_instances(timeout, now))
+    alive = live_instances(timeout)
+    Instance.objects.filter(stopped_at__isnull=True).exclude(alive).update(stopped_at=Now())
+    live = Instance.objects.filter(alive)
     # Rows handed to a task queue are run by workers, which send no heartbeat.
     orphans = Claim.objects.filter(
-        status=Claim.Status.RUNNING, started_at__lt=cutoff, task_backend=""
+        status=Claim.Status.RUNNING,
+        started_at__lt=Now() - timedelta(seconds=timeout),
+        task_backend="",
     ).exclude(owner__in=live.values("owner"))
+    return _settle(list(orphans), owner, jobs, None)
+
+
+def _settle(
+    rows: list[Claim], owner: str, jobs: Mapping[str, JobSpec], why: str | None
+) -> list[Claim]:
     taken = []
-    for row in orphans:
+    for row in rows:
+        reason = why or f"{row.owner} stopped sending heartbeats while running it"
         mine = Claim.objects.filter(pk=row.pk, status=Claim.Status.RUNNING, owner=row.owner)
         job = jobs.get(row.job)
         if job is not None and job.rerun_abandoned:
-            if mine.update(owner=owner, started_at=now, attempts=F("attempts") + 1):
+            if mine.update(owner=owner, started_at=Now(), attempts=F("attempts") + 1):
                 logger.warning(
-                    "Job %r at %s was abandoned by %s; running it again here.",
+                    "Job %r at %s was abandoned (%s); running it again here.",
                     row.job,
                     row.scheduled_for.isoformat(),
-                    row.owner,
+                    reason,
                 )
                 row.refresh_from_db()
                 taken.append(row)
             continue
         if mine.update(
-            status=Claim.Status.ABANDONED,
-            finished_at=now,
-            error=f"Abandoned: {row.owner} stopped sending heartbeats while running it.",
+            status=Claim.Status.ABANDONED, finished_at=Now(), error=f"Abandoned: {reason}."
         ):
             logger.warning(
-                "Job %r at %s marked abandoned: %s stopped sending heartbeats.",
+                "Job %r at %s marked abandoned: %s.",
                 row.job,
                 row.scheduled_for.isoformat(),
-                row.owner,
+                reason,
             )
     return taken
 
 
-def live_instances(timeout: int, now: datetime | None = None) -> Q:
-    """A filter on :class:`Instance` for the ones alive now."""
-    cutoff = (now or timezone.now()) - timedelta(seconds=timeout)
-    return Q(stopped_at__isnull=True, heartbeat_at__gte=cutoff)
+def live_instances(timeout: int) -> Q:
+    """A filter on :class:`Instance` for the ones alive now, by the database's clock.
+
+    ``timeout`` stands in for an instance's own HEARTBEAT_TIMEOUT where it recorded none.
+    """
+    return Q(stopped_at__isnull=True) & (
+        Q(expires_at__gte=Now())
+        | Q(expires_at__isnull=True, heartbeat_at__gte=Now() - timedelta(seconds=timeout))
+    )
 
 
 class Heartbeat(PeriodicThread):
-    """Beats and reaps every ``interval`` seconds until stopped."""
+    """Beats every ``interval`` seconds until stopped, and reaps once its beats have held."""
 
     failure = "Could not write the heartbeat of %s."
 
@@ -120,17 +188,42 @@ class Heartbeat(PeriodicThread):
         timeout: int,
         jobs: Mapping[str, JobSpec],
         rerun: Callable[[JobSpec, Claim], None],
+        running: Callable[[], Collection[int]] = frozenset,
+        clock: DatabaseClock | None = None,
     ) -> None:
         super().__init__("oncejob-heartbeat", owner, interval=interval)
         self.timeout = timeout
         self.jobs = jobs
         self.rerun = rerun
+        #: The ids of the rows this process runs.
+        self.running = running
+        self.registered = False
         #: Cleared while shutting down: keep beating for the jobs still running, take on no more.
         self.reaping = threading.Event()
         self.reaping.set()
+        #: The database's time of the first beat of the current unbroken run of beats.
+        self.healthy_since: datetime | None = None
+        self._last_beat: datetime | None = None
+        #: Set to the database's at each beat.
+        self.clock = clock or DatabaseClock()
 
     def work(self) -> None:
-        beat(self.owner)
-        if self.reaping.is_set():
+        if not self.registered:
+            taken = start(self.owner, self.timeout, self.jobs, self.running())
+            self.registered = True
+            for row in taken:
+                self.rerun(self.jobs[row.job], row)
+        try:
+            now, self.clock.offset = beat(self.owner, self.timeout)
+        except Exception:
+            self.healthy_since = None
+            raise
+        # A beat later than the timeout breaks the run: others may have taken this
+        # instance for gone meanwhile, and it may have missed theirs.
+        gap = timedelta(seconds=self.timeout)
+        if self.healthy_since is None or self._last_beat is None or now - self._last_beat > gap:
+            self.healthy_since = now
+        self._last_beat = now
+        if self.reaping.is_set() and now - self.healthy_since >= gap:
             for row in reap(self.owner, self.timeout, self.jobs):
                 self.rerun(self.jobs[row.job], row)

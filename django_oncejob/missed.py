@@ -22,13 +22,14 @@ from functools import reduce
 from operator import or_
 
 from django.core.cache import caches
-from django.db.models import Q
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from django_oncejob import triggers
 from django_oncejob.claim import KEY_VERSION, claim_key
 from django_oncejob.conf import conf
-from django_oncejob.models import Claim, JobState
+from django_oncejob.heartbeat import live_instances
+from django_oncejob.models import Claim, Instance, JobState
 from django_oncejob.registry import JobSpec
 
 logger = logging.getLogger("django_oncejob")
@@ -54,17 +55,38 @@ class _Window:
     due: list[datetime]
 
 
-def sweep(jobs: Iterable[JobSpec], owner: str, now: datetime | None = None) -> int:
-    """Record the missed occurrences of ``jobs``; returns how many were found."""
+def sweep(
+    jobs: Iterable[JobSpec], owner: str, now: datetime | None = None, timeout: int = 60
+) -> int:
+    """Record the missed occurrences of ``jobs``; returns how many were found.
+
+    ``now`` is the database's time. An occurrence counts as missed only once every
+    live instance could have run it by its own clock: past its misfire grace time
+    for the instance whose clock is furthest behind. ``timeout`` stands in for an
+    instance's own HEARTBEAT_TIMEOUT where it recorded none.
+    """
     now = now or timezone.now()
+    lag = _slowest_clock(timeout)
     found = 0
     for chunk in _chunks(list(jobs), JOBS_PER_QUERY):
-        found += _sweep_chunk(chunk, owner, now)
+        found += _sweep_chunk(chunk, owner, now, lag)
     return found
 
 
-def _sweep_chunk(jobs: Sequence[JobSpec], owner: str, now: datetime) -> int:
-    windows = [window for job, mark in _marks(jobs, now) if (window := _window(job, mark, now))]
+def _slowest_clock(timeout: int) -> timedelta:
+    """How far the live instance whose clock is furthest behind the database's lags."""
+    behind = (
+        Instance.objects.filter(live_instances(timeout))
+        .aggregate(least=Min("clock_offset"))
+        .get("least")
+    )
+    return timedelta(seconds=max(0.0, -(behind or 0.0)))
+
+
+def _sweep_chunk(jobs: Sequence[JobSpec], owner: str, now: datetime, lag: timedelta) -> int:
+    windows = [
+        window for job, mark in _marks(jobs, now) if (window := _window(job, mark, now, lag))
+    ]
     if not windows:
         return 0
     ran = _ran([window for window in windows if window.due])
@@ -112,8 +134,8 @@ def _marks(jobs: Sequence[JobSpec], now: datetime) -> Iterator[tuple[JobSpec, da
             yield job, mark
 
 
-def _window(job: JobSpec, mark: datetime, now: datetime) -> _Window | None:
-    until = now - timedelta(seconds=job.misfire_grace_time) - SETTLE
+def _window(job: JobSpec, mark: datetime, now: datetime, lag: timedelta) -> _Window | None:
+    until = now - timedelta(seconds=job.misfire_grace_time) - SETTLE - lag
     start = max(mark, now - timedelta(seconds=conf.MISSED_LOOKBACK))
     if until <= start:
         return None

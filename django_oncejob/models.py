@@ -124,6 +124,20 @@ class Instance(models.Model):
         blank=True,
         help_text=_("When it stopped, or was found silent by another instance."),
     )
+    expires_at = models.DateTimeField(
+        _("alive until"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "When it counts as gone unless it beats again: its last heartbeat plus its own "
+            "HEARTBEAT_TIMEOUT, on the database's clock."
+        ),
+    )
+    clock_offset = models.FloatField(
+        _("clock offset"),
+        default=0.0,
+        help_text=_("Seconds its clock was ahead of the database's at its last heartbeat."),
+    )
 
     class Meta:
         verbose_name = _("instance")
@@ -134,9 +148,14 @@ class Instance(models.Model):
         return self.owner
 
     def is_alive(self, timeout: int) -> bool:
-        """Whether it beat within the last ``timeout`` seconds and has not stopped."""
-        silent = timezone.now() - self.heartbeat_at
-        return self.stopped_at is None and silent <= timedelta(seconds=timeout)
+        """Whether it has not stopped and its last heartbeat still holds.
+
+        ``timeout`` stands in for the instance's own, for one that recorded none.
+        """
+        if self.stopped_at is not None:
+            return False
+        expires_at = self.expires_at or self.heartbeat_at + timedelta(seconds=timeout)
+        return timezone.now() <= expires_at
 
 
 class JobState(models.Model):

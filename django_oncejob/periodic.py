@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from django.db import DatabaseError, close_old_connections
+from django_oncejob.db import close_own_connections, drop_broken_connections
 
 logger = logging.getLogger("django_oncejob")
 
@@ -13,9 +13,10 @@ logger = logging.getLogger("django_oncejob")
 class PeriodicThread(threading.Thread):
     """Calls :meth:`work` now and then every ``interval`` seconds, until :meth:`stop`.
 
-    A database error costs one round only: it is logged with :attr:`failure` (which
-    takes the owner) and the next round tries again, while the scheduler and the
-    claims carry on.
+    Whatever a round raises costs that round only: it is logged with :attr:`failure`
+    (which takes the owner), a connection that broke is dropped, and the next round
+    tries again while the scheduler and the claims carry on. The thread's connection
+    otherwise stays open from round to round, whatever ``CONN_MAX_AGE`` says.
     """
 
     failure = "A background round of %s failed."
@@ -27,24 +28,25 @@ class PeriodicThread(threading.Thread):
         self._stopped = threading.Event()
 
     def run(self) -> None:
-        while True:
-            self.tick()
-            if self._stopped.wait(self.interval):
-                return
+        try:
+            while True:
+                self.tick()
+                if self._stopped.wait(self.interval):
+                    return
+        finally:
+            close_own_connections()
 
     def tick(self) -> None:
-        close_old_connections()
         try:
             self.work()
-        except DatabaseError:
+        except Exception:
             logger.warning(self.failure, self.owner, exc_info=True)
-        finally:
-            close_old_connections()
+            drop_broken_connections()
 
     def work(self) -> None:
         raise NotImplementedError
 
     def stop(self) -> None:
         self._stopped.set()
-        if self.is_alive():
+        if self.is_alive() and self is not threading.current_thread():
             self.join(timeout=self.interval + 5)

@@ -7,13 +7,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from django.db import DatabaseError
 
 from django_oncejob import control, heartbeat
+from django_oncejob.clock import DatabaseClock
 from django_oncejob.conf import conf
 from django_oncejob.executor import ClaimingExecutor
+from django_oncejob.history import Ending
 from django_oncejob.jobstore import ShuffledMemoryJobStore
+from django_oncejob.models import Claim
+from django_oncejob.pipeline import Pipeline
 from django_oncejob.registry import JobSpec
+from django_oncejob.writer import HistoryWriter
 
 logger = logging.getLogger("django_oncejob")
 
@@ -39,7 +43,12 @@ class JobScheduler:
     def __init__(self, jobs: Iterable[JobSpec], *, owner: str, max_workers: int) -> None:
         self.owner = owner
         self.jobs = [job for job in jobs if job.enabled]
-        self.executor = ClaimingExecutor({job.id: job for job in self.jobs}, owner, max_workers)
+        self.writer = HistoryWriter()
+        self.clock = DatabaseClock()
+        self.pipeline = Pipeline(owner, self.writer)
+        self.executor = ClaimingExecutor(
+            {job.id: job for job in self.jobs}, self.pipeline, max_workers, self.clock
+        )
         self.scheduler = ClaimingScheduler(
             self.executor, jobstores={"default": ShuffledMemoryJobStore()}, timezone=conf.TIMEZONE
         )
@@ -49,12 +58,16 @@ class JobScheduler:
             timeout=conf.HEARTBEAT_TIMEOUT,
             jobs={job.id: job for job in self.jobs},
             rerun=self.executor.submit_rerun,
+            running=lambda: {row.pk for row in self.writer.running() if row.pk is not None},
+            clock=self.clock,
         )
         self.control = control.Control(
             owner,
             interval=conf.CONTROL_INTERVAL,
             jobs={job.id: job for job in self.jobs},
             executor=self.executor,
+            clock=self.clock,
+            timeout=conf.HEARTBEAT_TIMEOUT,
         )
         for job in self.jobs:
             # APScheduler holds the job's own callable for its bookkeeping; the
@@ -75,7 +88,12 @@ class JobScheduler:
             )
 
     def start(self) -> None:
-        self.scheduler.start()
+        self.writer.start()
+        # Nothing is claimed before this instance has registered and settled what an
+        # earlier run under its owner left running.
+        self.scheduler.start(paused=True)
+        self.heartbeat.tick()
+        self.scheduler.resume()
         self.heartbeat.start()
         self.control.start()
 
@@ -90,10 +108,22 @@ class JobScheduler:
         """Wait up to ``timeout`` seconds for running jobs; ``True`` if none is left."""
         return self.executor.wait(timeout)
 
-    def sign_off(self) -> None:
-        """Stop the heartbeat and record that this instance left on purpose."""
+    def interrupt(self, reason: str) -> int:
+        """Record the occurrences still running here as failed with ``reason``; how many."""
+        rows = self.writer.running()
+        for row in rows:
+            self.writer.finish(row, Ending(Claim.Status.FAILED, reason))
+        return len(rows)
+
+    def sign_off(self, timeout: float) -> bool:
+        """Write the outcomes still queued, stop the heartbeat, record that this instance left.
+
+        ``True`` if every outcome reached the history within ``timeout`` seconds.
+        """
+        written = self.writer.stop(timeout)
         self.heartbeat.stop()
         try:
             heartbeat.sign_off(self.owner)
-        except DatabaseError:
+        except Exception:
             logger.warning("Could not record that %s stopped.", self.owner, exc_info=True)
+        return written

@@ -7,14 +7,16 @@ import logging
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
-from django.db import close_old_connections
+from django.utils import timezone
 
 from django_oncejob import history, registry
 from django_oncejob.conf import conf
+from django_oncejob.db import close_old_connections
 from django_oncejob.handoff import HandedOff, occurrence_from_headers
+from django_oncejob.history import Ending
 from django_oncejob.models import Claim
 from django_oncejob.occurrence import Occurrence
-from django_oncejob.runner import Outcome, run_taken
+from django_oncejob.pipeline import Fenced, Outcome, Pipeline
 
 logger = logging.getLogger("django_oncejob")
 
@@ -40,6 +42,7 @@ def run_handed_off(handed: HandedOff, call: Callable[[], Any] | None = None) -> 
     try:
         if job is None:
             _refuse(handed, owner)
+        pipeline = Pipeline(owner)
         row = None
         if handed.claim_id is None:
             logger.warning(
@@ -59,11 +62,17 @@ def run_handed_off(handed: HandedOff, call: Callable[[], Any] | None = None) -> 
                 )
                 return Outcome.FENCED
         occurrence = Occurrence(job=handed.job, scheduled_for=handed.scheduled_for, owner=owner)
-        outcome = run_taken(job, occurrence, row, call)
+        if row is None:
+            row = history.running(handed.job, handed.scheduled_for, owner, timezone.now())
+            step = Fenced(job, occurrence, row, fenced=False)
+        else:
+            pipeline.writer.adopt(row)
+            step = Fenced(job, occurrence, row)
+        outcome = pipeline.run(step, call if call is not None else _call(job))
     finally:
         close_old_connections()
     if outcome is Outcome.FAILED:
-        detail = row.error if row is not None else "see the worker's log"
+        detail = row.error
         raise OccurrenceFailed(
             f"Job {handed.job!r} at {handed.scheduled_for.isoformat()} failed: {detail}"
         )
@@ -79,8 +88,13 @@ def _refuse(handed: HandedOff, owner: str) -> NoReturn:
     if handed.claim_id is not None:
         row = history.take_enqueued(handed.claim_id, handed.job, owner)
         if row is not None:
-            history.close_claim(row, Claim.Status.FAILED, error=error)
+            Pipeline(owner).writer.finish(row, Ending(Claim.Status.FAILED, error))
     raise OccurrenceFailed(error)
+
+
+def _call(job: registry.JobSpec) -> Callable[[], Any]:
+    """The job's own ``func``, called in the worker."""
+    return lambda: job.resolve()(*job.args, **job.kwargs)
 
 
 def occurrence_task(func: F) -> F:

@@ -9,8 +9,10 @@ import pytest
 import redis
 from django.conf import settings
 from django.core.cache import caches
+from django.db import connection
 
 from tests.processes import Fleet
+from tests.proxy import TcpProxy
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -70,3 +72,11 @@ def fleet(tmp_path: Path, transactional_db: None) -> Iterator[Callable[..., Flee
     for made in fleets:
         made.kill_all()
         caches["default"].delete_pattern(f"*{made.prefix}:*")  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def db_proxy(transactional_db: None) -> Iterator[TcpProxy]:
+    """A loopback proxy to the test database that a test can cut and restore."""
+    database = connection.settings_dict
+    with TcpProxy(str(database["HOST"] or "127.0.0.1"), int(database["PORT"] or 5432)) as proxy:
+        yield proxy

@@ -37,3 +37,29 @@ def fail() -> None:
 
 
 not_callable = 42
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no words for it")
+
+
+def fail_with(kind: str) -> None:
+    """Fail with an error text no database stores as it is, or none at all."""
+    if kind == "nul":
+        raise RuntimeError("before\x00after")
+    if kind == "surrogate":
+        raise RuntimeError("lone \udcff surrogate")
+    if kind == "unprintable":
+        raise Unprintable()
+    if kind == "interrupt":
+        raise KeyboardInterrupt()
+    raise ValueError(kind)
+
+
+async def async_orm_record() -> str:
+    """An ``async def`` job whose ORM call goes through sync_to_async, as Django's do."""
+    from django_oncejob.models import Claim
+
+    await Claim.objects.filter(job="nothing").acount()
+    return record()

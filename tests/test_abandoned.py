@@ -17,8 +17,8 @@ from django.utils import timezone
 from django_oncejob import heartbeat
 from django_oncejob.claim import KEY_VERSION, lock_key
 from django_oncejob.models import Claim, Instance
+from django_oncejob.pipeline import Outcome, run_occurrence
 from django_oncejob.registry import JobSpec, parse_job
-from django_oncejob.runner import Outcome, run_occurrence
 from tests.processes import Fleet, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -47,13 +47,13 @@ def running(owner: str, started_ago: float = 120, when: datetime = WHEN) -> Clai
 
 
 def test_beat_registers_then_refreshes() -> None:
-    heartbeat.beat("web-1:10")
+    heartbeat.beat("web-1:10", 60)
     first = Instance.objects.get()
     assert (first.owner, first.pid, first.stopped_at) == ("web-1:10", os.getpid(), None)
     heartbeat.sign_off("web-1:10")
     assert Instance.objects.get().stopped_at is not None
 
-    heartbeat.beat("web-1:10")
+    heartbeat.beat("web-1:10", 60)
     again = Instance.objects.get()
     assert again.heartbeat_at > first.heartbeat_at
     assert again.stopped_at is None

@@ -22,6 +22,7 @@ from django_oncejob import executor as executor_module
 from django_oncejob.claim import ClaimResult, claim
 from django_oncejob.executor import BATCH_SIZE, BATCHES_IN_FLIGHT, ClaimingExecutor
 from django_oncejob.models import Claim
+from django_oncejob.pipeline import Pipeline
 from django_oncejob.registry import JobSpec, parse_job
 from django_oncejob.scheduler import ClaimingScheduler
 from tests.jobs import record
@@ -63,7 +64,7 @@ class Instance:
     """One instance's scheduler and executor, with jobs added as the test goes."""
 
     def __init__(self, specs: dict[str, JobSpec], max_workers: int) -> None:
-        self.executor = ClaimingExecutor(specs, "host-a:1", max_workers=max_workers)
+        self.executor = ClaimingExecutor(specs, Pipeline("host-a:1"), max_workers=max_workers)
         self.scheduler = ClaimingScheduler(self.executor, timezone="UTC")
         self.scheduler.start()
 
@@ -178,8 +179,25 @@ def test_claims_go_out_a_few_batches_at_a_time(
     wait_for(lambda: len(ran(record_file)) == 50, 15, "50 runs")
 
     assert most == BATCHES_IN_FLIGHT
-    assert sorted(sizes) == [BATCH_SIZE] * 5
+    # Each batch as large as the threads free to start what it wins, BATCH_SIZE at most.
+    assert sum(sizes) == 50 and min(sizes) > 0 and max(sizes) <= BATCH_SIZE, sizes
     assert sorted(ran(record_file)) == [job.id for job in specs]
+
+
+def test_a_batch_holds_no_more_jobs_than_threads_free(
+    instance: Callable[..., Instance], record_file: Path, claims: dict[str, ClaimResult]
+) -> None:
+    """MAX_WORKERS = 2 and six jobs due: two claimed, the rest left for a thread or another."""
+    busy = [spec(f"busy-{i}", "tests.test_executor.hold") for i in range(6)]
+    one = instance(busy, max_workers=2)
+    one.due_now(*(job.id for job in busy))
+    wait_for(lambda: len(ran(record_file)) == 2, 15, "both threads taken")
+    time.sleep(0.5)
+    assert len(claims) == 2, claims
+
+    HELD.set()
+    wait_for(lambda: len(ran(record_file)) == 6, 15, "the jobs that waited")
+    assert sorted(ran(record_file)) == [job.id for job in busy]
 
 
 def test_jobs_waiting_for_a_thread_are_left_to_others_on_shutdown(

@@ -20,12 +20,10 @@ import pytest
 import redis
 from django.conf import settings
 from django.core.cache import caches
-from django.db import connection
 
 from django_oncejob.claim import KEY_VERSION
 from django_oncejob.models import Claim
 from tests.processes import Fleet, Instance, clock_offset, faketime_env, wait_for
-from tests.proxy import TcpProxy
 
 pytestmark = pytest.mark.processes
 
@@ -201,13 +199,6 @@ def throwaway_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-@pytest.fixture
-def db_proxy(transactional_db: None) -> Iterator[TcpProxy]:
-    database = connection.settings_dict
-    with TcpProxy(str(database["HOST"] or "127.0.0.1"), int(database["PORT"] or 5432)) as proxy:
-        yield proxy
-
-
 def test_instances_killed_one_after_another(fleet: FleetFactory) -> None:
     # Half a second of work per run, so that some kills land while the job runs.
     instances = fleet(
@@ -377,76 +368,6 @@ def test_cache_unreachable(fleet: FleetFactory, throwaway_redis: RedisServer) ->
         skip_occurrences_in_outage=len(outage),
         skip_logged=skip_logs.count("ON_CACHE_ERROR is 'skip'"),
         keys_back_after_return=len(after),
-    )
-
-
-def test_database_unreachable(fleet: FleetFactory, db_proxy: TcpProxy) -> None:
-    env = {"PGHOST": db_proxy.host, "PGPORT": str(db_proxy.port)}
-    instances = fleet(
-        {
-            **TICK,
-            # Runs across the cut: its row opens before and closes during it.
-            "slow": {
-                "func": "tests.jobs.sleep_then_record",
-                "args": [1.5],
-                "cron": {"second": "*/2"},
-            },
-        }
-    )
-    instances.start(3, stagger=0.1, env=env)
-    window_start = now()
-    time.sleep(2)
-    assert db_proxy.accepted > 0
-    slow_running = Claim.objects.filter(job="slow", status="running")
-    wait_for(slow_running.exists, 5, "the slow job to start")
-    (caught,) = slow_running.values_list("scheduled_for", flat=True)
-    dropped = db_proxy.open_connections
-
-    db_proxy.cut()
-    cut = now()
-    time.sleep(4)
-    db_proxy.restore()
-    restored = now()
-    time.sleep(4)
-    window_end = now() - timedelta(seconds=1)
-    assert alive(instances.instances) == instances.instances, instances.logs()
-
-    assert instances.stop() == [0, 0, 0], instances.logs()
-    assert duplicates(instances) == []
-    window = ticks(window_start, window_end)
-    # The cache claim alone decided while the history was out of reach.
-    assert missed(instances, "tick", window) == []
-    logs = instances.logs(tail=None)
-    not_recorded = logs.count("Could not record")
-    not_updated = logs.count("history could not be updated")
-    assert not_recorded >= 1, logs
-    assert not_updated >= 1, logs
-    # The slow run finished (its own record says so), but its row could not say it.
-    assert instances.run_counts()[("slow", caught)] == 1
-    assert Claim.objects.get(job="slow", scheduled_for=caught).status == "running"
-    rows = dict(Claim.objects.filter(job="tick").values_list("scheduled_for", "status"))
-    after = ticks(restored + timedelta(seconds=1), window_end)
-    assert len(after) >= 2
-    assert [t for t in after if rows.get(t) != Claim.Status.SUCCEEDED] == []
-    ran_without_row = [t for t in window if t not in rows]
-    figures(
-        "database unreachable",
-        connections_dropped=dropped,
-        cut_seconds=round((restored - cut).total_seconds(), 1),
-        occurrences_in_window=len(window),
-        could_not_record=not_recorded,
-        could_not_update=not_updated,
-        ran_without_a_history_row=len(ran_without_row),
-        rows_left_running=[
-            f"{job} {when.isoformat()}"
-            for job, when in Claim.objects.filter(status="running").values_list(
-                "job", "scheduled_for"
-            )
-        ],
-        heartbeats_not_written=logs.count("Could not write the heartbeat"),
-    )
-    assert all(
-        cut - timedelta(seconds=1) < t < restored + timedelta(seconds=1) for t in ran_without_row
     )
 
 

@@ -6,21 +6,22 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from unittest.mock import ANY
 from zoneinfo import ZoneInfo
 
 import pytest
 from django.conf import settings
 from django.core.cache import caches
-from django.db import connection
+from django.db import transaction
 from django.test.utils import override_settings
 
 from django_oncejob import current_occurrence, history, signals
 from django_oncejob.claim import KEY_VERSION, ClaimResult, claim, claim_key
-from django_oncejob.models import Claim
+from django_oncejob.history import Ending
+from django_oncejob.models import Claim, JobState
 from django_oncejob.occurrence import Occurrence
+from django_oncejob.pipeline import Outcome, run_occurrence
 from django_oncejob.registry import parse_job
-from django_oncejob.runner import Outcome, run_occurrence
+from tests.rows import fence
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,24 +67,18 @@ def test_winner_runs_and_records(record_file: Path) -> None:
     assert row.claimed_at <= row.started_at <= row.finished_at  # type: ignore[operator]
 
 
-@pytest.mark.parametrize("path", ["composed SQL", "last insert id", "ORM"])
-def test_fence_and_outcome_rows_are_the_same_on_either_write_path(
+@pytest.mark.parametrize("path", ["bulk", "one by one"])
+def test_fence_and_ending_rows_are_the_same_on_either_write_path(
     path: str, record_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if path == "ORM":  # as on a database whose SQL the history module does not compose
-        monkeypatch.setattr(history, "_SQL_VENDORS", frozenset())
-    if path == "last insert id":  # as on SQLite before 3.35, or MySQL
-        if connection.vendor == "postgresql":
-            # A path PostgreSQL never takes: its INSERT returns the id itself.
-            assert history._insert_sql(connection) == (ANY, True)
-            return
-        monkeypatch.setattr(connection.features, "can_return_columns_from_insert", False)
-    row = history.open_claim("report", WHEN, "host-a:1", WHEN, requested_by="alice")
+    if path == "one by one":  # as on a database without INSERT ... ON CONFLICT ... RETURNING
+        monkeypatch.setattr(history, "_fences_in_bulk", lambda connection: False)
+    row = fence("report", WHEN, "host-a:1", WHEN, requested_by="alice")
     assert row is not None and row.pk is not None
-    assert history.open_claim("report", WHEN, "host-b:2", WHEN) is None  # the fence
-    assert history.close_claim(row, Claim.Status.FAILED, error="E", traceback="T")
-    stranger = Claim(pk=row.pk, owner="host-b:2")
-    assert not history.close_claim(stranger, Claim.Status.SUCCEEDED)  # not its row
+    assert fence("report", WHEN, "host-b:2", WHEN) is None  # the fence
+    assert history.write_endings([(row, Ending(Claim.Status.FAILED, "E", "T"))]) == [True]
+    stranger = Claim(pk=row.pk, job="report", scheduled_for=WHEN, owner="host-b:2")
+    assert history.write_endings([(stranger, Ending(Claim.Status.SUCCEEDED))]) == [False]
 
     stored = Claim.objects.get()
     assert stored.pk == row.pk
@@ -96,6 +91,16 @@ def test_fence_and_outcome_rows_are_the_same_on_either_write_path(
     assert (stored.status, stored.error, stored.traceback) == ("failed", "E", "T")
     assert (stored.manual, stored.requested_by, stored.attempts) == (True, "alice", 1)
     assert stored.started_at is not None and stored.finished_at == row.finished_at
+
+
+def test_a_fence_whose_answer_was_lost_is_this_instances_on_the_next_try() -> None:
+    row = history.running("report", WHEN, "host-a:1", WHEN)
+    assert history.insert_running([row]) == [True]
+    again = history.running("report", WHEN, "host-a:1", WHEN)
+    assert history.insert_running([again]) == [True]
+    assert again.pk == row.pk
+    other = history.running("report", WHEN, "host-b:2", WHEN)
+    assert history.insert_running([other]) == [False]
 
 
 def test_claim_key_holds_job_and_scheduled_time_in_utc() -> None:
@@ -260,3 +265,40 @@ def test_log_records_carry_structured_fields(caplog: pytest.LogCaptureFixture) -
         ("started", "report", "2026-11-27T21:00:00+00:00", "host-a:1"),
         ("failed", "report", "2026-11-27T21:00:00+00:00", "host-a:1"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        ("nul", "RuntimeError: before\\x00after"),
+        ("surrogate", "RuntimeError: lone \\udcff surrogate"),
+        ("unprintable", "Unprintable: <Unprintable whose str() raised>"),
+    ],
+)
+def test_a_failure_text_no_database_stores_as_it_is_is_recorded(kind: str, error: str) -> None:
+    job = spec("tests.jobs.fail_with", args=[kind])
+    assert run_occurrence(job, WHEN, "host-a:1") is Outcome.FAILED
+
+    row = Claim.objects.get()
+    assert (row.status, row.error) == (Claim.Status.FAILED, error)
+    assert row.traceback.startswith("Traceback")
+
+
+def test_an_interrupt_is_recorded_and_goes_on() -> None:
+    job = spec("tests.jobs.fail_with", args=["interrupt"])
+    with pytest.raises(KeyboardInterrupt):
+        run_occurrence(job, WHEN, "host-a:1")
+
+    row = Claim.objects.get()
+    assert (row.status, row.error) == (Claim.Status.FAILED, "KeyboardInterrupt: ")
+
+
+def test_a_run_inside_the_callers_atomic_block_keeps_the_callers_writes(
+    record_file: Path,
+) -> None:
+    with transaction.atomic():
+        JobState.objects.create(job="kept")
+        assert run_occurrence(spec(), WHEN, "host-a:1") is Outcome.SUCCEEDED
+        assert JobState.objects.filter(job="kept").exists()
+    assert JobState.objects.filter(job="kept").exists()
+    assert Claim.objects.get().status == Claim.Status.SUCCEEDED

@@ -15,20 +15,22 @@ from typing import Any
 
 from django.core import checks
 from django.core.management.base import CommandError
-from django.db import DatabaseError
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_lazy, ngettext
 
-from django_oncejob import history, triggers
+from django_oncejob import triggers
 from django_oncejob.checks import check_settings
 from django_oncejob.conf import conf
 from django_oncejob.management.base import TranslatedCommand
+from django_oncejob.pipeline import Outcome, Pipeline
 from django_oncejob.redis_policy import eviction_warning
 from django_oncejob.registry import JobSpec, load_jobs
-from django_oncejob.runner import Outcome, run_manual
 from django_oncejob.scheduler import JobScheduler
 
 logger = logging.getLogger("django_oncejob")
+
+#: Seconds at least that a stopping instance gives its queued outcomes to reach the history.
+OUTCOMES_FLUSH = 5.0
 
 
 class Command(TranslatedCommand):
@@ -100,7 +102,7 @@ class Command(TranslatedCommand):
             )
         self.configure_logging(verbosity)
         requested_by = f"runjobs --run ({getpass.getuser()})"
-        outcome = run_manual(jobs[job_id], timezone.now(), requested_by, owner)
+        outcome = Pipeline(owner).run_manual(jobs[job_id], timezone.now(), requested_by)
         if outcome is Outcome.ENQUEUED:
             self.stdout.write(
                 # Translators: queue is 'tasks' or 'celery'.
@@ -143,11 +145,15 @@ class Command(TranslatedCommand):
             self.stderr.write(f"runjobs {owner}: {eviction}")
         stopping = threading.Event()
         forced = threading.Event()
+        #: When the first signal came, on the monotonic clock: SHUTDOWN_TIMEOUT counts from it.
+        signalled: list[float] = []
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             # Only flags here: the main thread does the work of stopping.
             if stopping.is_set():
                 forced.set()
+            else:
+                signalled.append(time.monotonic())
             stopping.set()
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -180,20 +186,26 @@ class Command(TranslatedCommand):
                 gettext("runjobs %(owner)s: stopping; no new occurrence will be claimed.")
                 % {"owner": owner}
             )
-            finished = self.stop(scheduler, conf.SHUTDOWN_TIMEOUT, forced)
+            deadline = signalled[0] + conf.SHUTDOWN_TIMEOUT
+            finished = self.stop(scheduler, deadline, forced)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             gc.unfreeze()
         if finished:
-            scheduler.sign_off()
+            # The outcomes still queued get what is left of the timeout, and a moment more.
+            written = scheduler.sign_off(max(OUTCOMES_FLUSH, deadline - time.monotonic()))
             self.stdout.write(gettext("runjobs %(owner)s: stopped.") % {"owner": owner})
+            if not written:
+                raise CommandError(
+                    gettext("runjobs %(owner)s: some outcomes could not be recorded.")
+                    % {"owner": owner}
+                )
             return
         self.abandon(owner, scheduler)
 
-    def stop(self, scheduler: JobScheduler, timeout: float, forced: threading.Event) -> bool:
+    def stop(self, scheduler: JobScheduler, deadline: float, forced: threading.Event) -> bool:
         scheduler.stop_claiming()
-        deadline = time.monotonic() + timeout
         while not forced.is_set():
             if scheduler.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
                 return True
@@ -203,20 +215,15 @@ class Command(TranslatedCommand):
 
     def abandon(self, owner: str, scheduler: JobScheduler) -> None:
         """Record the jobs still running as interrupted, then leave without joining them."""
-        try:
-            count = history.interrupt_open_claims(
-                "Interrupted: runjobs stopped before the job finished."
-            )
-        except DatabaseError:
-            logger.exception("Could not record the interrupted jobs in the history.")
-            count = scheduler.executor.running
-        scheduler.sign_off()
+        count = scheduler.interrupt("Interrupted: runjobs stopped before the job finished.")
+        scheduler.sign_off(OUTCOMES_FLUSH)
         self.stderr.write(
             gettext("runjobs %(owner)s: stopped with %(count)s job(s) still running.")
             % {"owner": owner, "count": count}
         )
         sys.stdout.flush()
         sys.stderr.flush()
+        logging.shutdown()
         # Worker threads cannot be killed, and interpreter exit would join them.
         os._exit(1)
 

@@ -1,0 +1,380 @@
+"""The one path of an occurrence: claim it, fence it in the history, run it, record its ending.
+
+``runjobs`` (through :mod:`~django_oncejob.executor`), a manual run, a re-run of
+an abandoned occurrence and a task worker's run of a handed-off one all go
+through :class:`Pipeline`; only the writer differs, a thread of its own in
+``runjobs`` and the calling thread elsewhere.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.dispatch import Signal
+from django.utils import timezone
+
+from django_oncejob import handoff, history, signals
+from django_oncejob.claim import ClaimResult, acquire_lock, claim, release_lock
+from django_oncejob.conf import conf
+from django_oncejob.db import close_old_connections
+from django_oncejob.history import Ending
+from django_oncejob.models import Claim
+from django_oncejob.occurrence import Occurrence, _current
+from django_oncejob.registry import JobSpec
+from django_oncejob.writer import InlineWriter, Writer
+
+logger = logging.getLogger("django_oncejob")
+
+
+class Outcome(enum.Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    #: Another instance holds the claim key.
+    LOST = "lost"
+    #: The key was free, but the history already holds the occurrence.
+    FENCED = "fenced"
+    #: Nothing could fence the occurrence safely, so it did not run here.
+    SKIPPED = "skipped"
+    #: The job is paused: this instance recorded the occurrence as such, once.
+    PAUSED = "paused"
+    #: Handed to the job's task queue; a worker runs it.
+    ENQUEUED = "enqueued"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """An occurrence this instance did not lose the claim of: the cache answered ``result``."""
+
+    job: JobSpec
+    #: In UTC.
+    scheduled_for: datetime
+    result: ClaimResult
+    #: Paused in the admin: the occurrence is recorded as skipped, once, not run.
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class Fenced:
+    """An occurrence this instance runs, and its history row."""
+
+    job: JobSpec
+    occurrence: Occurrence
+    row: Claim
+    #: Whether the row is in the history; if not, the cache claim alone holds the
+    #: occurrence, and the row goes in with its ending.
+    fenced: bool = True
+
+
+class Pipeline:
+    """Takes occurrences from their claim to their recorded ending, for one ``owner``."""
+
+    def __init__(self, owner: str, writer: Writer | None = None) -> None:
+        self.owner = owner
+        self.writer = writer if writer is not None else InlineWriter()
+
+    def run_occurrence(
+        self, job: JobSpec, scheduled_for: datetime, *, paused: bool = False
+    ) -> Outcome:
+        """Run ``job``'s occurrence at ``scheduled_for`` here, unless another instance has it.
+
+        A ``paused`` job's occurrence is still claimed, so that exactly one instance
+        records it as skipped. ``runjobs`` takes the same steps for all the jobs due
+        at once: :func:`~django_oncejob.claim.claim_many`, :meth:`fence`, then
+        :meth:`run` for each.
+        """
+        scheduled_for = scheduled_for.astimezone(UTC)
+        result = claim(job.id, scheduled_for, self.owner)
+        if result is ClaimResult.LOST:
+            return Outcome.LOST
+        [step] = self.fence([Claimed(job, scheduled_for, result, paused)])
+        return step if isinstance(step, Outcome) else self.run(step)
+
+    def fence(self, claimed: Sequence[Claimed]) -> list[Fenced | Outcome]:
+        """Insert the history rows of claimed occurrences, all in one go where possible.
+
+        Each occurrence comes back as the one to run, or as the outcome that ends it
+        here: paused, skipped, or fenced by a row another instance wrote first.
+        """
+        claimed_at = timezone.now()
+        steps: list[Fenced | Outcome] = []
+        to_fence: list[tuple[int, Claimed, Claim]] = []
+        for item in claimed:
+            occurrence = Occurrence(item.job.id, item.scheduled_for, self.owner)
+            if item.paused:
+                row = history.not_run(item.job.id, item.scheduled_for, self.owner, claimed_at)
+                self.writer.finish(row, Ending(Claim.Status.PAUSED, "Skipped: the job was paused."))
+                message = "Job %r at %s skipped: the job is paused."
+                steps.append(
+                    _skip(occurrence, Outcome.PAUSED, "paused", message, logging.INFO, "paused")
+                )
+            elif item.result is ClaimResult.UNAVAILABLE and conf.ON_CACHE_ERROR == "skip":
+                message = (
+                    "Skipped job %r at %s: the claim cache failed and ON_CACHE_ERROR is 'skip'."
+                )
+                steps.append(_skip(occurrence, Outcome.SKIPPED, "cache-error", message))
+            else:
+                row = history.running(item.job.id, item.scheduled_for, self.owner, claimed_at)
+                to_fence.append((len(steps), item, row))
+                steps.append(Outcome.SKIPPED)
+        if not to_fence:
+            return steps
+        inserted = self.writer.fence([row for _, _, row in to_fence])
+        answers: list[bool | None] = [None] * len(to_fence) if inserted is None else [*inserted]
+        for (i, item, row), done in zip(to_fence, answers, strict=True):
+            steps[i] = self._fenced(item, row, done)
+        return steps
+
+    def _fenced(self, item: Claimed, row: Claim, inserted: bool | None) -> Fenced | Outcome:
+        occurrence = Occurrence(item.job.id, item.scheduled_for, self.owner)
+        if inserted:
+            return Fenced(item.job, occurrence, row)
+        if inserted is False:
+            message = "Job %r at %s is already in the history; not running it again."
+            return _skip(occurrence, Outcome.FENCED, "fenced", message, logging.INFO, "fenced")
+        if item.result is not ClaimResult.WON:
+            error = "Skipped: neither the cache nor the history database could fence it."
+            row.started_at = None
+            self.writer.finish(row, Ending(Claim.Status.SKIPPED, error))
+            message = (
+                "Skipped job %r at %s: neither the cache nor the history database could fence it."
+            )
+            return _skip(occurrence, Outcome.SKIPPED, "history-error", message)
+        # The cache claim alone still keeps other instances out.
+        logger.error(
+            "Could not record job %r at %s in the history; running it on the cache claim "
+            "alone, and recording it once the database answers.",
+            occurrence.job,
+            occurrence.scheduled_for.isoformat(),
+            extra=_fields(occurrence, "history-error"),
+        )
+        return Fenced(item.job, occurrence, row, fenced=False)
+
+    def run_manual(self, job: JobSpec, requested_at: datetime, requested_by: str) -> Outcome:
+        """Run a job once on request: a request this instance won, or ``runjobs --run``."""
+        scheduled_for = requested_at.astimezone(UTC)
+        occurrence = Occurrence(job.id, scheduled_for, self.owner)
+        row = history.running(
+            job.id, scheduled_for, self.owner, timezone.now(), requested_by=requested_by
+        )
+        inserted = self.writer.fence([row])
+        if inserted is None:
+            message = "Job %r at %s was not run: the history database did not answer."
+            return _skip(occurrence, Outcome.SKIPPED, "history-error", message)
+        if not inserted[0]:
+            return Outcome.FENCED
+        logger.info(
+            "Running job %r now, as %s asked.",
+            job.id,
+            requested_by,
+            extra=_fields(occurrence, "manual"),
+        )
+        return self.run(Fenced(job, occurrence, row))
+
+    def rerun(self, job: JobSpec, row: Claim) -> Outcome:
+        """Run again an occurrence whose row this instance took over from a dead one."""
+        occurrence = Occurrence(job.id, row.scheduled_for, row.owner)
+        self.writer.adopt(row)
+        return self.run(Fenced(job, occurrence, row))
+
+    def run(self, step: Fenced, call: Callable[[], Any] | None = None) -> Outcome:
+        """Run an occurrence this instance holds: hand it off, or call the job here.
+
+        ``call`` runs instead of the job's ``func``: a task worker's Celery task.
+        """
+        if step.job.enqueue is not None and call is None:
+            return self._hand_off(step)
+        if step.job.lock_timeout is None:
+            return self._call(step, call)
+        return self._call_locked(step, step.job.lock_timeout, call)
+
+    def _hand_off(self, step: Fenced) -> Outcome:
+        occurrence, row = step.occurrence, step.row
+        _send(signals.occurrence_claimed, occurrence)
+        try:
+            task_id = handoff.enqueue(
+                step.job, occurrence, row if step.fenced else None, self.writer
+            )
+        except Exception as exc:
+            message = "Job %r at %s could not be handed off (enqueue=%r)."
+            return self._fail(step, exc, message, step.job.enqueue, prefix="Could not enqueue: ")
+        if task_id is None:
+            logger.warning(
+                "Job %r at %s was taken over by another instance before it was handed off.",
+                occurrence.job,
+                occurrence.scheduled_for.isoformat(),
+                extra=_fields(occurrence, "taken-over"),
+            )
+            self.writer.forget(row)
+            return Outcome.SKIPPED
+        # The worker settles the row from here, or writes it if it never went in.
+        self.writer.forget(row)
+        logger.info(
+            "Job %r at %s handed off to %s as task %s.",
+            occurrence.job,
+            occurrence.scheduled_for.isoformat(),
+            step.job.enqueue,
+            task_id,
+            extra=_fields(occurrence, "enqueued"),
+        )
+        return Outcome.ENQUEUED
+
+    def _call_locked(
+        self, step: Fenced, timeout: int, call: Callable[[], Any] | None = None
+    ) -> Outcome:
+        occurrence = step.occurrence
+        token = f"{occurrence.owner}@{occurrence.scheduled_for.isoformat()}"
+        locked = acquire_lock(step.job.id, token, timeout)
+        if locked is not ClaimResult.WON:
+            reason = (
+                "Skipped: a previous run of this job still holds its lock."
+                if locked is ClaimResult.LOST
+                else "Skipped: the job's lock could not be taken, the cache failed."
+            )
+            logger.warning(
+                "Job %r at %s: %s",
+                step.job.id,
+                occurrence.scheduled_for.isoformat(),
+                reason,
+                extra=_fields(occurrence, "skipped"),
+            )
+            self.writer.finish(step.row, Ending(Claim.Status.SKIPPED, reason))
+            _send(signals.occurrence_skipped, occurrence, reason="locked")
+            return Outcome.SKIPPED
+        try:
+            return self._call(step, call)
+        finally:
+            release_lock(step.job.id, token)
+
+    def _call(self, step: Fenced, call: Callable[[], Any] | None = None) -> Outcome:
+        occurrence, job = step.occurrence, step.job
+        _send(signals.occurrence_claimed, occurrence)
+        logger.info(
+            "Job %r at %s started on %s.",
+            occurrence.job,
+            occurrence.scheduled_for.isoformat(),
+            occurrence.owner,
+            extra=_fields(occurrence, "started"),
+        )
+        _send(signals.occurrence_started, occurrence)
+        token = _current.set(occurrence)
+        # The job's own queries get what a request's get: a connection checked before,
+        # and closed after as CONN_MAX_AGE says.
+        close_old_connections()
+        try:
+            value = call() if call is not None else job.resolve()(*job.args, **job.kwargs)
+            if inspect.isawaitable(value):
+                # In this thread's own event loop, whose sync_to_async() calls (the ORM's
+                # async methods) come back to this thread and its connection.
+                value = async_to_sync(_wait)(value)
+        except Exception as exc:
+            return self._fail(step, exc, "Job %r at %s failed.")
+        except BaseException as exc:
+            # KeyboardInterrupt, SystemExit, CancelledError: recorded, then left to go on.
+            self._fail(step, exc, "Job %r at %s was interrupted.")
+            raise
+        finally:
+            _current.reset(token)
+            close_old_connections()
+        logger.info(
+            "Job %r at %s succeeded.",
+            occurrence.job,
+            occurrence.scheduled_for.isoformat(),
+            extra=_fields(occurrence, "succeeded"),
+        )
+        self.writer.finish(step.row, Ending(Claim.Status.SUCCEEDED))
+        _send(signals.occurrence_succeeded, occurrence, result=value)
+        return Outcome.SUCCEEDED
+
+    def _fail(
+        self, step: Fenced, exc: BaseException, message: str, *args: object, prefix: str = ""
+    ) -> Outcome:
+        """Log, record and signal a failure; called inside the ``except`` that caught ``exc``.
+
+        ``message`` takes the job id, the scheduled time, then ``args``.
+        """
+        occurrence = step.occurrence
+        logger.exception(
+            message,
+            occurrence.job,
+            occurrence.scheduled_for.isoformat(),
+            *args,
+            extra=_fields(occurrence, "failed"),
+        )
+        error = f"{prefix}{type(exc).__name__}: {_text(exc)}"
+        self.writer.finish(
+            step.row, Ending(Claim.Status.FAILED, error, traceback=traceback.format_exc())
+        )
+        _send(signals.occurrence_failed, occurrence, exception=exc)
+        return Outcome.FAILED
+
+
+def run_occurrence(
+    job: JobSpec, scheduled_for: datetime, owner: str, *, paused: bool = False
+) -> Outcome:
+    """:meth:`Pipeline.run_occurrence` in this thread, on its own database connection."""
+    return Pipeline(owner).run_occurrence(job, scheduled_for, paused=paused)
+
+
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__} whose str() raised>"
+
+
+async def _wait(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _skip(
+    occurrence: Occurrence,
+    outcome: Outcome,
+    reason: str,
+    message: str,
+    level: int = logging.ERROR,
+    event: str = "skipped",
+) -> Outcome:
+    """Log why an occurrence does not run here and tell ``occurrence_skipped`` receivers.
+
+    ``message`` takes the job id and the scheduled time.
+    """
+    logger.log(
+        level,
+        message,
+        occurrence.job,
+        occurrence.scheduled_for.isoformat(),
+        extra=_fields(occurrence, event),
+    )
+    _send(signals.occurrence_skipped, occurrence, reason=reason)
+    return outcome
+
+
+def _fields(occurrence: Occurrence, event: str) -> dict[str, Any]:
+    """Structured fields for log records, for handlers that format or ship them."""
+    return {
+        "oncejob_event": event,
+        "oncejob_job": occurrence.job,
+        "oncejob_scheduled_for": occurrence.scheduled_for.isoformat(),
+        "oncejob_owner": occurrence.owner,
+    }
+
+
+def _send(signal: Signal, occurrence: Occurrence, **kwargs: Any) -> None:
+    for receiver, response in signal.send_robust(
+        sender=occurrence.job, occurrence=occurrence, **kwargs
+    ):
+        if isinstance(response, Exception):
+            logger.error(
+                "Signal receiver %r failed for job %r.",
+                receiver,
+                occurrence.job,
+                exc_info=response,
+            )

@@ -1,0 +1,397 @@
+"""This instance's one writer of the history, on a database connection of its own.
+
+Every occurrence an instance wins passes the database twice: its fence row goes
+in before it runs, its outcome after. ``runjobs`` sends both through one thread
+that keeps its connection open whatever ``CONN_MAX_AGE`` says (reopened after an
+error), so that a won occurrence opens no connection of its own. The fences of
+all the claims waiting at one moment go in together, and a claim waits for its
+fence at most :data:`FENCE_WAIT` seconds: past that, or with the database
+down, the cache claim alone decides, as it would without a history. Outcomes
+are queued and written in batches, and retried until the database answers, so
+that no outcome is lost while its instance lives.
+
+:class:`InlineWriter` does the same work in the calling thread, for one
+occurrence at a time: ``runjobs --run``, a task worker, a library call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+from django.utils import timezone
+
+from django_oncejob import history
+from django_oncejob.db import close_own_connections, drop_broken_connections, is_connection_error
+from django_oncejob.history import Ending
+from django_oncejob.models import Claim
+
+T = TypeVar("T")
+
+logger = logging.getLogger("django_oncejob")
+
+#: Seconds a won claim waits for its fence row before it runs on the cache claim alone.
+FENCE_WAIT = 1.0
+#: Outcomes written in one transaction at most.
+ENDINGS_PER_COMMIT = 200
+#: Outcomes kept for a database that does not answer; past this, the oldest are dropped, loudly.
+MAX_QUEUED = 100_000
+#: Pauses between tries while the database fails, then the last one again and again.
+RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+class Writer:
+    """What the pipeline asks of the history: fence rows, record endings, run a statement."""
+
+    def fence(self, rows: Sequence[Claim]) -> list[bool] | None:
+        """Insert the rows; ``False`` for each another instance holds, ``None`` for no answer."""
+        raise NotImplementedError
+
+    def finish(self, row: Claim, ending: Ending) -> None:
+        """Record how the occurrence of ``row`` ended, however long the database takes."""
+        raise NotImplementedError
+
+    def call(self, func: Callable[[], T]) -> T:
+        """Run ``func`` on the history's connection and return what it returns, or raise."""
+        raise NotImplementedError
+
+    def running(self) -> list[Claim]:
+        """The rows fenced here whose ending is not recorded yet."""
+        raise NotImplementedError
+
+    def adopt(self, row: Claim) -> None:
+        """Count ``row``, taken over in the history, among the ones running here."""
+        raise NotImplementedError
+
+    def forget(self, row: Claim) -> None:
+        """``row`` is settled elsewhere from now on: a task worker runs it."""
+        raise NotImplementedError
+
+
+def _taken_over(row: Claim) -> None:
+    logger.warning(
+        "Job %r at %s ended %s here, but another instance had taken it over; its record stands.",
+        row.job,
+        row.scheduled_for.isoformat(),
+        row.status,
+        extra={"oncejob_event": "taken-over", "oncejob_job": row.job},
+    )
+
+
+def _lost(row: Claim, ending: Ending, exc: BaseException | None, why: str) -> None:
+    logger.error(
+        "Job %r at %s ended %s, but the history could not record it (%s): %s",
+        row.job,
+        row.scheduled_for.isoformat(),
+        ending.status,
+        why,
+        ending.error or "no error",
+        exc_info=exc,
+        extra={"oncejob_event": "history-error", "oncejob_job": row.job},
+    )
+
+
+class InlineWriter(Writer):
+    """Writes in the calling thread, on its connection, trying a failed outcome a few times."""
+
+    def __init__(self, retry_delays: Sequence[float] = RETRY_DELAYS) -> None:
+        self.retry_delays = retry_delays
+        self._running: dict[int, Claim] = {}
+
+    def fence(self, rows: Sequence[Claim]) -> list[bool] | None:
+        try:
+            inserted = history.insert_running(rows)
+        except Exception:
+            logger.warning(
+                "Could not fence %d occurrence(s) in the history.", len(rows), exc_info=True
+            )
+            return None
+        for row, done in zip(rows, inserted, strict=True):
+            if done:
+                self._running[id(row)] = row
+        return inserted
+
+    def finish(self, row: Claim, ending: Ending) -> None:
+        self._running.pop(id(row), None)
+        ending.finished_at = ending.finished_at or timezone.now()
+        for delay in (*self.retry_delays, None):
+            try:
+                [ours] = history.write_endings([(row, ending)])
+            except Exception as exc:
+                if delay is None or not is_connection_error(exc):
+                    _lost(row, ending, exc, "the database failed")
+                    return
+                time.sleep(delay)
+                continue
+            if not ours:
+                _taken_over(row)
+            return
+
+    def call(self, func: Callable[[], T]) -> T:
+        return func()
+
+    def running(self) -> list[Claim]:
+        return list(self._running.values())
+
+    def adopt(self, row: Claim) -> None:
+        self._running[id(row)] = row
+
+    def forget(self, row: Claim) -> None:
+        self._running.pop(id(row), None)
+
+
+@dataclass
+class _Fence:
+    rows: Sequence[Claim]
+    done: threading.Event = field(default_factory=threading.Event)
+    inserted: list[bool] | None = None
+    #: Taken by the writer's thread: from here, the claim's waiting ends nothing.
+    begun: bool = False
+
+
+@dataclass
+class _Call:
+    func: Callable[[], Any]
+    done: threading.Event = field(default_factory=threading.Event)
+    value: Any = None
+    error: BaseException | None = None
+
+
+class HistoryWriter(Writer):
+    """The history writer of ``runjobs``: one thread, one connection, fences before outcomes."""
+
+    def __init__(self, fence_wait: float = FENCE_WAIT, max_queued: int = MAX_QUEUED) -> None:
+        self.fence_wait = fence_wait
+        self.max_queued = max_queued
+        self._lock = threading.Condition()
+        self._fences: list[_Fence] = []
+        self._calls: list[_Call] = []
+        self._endings: deque[tuple[Claim, Ending]] = deque()
+        self._running: dict[int, Claim] = {}
+        self._stopping = False
+        #: Consecutive failures of the database, and when to try it again.
+        self._failures = 0
+        self._retry_at = 0.0
+        #: When the fence insert in flight began: one stuck on a lock answers no claim.
+        self._fencing_since: float | None = None
+        self._thread = threading.Thread(target=self._run, name="oncejob-history", daemon=True)
+
+    # --- asked by other threads -------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def fence(self, rows: Sequence[Claim]) -> list[bool] | None:
+        request = _Fence(rows)
+        with self._lock:
+            stuck = self._fencing_since is not None and (
+                time.monotonic() - self._fencing_since > self.fence_wait
+            )
+            if self._stopping or not self._thread.is_alive() or self._failing() or stuck:
+                return None
+            self._fences.append(request)
+            self._lock.notify()
+        if not request.done.wait(self.fence_wait):
+            with self._lock:
+                if not request.begun:
+                    self._fences.remove(request)
+                    return None
+            # Begun: the insert is on its way, and its rows will be this instance's if it
+            # succeeds. Whatever happens next, each is recorded through finish().
+            logger.warning(
+                "The history took over %s s to fence %d occurrence(s); running the ones "
+                "won in the cache on the cache claim alone.",
+                self.fence_wait,
+                len(rows),
+            )
+            return None
+        return request.inserted
+
+    def finish(self, row: Claim, ending: Ending) -> None:
+        ending.finished_at = ending.finished_at or timezone.now()
+        with self._lock:
+            self._running.pop(id(row), None)
+            self._endings.append((row, ending))
+            if len(self._endings) > self.max_queued:
+                dropped, lost = self._endings.popleft()
+                _lost(dropped, lost, None, f"more than {self.max_queued} outcomes waiting")
+            self._lock.notify()
+
+    def call(self, func: Callable[[], T]) -> T:
+        request = _Call(func)
+        with self._lock:
+            if not self._thread.is_alive():
+                return func()
+            self._calls.append(request)
+            self._lock.notify()
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.value  # type: ignore[no-any-return]
+
+    def running(self) -> list[Claim]:
+        with self._lock:
+            return list(self._running.values())
+
+    def adopt(self, row: Claim) -> None:
+        with self._lock:
+            self._running[id(row)] = row
+
+    def forget(self, row: Claim) -> None:
+        with self._lock:
+            self._running.pop(id(row), None)
+
+    @property
+    def queued(self) -> int:
+        with self._lock:
+            return len(self._endings)
+
+    def stop(self, timeout: float) -> bool:
+        """Write what is queued, for ``timeout`` seconds at most; ``True`` if all of it went in."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        with self._lock:
+            left = list(self._endings)
+        for row, ending in left:
+            _lost(row, ending, None, "runjobs stopped before the database answered")
+        return not left
+
+    # --- the writer's own thread -------------------------------------------------------
+
+    def _failing(self) -> bool:
+        return self._failures > 0 and time.monotonic() < self._retry_at
+
+    def _run(self) -> None:
+        try:
+            while self._round():
+                pass
+        except BaseException:
+            logger.critical("The history writer stopped on an error.", exc_info=True)
+            raise
+        finally:
+            close_own_connections()
+
+    def _round(self) -> bool:
+        with self._lock:
+            while True:
+                if self._fences or self._calls:
+                    break
+                if self._endings and not self._failing():
+                    break
+                if self._stopping and not self._endings:
+                    return False
+                self._lock.wait(
+                    max(0.0, self._retry_at - time.monotonic()) if self._endings else None
+                )
+            fences, self._fences = self._fences, []
+            for request in fences:
+                request.begun = True
+            if fences:
+                self._fencing_since = time.monotonic()
+            calls, self._calls = self._calls, []
+        if fences:
+            self._fence(fences)
+            with self._lock:
+                self._fencing_since = None
+        for call in calls:
+            self._call(call)
+        with self._lock:
+            count = 0 if self._failing() else min(ENDINGS_PER_COMMIT, len(self._endings))
+            endings = [self._endings.popleft() for _ in range(count)]
+        if endings:
+            self._write(endings)
+        return True
+
+    def _fence(self, requests: list[_Fence]) -> None:
+        rows = [row for request in requests for row in request.rows]
+        try:
+            inserted = self._try(lambda: history.insert_running(rows))
+        except Exception:
+            logger.warning(
+                "Could not fence %d occurrence(s) in the history.", len(rows), exc_info=True
+            )
+            for request in requests:
+                request.done.set()
+            return
+        at = 0
+        with self._lock:
+            for request in requests:
+                request.inserted = inserted[at : at + len(request.rows)]
+                at += len(request.rows)
+                for row, done in zip(request.rows, request.inserted, strict=True):
+                    if done:
+                        self._running[id(row)] = row
+        for request in requests:
+            request.done.set()
+
+    def _call(self, request: _Call) -> None:
+        try:
+            request.value = self._try(request.func)
+        except BaseException as exc:
+            request.error = exc
+        request.done.set()
+
+    def _write(self, endings: list[tuple[Claim, Ending]]) -> None:
+        try:
+            ours = self._try(lambda: history.write_endings(endings))
+        except Exception as exc:
+            if is_connection_error(exc):
+                with self._lock:
+                    self._endings.extendleft(reversed(endings))
+                return
+            # Something in the batch cannot be stored: write them one by one to find it.
+            ours = []
+            for one in endings:
+                try:
+                    ours.extend(self._try(partial(history.write_endings, [one])))
+                except Exception as error:
+                    if is_connection_error(error):
+                        with self._lock:
+                            self._endings.extendleft(reversed(endings[len(ours) :]))
+                        break
+                    _lost(*one, error, "the database refused it")
+                    ours.append(True)
+        for (row, _ending), mine in zip(endings, ours, strict=False):
+            if not mine:
+                _taken_over(row)
+
+    def _try(self, func: Callable[[], T]) -> T:
+        """``func`` on this thread's connection, again at once on a fresh one if the old one failed.
+
+        A connection that sat idle may have been closed by the server (a restart,
+        ``idle_session_timeout``, a pooler): the first statement on it fails, and
+        the second, on a new connection, tells whether the database is really down.
+        """
+        for attempt in (1, 2):
+            try:
+                value = func()
+            except Exception as exc:
+                drop_broken_connections()
+                if not is_connection_error(exc):
+                    raise
+                if attempt == 1 and self._failures == 0:
+                    continue
+                self._failed()
+                raise
+            if self._failures:
+                self._failures = 0
+                logger.warning("The history database answers again.")
+            return value
+        raise AssertionError("unreachable")
+
+    def _failed(self) -> None:
+        with self._lock:
+            delay = RETRY_DELAYS[min(self._failures, len(RETRY_DELAYS) - 1)]
+            self._failures += 1
+            self._retry_at = time.monotonic() + delay
+            if self._failures == 1:
+                logger.warning("The history database failed; outcomes wait for it to answer.")
