@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,12 @@ logger = logging.getLogger("django_oncejob")
 
 #: Passed explicitly so that bumping the project's cache VERSION cannot change claim keys.
 KEY_VERSION = 1
+#: Pauses between tries to release a job's lock.
+RELEASE_RETRY_DELAYS = (0.1, 0.3, 1.0)
+#: Deletes KEYS[1] only while it holds ARGV[1], in one atomic step.
+_DELETE_IF = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
 
 
 class ClaimResult(enum.Enum):
@@ -64,8 +71,13 @@ def claim_many(occurrences: Sequence[tuple[str, datetime]], owner: str) -> list[
             conf.CACHE,
             exc_info=True,
         )
-        return [ClaimResult.UNAVAILABLE] * len(keys)
-    return [_result(key, reply) for key, reply in zip(keys, replies, strict=True)]
+        return _confirm(keys, owner)
+    results = [_result(key, reply) for key, reply in zip(keys, replies, strict=True)]
+    unknown = [i for i, result in enumerate(results) if result is ClaimResult.UNAVAILABLE]
+    if unknown:
+        for i, result in zip(unknown, _confirm([keys[i] for i in unknown], owner), strict=True):
+            results[i] = result
+    return results
 
 
 def _result(key: str, reply: Any) -> ClaimResult:
@@ -74,6 +86,26 @@ def _result(key: str, reply: Any) -> ClaimResult:
         return ClaimResult.UNAVAILABLE
     # SET NX answers OK when it wrote the key, nil (None) when the key was taken.
     return ClaimResult.WON if reply else ClaimResult.LOST
+
+
+def _confirm(keys: Sequence[str], value: str) -> list[ClaimResult]:
+    """What claims whose answer was lost came to: Redis may have applied them all the same.
+
+    A key that holds this instance's value was written by it; one that holds another's
+    was taken; no key, or no answer again, leaves the claim unavailable.
+    """
+    try:
+        found = caches[conf.CACHE].get_many(list(keys), version=KEY_VERSION)
+    except Exception:
+        return [ClaimResult.UNAVAILABLE] * len(keys)
+    results = []
+    for key in keys:
+        held = found.get(key)
+        if held is None:
+            results.append(ClaimResult.UNAVAILABLE)
+        else:
+            results.append(ClaimResult.WON if held == value else ClaimResult.LOST)
+    return results
 
 
 def lock_key(job_id: str) -> str:
@@ -86,17 +118,59 @@ def acquire_lock(job_id: str, token: str, timeout: int) -> ClaimResult:
     return _add(lock_key(job_id), token, timeout)
 
 
-def release_lock(job_id: str, token: str) -> None:
-    """Release the job-wide lock if this run still holds it."""
-    key = lock_key(job_id)
-    cache = caches[conf.CACHE]
+def lock_holder(job_id: str) -> str | None:
+    """The token of the run that holds the job's lock, ``None`` if none (or no answer)."""
     try:
-        # Not atomic: at worst another run's lock is dropped just as this one's
-        # expired, which a lock_timeout above the longest run makes moot.
-        if cache.get(key, version=KEY_VERSION) == token:
-            cache.delete(key, version=KEY_VERSION)
+        held = caches[conf.CACHE].get(lock_key(job_id), version=KEY_VERSION)
     except Exception:
-        logger.warning("Could not release %s; it expires by itself.", key, exc_info=True)
+        return None
+    return None if held is None else str(held)
+
+
+def break_lock(job_id: str, token: str) -> bool:
+    """Delete the job's lock if ``token`` still holds it: a run that ended left it behind."""
+    try:
+        return _delete_if(lock_key(job_id), token)
+    except Exception:
+        logger.warning("Could not break the lock of job %r.", job_id, exc_info=True)
+        return False
+
+
+def release_lock(job_id: str, token: str) -> bool:
+    """Release the job-wide lock if ``token`` still holds it; ``True`` if this call did.
+
+    Tried a few times, since a lock left behind keeps the job from running until it
+    expires; past that, the next run that finds it checks the history, and breaks a
+    lock whose run has ended.
+    """
+    key = lock_key(job_id)
+    for delay in RELEASE_RETRY_DELAYS:
+        try:
+            return _delete_if(key, token)
+        except Exception:
+            logger.warning("Could not release %s; trying again.", key, exc_info=True)
+            time.sleep(delay)
+    try:
+        return _delete_if(key, token)
+    except Exception:
+        logger.warning(
+            "Could not release %s; the next run breaks it, or it expires.", key, exc_info=True
+        )
+        return False
+
+
+def _delete_if(key: str, value: str) -> bool:
+    cache = caches[conf.CACHE]
+    client: Any = getattr(cache, "client", None)
+    if type(client) is DefaultClient:
+        redis = client.get_client(write=True)
+        made = client.make_key(key, version=KEY_VERSION)
+        return bool(redis.eval(_DELETE_IF, 1, made, client.encode(value)))
+    # Other caches have no compare-and-delete: at worst another run's lock is dropped
+    # just as this one's expired, which a lock_timeout above the longest run makes moot.
+    if cache.get(key, version=KEY_VERSION) == value:
+        return bool(cache.delete(key, version=KEY_VERSION))
+    return False
 
 
 def _add(key: str, value: str, timeout: int) -> ClaimResult:
@@ -104,12 +178,14 @@ def _add(key: str, value: str, timeout: int) -> ClaimResult:
         added = caches[conf.CACHE].add(key, value, timeout=timeout, version=KEY_VERSION)
     except Exception:
         logger.warning("Could not claim %s: the cache %r failed.", key, conf.CACHE, exc_info=True)
-        return ClaimResult.UNAVAILABLE
+        [result] = _confirm([key], value)
+        return result
     # django-redis with IGNORE_EXCEPTIONS returns None on a connection error:
     # only a real True means this instance wrote the key.
     if added is True:
         return ClaimResult.WON
     if added is None:
         logger.warning("Could not claim %s: the cache %r returned no answer.", key, conf.CACHE)
-        return ClaimResult.UNAVAILABLE
+        [result] = _confirm([key], value)
+        return result
     return ClaimResult.LOST

@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError
@@ -124,11 +124,9 @@ def reap(owner: str, timeout: int, jobs: Mapping[str, JobSpec]) -> list[Claim]:
     alive = live_instances(timeout)
     Instance.objects.filter(stopped_at__isnull=True).exclude(alive).update(stopped_at=Now())
     live = Instance.objects.filter(alive)
-    # Rows handed to a task queue are run by workers, which send no heartbeat.
+    # Rows a task worker runs count too: it beats while it runs them (WorkerHeartbeat).
     orphans = Claim.objects.filter(
-        status=Claim.Status.RUNNING,
-        started_at__lt=Now() - timedelta(seconds=timeout),
-        task_backend="",
+        status=Claim.Status.RUNNING, started_at__lt=Now() - timedelta(seconds=timeout)
     ).exclude(owner__in=live.values("owner"))
     return _settle(list(orphans), owner, jobs, None)
 
@@ -227,3 +225,58 @@ class Heartbeat(PeriodicThread):
         if self.reaping.is_set() and now - self.healthy_since >= gap:
             for row in reap(self.owner, self.timeout, self.jobs):
                 self.rerun(self.jobs[row.job], row)
+
+
+class WorkerHeartbeat:
+    """The heartbeat of a task worker while it runs handed-off occurrences.
+
+    A worker that dies mid-run then leaves rows that every instance sees as
+    abandoned, as it would a ``runjobs`` instance's. One per process, however many
+    occurrences its threads run at once: it beats from the first one's start to
+    the last one's end.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs = 0
+        self._thread: _Beating | None = None
+
+    @contextlib.contextmanager
+    def running(self, owner: str, interval: float, timeout: int) -> Iterator[None]:
+        with self._lock:
+            self._runs += 1
+            if self._runs == 1:
+                beat(owner, timeout)
+                self._thread = _Beating(owner, interval=interval, timeout=timeout)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._runs -= 1
+                thread, done = self._thread, self._runs == 0
+                if done:
+                    self._thread = None
+            if done and thread is not None:
+                thread.stop()
+                sign_off(owner)
+
+
+class _Beating(PeriodicThread):
+    failure = "Could not write the heartbeat of worker %s."
+
+    def __init__(self, owner: str, *, interval: float, timeout: int) -> None:
+        super().__init__("oncejob-worker-heartbeat", owner, interval=interval)
+        self.timeout = timeout
+
+    def run(self) -> None:
+        # The first beat went in as the run began.
+        if not self._stopped.wait(self.interval):
+            super().run()
+
+    def work(self) -> None:
+        beat(self.owner, self.timeout)
+
+
+#: This process's, for :mod:`~django_oncejob.worker`.
+worker_heartbeat = WorkerHeartbeat()

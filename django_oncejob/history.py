@@ -41,6 +41,8 @@ class Ending:
     error: str = ""
     traceback: str = ""
     finished_at: datetime | None = None
+    #: When the job was called, if after the row went in (which sets a first guess).
+    started_at: datetime | None = None
 
 
 def running(
@@ -189,6 +191,8 @@ def _write_ending(row: Claim, ending: Ending, alias: str) -> bool:
         "error": row.error,
         "traceback": row.traceback,
     }
+    if ending.started_at is not None:
+        row.started_at = values["started_at"] = ending.started_at
     if row.pk is not None:
         # Only while the row is still ours: an instance that was taken for dead must
         # not overwrite the outcome of the re-run that replaced it.

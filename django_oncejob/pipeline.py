@@ -22,7 +22,14 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from django_oncejob import handoff, history, signals
-from django_oncejob.claim import ClaimResult, acquire_lock, claim, release_lock
+from django_oncejob.claim import (
+    ClaimResult,
+    acquire_lock,
+    break_lock,
+    claim,
+    lock_holder,
+    release_lock,
+)
 from django_oncejob.conf import conf
 from django_oncejob.db import close_old_connections
 from django_oncejob.history import Ending
@@ -230,14 +237,19 @@ class Pipeline:
         self, step: Fenced, timeout: int, call: Callable[[], Any] | None = None
     ) -> Outcome:
         occurrence = step.occurrence
-        token = f"{occurrence.owner}@{occurrence.scheduled_for.isoformat()}"
+        token = lock_token(occurrence)
         locked = acquire_lock(step.job.id, token, timeout)
+        if locked is ClaimResult.LOST and self._lock_left_behind(step.job):
+            locked = acquire_lock(step.job.id, token, timeout)
+        reason = "Skipped: a previous run of this job still holds its lock."
+        if locked is ClaimResult.WON and self._running_elsewhere(step):
+            # The lock's key was lost (a Redis restart, an eviction), not the run.
+            release_lock(step.job.id, token)
+            locked = ClaimResult.LOST
+            reason = "Skipped: a previous run of this job is still running, by the history."
         if locked is not ClaimResult.WON:
-            reason = (
-                "Skipped: a previous run of this job still holds its lock."
-                if locked is ClaimResult.LOST
-                else "Skipped: the job's lock could not be taken, the cache failed."
-            )
+            if locked is ClaimResult.UNAVAILABLE:
+                reason = "Skipped: the job's lock could not be taken, the cache failed."
             logger.warning(
                 "Job %r at %s: %s",
                 step.job.id,
@@ -252,6 +264,53 @@ class Pipeline:
             return self._call(step, call)
         finally:
             release_lock(step.job.id, token)
+
+    def _lock_left_behind(self, job: JobSpec) -> bool:
+        """Break the job's lock if the run that holds it has ended, by the history.
+
+        A run whose release failed (a Redis hiccup) would otherwise keep the job from
+        running until its lock expired.
+        """
+        holder = lock_holder(job.id)
+        if holder is None or "@" not in holder:
+            return False
+        _, _, when = holder.rpartition("@")
+        try:
+            scheduled_for = datetime.fromisoformat(when)
+            statuses = self.writer.call(
+                lambda: list(
+                    Claim.objects.filter(job=job.id, scheduled_for=scheduled_for).values_list(
+                        "status", flat=True
+                    )
+                )
+            )
+        except Exception:
+            logger.warning("Could not look up the run that holds the lock of job %r.", job.id)
+            return False
+        ended = bool(statuses) and statuses[0] not in (Claim.Status.RUNNING, Claim.Status.ENQUEUED)
+        if ended and break_lock(job.id, holder):
+            logger.warning(
+                "Job %r: broke the lock left behind by its run at %s, which has ended.",
+                job.id,
+                when,
+            )
+            return True
+        return False
+
+    def _running_elsewhere(self, step: Fenced) -> bool:
+        """Whether the history has another run of the job going, which the lock would stop."""
+        others = Claim.objects.filter(
+            job=step.job.id, status__in=[Claim.Status.RUNNING, Claim.Status.ENQUEUED]
+        ).exclude(scheduled_for=step.occurrence.scheduled_for)
+        try:
+            return bool(self.writer.call(others.exists))
+        except Exception:
+            logger.warning(
+                "Could not check the history for another run of job %r; the lock alone decides.",
+                step.job.id,
+                exc_info=True,
+            )
+            return False
 
     def _call(self, step: Fenced, call: Callable[[], Any] | None = None) -> Outcome:
         occurrence, job = step.occurrence, step.job
@@ -268,6 +327,7 @@ class Pipeline:
         # The job's own queries get what a request's get: a connection checked before,
         # and closed after as CONN_MAX_AGE says.
         close_old_connections()
+        started_at = timezone.now()
         try:
             value = call() if call is not None else job.resolve()(*job.args, **job.kwargs)
             if inspect.isawaitable(value):
@@ -275,10 +335,10 @@ class Pipeline:
                 # async methods) come back to this thread and its connection.
                 value = async_to_sync(_wait)(value)
         except Exception as exc:
-            return self._fail(step, exc, "Job %r at %s failed.")
+            return self._fail(step, exc, "Job %r at %s failed.", started_at=started_at)
         except BaseException as exc:
             # KeyboardInterrupt, SystemExit, CancelledError: recorded, then left to go on.
-            self._fail(step, exc, "Job %r at %s was interrupted.")
+            self._fail(step, exc, "Job %r at %s was interrupted.", started_at=started_at)
             raise
         finally:
             _current.reset(token)
@@ -289,12 +349,18 @@ class Pipeline:
             occurrence.scheduled_for.isoformat(),
             extra=_fields(occurrence, "succeeded"),
         )
-        self.writer.finish(step.row, Ending(Claim.Status.SUCCEEDED))
+        self.writer.finish(step.row, Ending(Claim.Status.SUCCEEDED, started_at=started_at))
         _send(signals.occurrence_succeeded, occurrence, result=value)
         return Outcome.SUCCEEDED
 
     def _fail(
-        self, step: Fenced, exc: BaseException, message: str, *args: object, prefix: str = ""
+        self,
+        step: Fenced,
+        exc: BaseException,
+        message: str,
+        *args: object,
+        prefix: str = "",
+        started_at: datetime | None = None,
     ) -> Outcome:
         """Log, record and signal a failure; called inside the ``except`` that caught ``exc``.
 
@@ -309,9 +375,8 @@ class Pipeline:
             extra=_fields(occurrence, "failed"),
         )
         error = f"{prefix}{type(exc).__name__}: {_text(exc)}"
-        self.writer.finish(
-            step.row, Ending(Claim.Status.FAILED, error, traceback=traceback.format_exc())
-        )
+        ending = Ending(Claim.Status.FAILED, error, traceback.format_exc(), started_at=started_at)
+        self.writer.finish(step.row, ending)
         _send(signals.occurrence_failed, occurrence, exception=exc)
         return Outcome.FAILED
 
@@ -321,6 +386,11 @@ def run_occurrence(
 ) -> Outcome:
     """:meth:`Pipeline.run_occurrence` in this thread, on its own database connection."""
     return Pipeline(owner).run_occurrence(job, scheduled_for, paused=paused)
+
+
+def lock_token(occurrence: Occurrence) -> str:
+    """What a run of a job with ``lock_timeout`` writes in the job's lock: whose run it is."""
+    return f"{occurrence.owner}@{occurrence.scheduled_for.isoformat()}"
 
 
 def _text(exc: BaseException) -> str:

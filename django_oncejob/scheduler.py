@@ -11,6 +11,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from django_oncejob import control, heartbeat
 from django_oncejob.clock import DatabaseClock
 from django_oncejob.conf import conf
+from django_oncejob.db import close_old_connections
 from django_oncejob.executor import ClaimingExecutor
 from django_oncejob.history import Ending
 from django_oncejob.jobstore import ShuffledMemoryJobStore
@@ -93,6 +94,8 @@ class JobScheduler:
         # earlier run under its owner left running.
         self.scheduler.start(paused=True)
         self.heartbeat.tick()
+        # That was this thread's only query: its connection goes as CONN_MAX_AGE says.
+        close_old_connections()
         self.scheduler.resume()
         self.heartbeat.start()
         self.control.start()

@@ -13,6 +13,7 @@ from django_oncejob import history, registry
 from django_oncejob.conf import conf
 from django_oncejob.db import close_old_connections
 from django_oncejob.handoff import HandedOff, occurrence_from_headers
+from django_oncejob.heartbeat import worker_heartbeat
 from django_oncejob.history import Ending
 from django_oncejob.models import Claim
 from django_oncejob.occurrence import Occurrence
@@ -42,41 +43,44 @@ def run_handed_off(handed: HandedOff, call: Callable[[], Any] | None = None) -> 
     try:
         if job is None:
             _refuse(handed, owner)
-        pipeline = Pipeline(owner)
-        row = None
-        if handed.claim_id is None:
-            logger.warning(
-                "Job %r at %s came without a history row: it runs with no check against a "
-                "second delivery.",
-                handed.job,
-                handed.scheduled_for.isoformat(),
-            )
-        else:
-            row = history.take_enqueued(handed.claim_id, handed.job, owner)
-            if row is None:
-                logger.info(
-                    "Job %r at %s is no longer enqueued: another delivery of its task took it; "
-                    "not running it again.",
-                    handed.job,
-                    handed.scheduled_for.isoformat(),
-                )
+        # Beating before the row is taken: from then on its owner is this worker, which
+        # must look alive to the instances for as long as it runs the job.
+        with worker_heartbeat.running(owner, conf.HEARTBEAT_INTERVAL, conf.HEARTBEAT_TIMEOUT):
+            step = _take(job, handed, owner)
+            if step is None:
                 return Outcome.FENCED
-        occurrence = Occurrence(job=handed.job, scheduled_for=handed.scheduled_for, owner=owner)
-        if row is None:
-            row = history.running(handed.job, handed.scheduled_for, owner, timezone.now())
-            step = Fenced(job, occurrence, row, fenced=False)
-        else:
-            pipeline.writer.adopt(row)
-            step = Fenced(job, occurrence, row)
-        outcome = pipeline.run(step, call if call is not None else _call(job))
+            outcome = Pipeline(owner).run(step, call if call is not None else _call(job))
     finally:
         close_old_connections()
     if outcome is Outcome.FAILED:
-        detail = row.error
         raise OccurrenceFailed(
-            f"Job {handed.job!r} at {handed.scheduled_for.isoformat()} failed: {detail}"
+            f"Job {handed.job!r} at {handed.scheduled_for.isoformat()} failed: {step.row.error}"
         )
     return outcome
+
+
+def _take(job: registry.JobSpec, handed: HandedOff, owner: str) -> Fenced | None:
+    """The occurrence to run here, its row taken; ``None`` if another delivery has it."""
+    occurrence = Occurrence(job=handed.job, scheduled_for=handed.scheduled_for, owner=owner)
+    if handed.claim_id is None:
+        logger.warning(
+            "Job %r at %s came without a history row: it runs with no check against a "
+            "second delivery.",
+            handed.job,
+            handed.scheduled_for.isoformat(),
+        )
+        row = history.running(handed.job, handed.scheduled_for, owner, timezone.now())
+        return Fenced(job, occurrence, row, fenced=False)
+    taken = history.take_enqueued(handed.claim_id, handed.job, owner)
+    if taken is None:
+        logger.info(
+            "Job %r at %s is no longer enqueued: another delivery of its task took it; "
+            "not running it again.",
+            handed.job,
+            handed.scheduled_for.isoformat(),
+        )
+        return None
+    return Fenced(job, occurrence, taken)
 
 
 def _refuse(handed: HandedOff, owner: str) -> NoReturn:

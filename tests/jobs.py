@@ -22,6 +22,22 @@ def record(*args: object, **kwargs: object) -> str:
     return line
 
 
+def stamp_then_sleep(seconds: float) -> str:
+    """Record the run, and when it really started, in ``<ONCEJOB_TEST_RECORD>.starts``."""
+    occurrence = current_occurrence()
+    assert occurrence is not None
+    line = f"{occurrence.job} {occurrence.scheduled_for.isoformat()} {time.time()}\n"
+    fd = os.open(
+        os.environ["ONCEJOB_TEST_RECORD"] + ".starts", os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    )
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    time.sleep(seconds)
+    return record()
+
+
 def sleep_then_record(seconds: float) -> str:
     time.sleep(seconds)
     return record()

@@ -21,6 +21,9 @@ class TcpProxy:
         self.host = "127.0.0.1"
         self.port = 0
         self.accepted = 0
+        #: Replies from the target still to swallow: the request went through, its answer
+        #: never comes back.
+        self.replies_to_drop = 0
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
@@ -69,6 +72,13 @@ class TcpProxy:
         for sock in sockets:
             _close(sock)
 
+    def _dropped(self) -> bool:
+        with self._lock:
+            if self.replies_to_drop <= 0:
+                return False
+            self.replies_to_drop -= 1
+            return True
+
     @property
     def open_connections(self) -> int:
         with self._lock:
@@ -96,18 +106,28 @@ class TcpProxy:
                     self._sockets.update((client, upstream))
                     self.accepted += 1
                 self._threads = [t for t in self._threads if t.is_alive()]
-                for source, sink in ((client, upstream), (upstream, client)):
+                for source, sink, replies in ((client, upstream, False), (upstream, client, True)):
                     thread = threading.Thread(
-                        target=self._pump, args=(source, sink), name="proxy-pump", daemon=True
+                        target=self._pump,
+                        args=(source, sink, replies),
+                        name="proxy-pump",
+                        daemon=True,
                     )
                     self._threads.append(thread)
                     thread.start()
         finally:
             listener.close()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def drop_replies(self, count: int = 1) -> None:
+        """Swallow the next ``count`` chunks the target sends back, as a lost reply would be."""
+        with self._lock:
+            self.replies_to_drop += count
+
+    def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
         try:
             while data := source.recv(65536):
+                if replies and self._dropped():
+                    continue
                 sink.sendall(data)
         except OSError:
             pass  # cut, or closed by the other side: either way this pair is done

@@ -475,3 +475,31 @@ def test_second_sigterm_stops_at_once(fleet: FleetFactory) -> None:
     assert instances.runs() == []
     assert "stopped with 3 job(s) still running" in instance.output()
     figures("second SIGTERM", seconds_to_exit=round(elapsed, 2), rows_interrupted=len(rows))
+
+
+def test_a_busy_instance_claims_no_more_than_it_can_start(fleet: FleetFactory) -> None:
+    """MAX_WORKERS 2, two instances, eight 2-second jobs due together, a grace of 3 s."""
+    jobs = {
+        f"slow-{n}": {
+            "func": "tests.jobs.sleep_then_record",
+            "args": [2],
+            "cron": {"second": "*/10"},
+        }
+        for n in range(8)
+    }
+    instances = fleet(jobs, {"MAX_WORKERS": 2, "MISFIRE_GRACE_TIME": 3})
+    instances.start(2, stagger=0.1)
+    wait_for(lambda: Claim.objects.filter(status="succeeded").count() >= 8, 30, "one round")
+    assert instances.stop() == [0, 0], instances.logs()
+
+    first = min(Claim.objects.values_list("scheduled_for", flat=True))
+    rows = list(Claim.objects.filter(scheduled_for=first))
+    lateness = sorted(row.lateness.total_seconds() for row in rows if row.lateness is not None)
+    # Before: one instance won all eight and started the last of them 6 s late.
+    assert len(rows) == 8 and lateness[-1] < 3, lateness
+    assert duplicates(instances) == []
+    figures(
+        "busy instance",
+        lateness_seconds=[round(late, 1) for late in lateness],
+        runs_by_instance=sorted(Counter(row.owner for row in rows).values()),
+    )

@@ -30,6 +30,7 @@ from django_oncejob import current_occurrence, handoff, heartbeat, history, sign
 from django_oncejob.conf import conf
 from django_oncejob.handoff import HandedOff
 from django_oncejob.models import Claim
+from django_oncejob.models import Instance as InstanceRow
 from django_oncejob.occurrence import Occurrence
 from django_oncejob.pipeline import Outcome, Pipeline, run_occurrence
 from django_oncejob.registry import JobSpec, celery_installed, parse_job, tasks_module_name
@@ -267,30 +268,50 @@ def test_a_manual_run_is_handed_off_too() -> None:
     assert len(dummy_results()) == 1
 
 
-def test_rows_run_by_workers_are_never_reaped() -> None:
+def test_rows_run_by_a_worker_are_reaped_once_it_stops_beating() -> None:
     long_ago = timezone.now() - timedelta(seconds=300)
-    worker_row = Claim.objects.create(
-        job="report",
-        scheduled_for=WHEN,
-        owner="worker-host:77",
-        claimed_at=long_ago,
-        started_at=long_ago,
-        task_backend="celery",
-    )
-    in_process_row = Claim.objects.create(
-        job="report",
-        scheduled_for=WHEN + timedelta(days=1),
-        owner="gone:1",
-        claimed_at=long_ago,
-        started_at=long_ago,
-    )
+
+    def worker_row(owner: str, day: int) -> Claim:
+        return Claim.objects.create(
+            job="report",
+            scheduled_for=WHEN + timedelta(days=day),
+            owner=owner,
+            claimed_at=long_ago,
+            started_at=long_ago,
+            task_backend="celery",
+        )
+
+    beating, gone = worker_row("worker-host:77", 0), worker_row("worker-host:78", 1)
+    heartbeat.beat("worker-host:77", 60)
 
     heartbeat.reap("me:3", 60, {})
 
-    worker_row.refresh_from_db()
-    in_process_row.refresh_from_db()
-    assert worker_row.status == Claim.Status.RUNNING
-    assert in_process_row.status == Claim.Status.ABANDONED
+    beating.refresh_from_db()
+    gone.refresh_from_db()
+    assert beating.status == Claim.Status.RUNNING
+    assert gone.status == Claim.Status.ABANDONED
+
+
+def test_a_worker_beats_while_it_runs_a_handed_off_occurrence(record_file: Path) -> None:
+    definition = {"func": "tests.jobs.record"}
+    seen: list[tuple[bool, int]] = []
+
+    def look(sender: str, occurrence: Occurrence, **kwargs: object) -> None:
+        row = InstanceRow.objects.get(owner=occurrence.owner)
+        seen.append((row.is_alive(60), Claim.objects.filter(owner=row.owner).count()))
+
+    row = fence("report", WHEN, "host-a:1")
+    assert row is not None
+    Claim.objects.filter(pk=row.pk).update(status=Claim.Status.ENQUEUED, task_backend="celery")
+    signals.occurrence_started.connect(look)
+    try:
+        with jobs_setting(report=definition):
+            assert run_handed_off(HandedOff("report", WHEN, row.pk)) is Outcome.SUCCEEDED
+    finally:
+        signals.occurrence_started.disconnect(look)
+    assert seen == [(True, 1)]
+    (worker,) = InstanceRow.objects.exclude(owner="host-a:1")
+    assert worker.stopped_at is not None  # signed off after the run
 
 
 def test_headers_round_trip() -> None:
@@ -442,6 +463,40 @@ def test_database_worker_runs_each_occurrence_once(
     assert {result.queue_name for result in results} == {"jobs"}
     # Those enqueued before the worker started waited for it.
     assert rows[0].started_at - rows[0].claimed_at > timedelta(seconds=0.5)  # type: ignore[operator]
+
+
+@needs_database_backend
+@pytest.mark.processes
+def test_a_worker_killed_mid_run_leaves_its_row_abandoned(
+    fleet: FleetFactory, workers: Callable[..., Instance]
+) -> None:
+    at = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
+    instances = fleet(
+        {
+            "slow": {
+                "func": "tests.jobs.sleep_then_record",
+                "args": [60],
+                "at": at.isoformat(),
+                "enqueue": "tasks",
+                "queue": "jobs",
+            }
+        },
+        {"HEARTBEAT_INTERVAL": 1, "HEARTBEAT_TIMEOUT": 3},
+    )
+    instances.start(2, stagger=0.2)
+    command = [sys.executable, "-m", "django", "db_worker", "--queue-name", "jobs"]
+    command += ["--interval", "0.1", "--no-startup-delay", "-v", "2"]
+    worker = workers(command, instances.env(), "Starting worker")
+    running = Claim.objects.filter(job="slow", status=Claim.Status.RUNNING)
+    wait_for(running.exists, 15, "the worker to take the occurrence")
+    worker.process.kill()
+    worker.process.wait(5)
+
+    wait_for(lambda: Claim.objects.get().status == Claim.Status.ABANDONED, 15, "the row settled")
+    assert instances.stop() == [0, 0], instances.logs()
+    row = Claim.objects.get()
+    assert row.error == f"Abandoned: {row.owner} stopped sending heartbeats while running it."
+    assert row.owner.endswith(f":{worker.pid}")
 
 
 def task_results() -> list[Any]:
