@@ -380,7 +380,7 @@ class HistoryWriter(Writer):
                     raise
                 if attempt == 1 and self._failures == 0:
                     continue
-                self._failed()
+                self._failed(exc)
                 raise
             if self._failures:
                 self._failures = 0
@@ -388,10 +388,12 @@ class HistoryWriter(Writer):
             return value
         raise AssertionError("unreachable")
 
-    def _failed(self) -> None:
+    def _failed(self, exc: Exception) -> None:
         with self._lock:
             delay = RETRY_DELAYS[min(self._failures, len(RETRY_DELAYS) - 1)]
             self._failures += 1
             self._retry_at = time.monotonic() + delay
             if self._failures == 1:
-                logger.warning("The history database failed; outcomes wait for it to answer.")
+                logger.warning(
+                    "The history database failed; outcomes wait for it to answer.", exc_info=exc
+                )

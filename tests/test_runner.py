@@ -71,14 +71,20 @@ def test_winner_runs_and_records(record_file: Path) -> None:
 def test_fence_and_ending_rows_are_the_same_on_either_write_path(
     path: str, record_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if path == "one by one":  # as on a database without INSERT ... ON CONFLICT ... RETURNING
+    if path == "one by one":  # as on a database without INSERT/UPDATE ... RETURNING
         monkeypatch.setattr(history, "_fences_in_bulk", lambda connection: False)
+        monkeypatch.setattr(history, "_updates_in_bulk", lambda connection: False)
     row = fence("report", WHEN, "host-a:1", WHEN, requested_by="alice")
-    assert row is not None and row.pk is not None
+    other = fence("other", WHEN, "host-a:1", WHEN)
+    assert row is not None and row.pk is not None and other is not None
     assert fence("report", WHEN, "host-b:2", WHEN) is None  # the fence
-    assert history.write_endings([(row, Ending(Claim.Status.FAILED, "E", "T"))]) == [True]
+    # Taken over by another instance: its ending is not this one's to write.
+    Claim.objects.filter(pk=other.pk).update(owner="host-c:3")
+    endings = [(row, Ending(Claim.Status.FAILED, "E", "T")), (other, Ending("succeeded"))]
+    assert history.write_endings(endings) == [True, False]
     stranger = Claim(pk=row.pk, job="report", scheduled_for=WHEN, owner="host-b:2")
     assert history.write_endings([(stranger, Ending(Claim.Status.SUCCEEDED))]) == [False]
+    Claim.objects.filter(pk=other.pk).delete()
 
     stored = Claim.objects.get()
     assert stored.pk == row.pk
