@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import IntegrityError
 from django.db.models import F, Q
@@ -60,15 +61,19 @@ def beat(owner: str, timeout: int) -> tuple[datetime, float]:
 
 
 def _register(owner: str, timeout: int) -> None:
-    Instance.objects.create(
-        owner=owner,
-        host=socket.gethostname()[:255],
-        pid=os.getpid(),
-        version=django_oncejob.__version__,
-        started_at=Now(),
-        heartbeat_at=Now(),
-        expires_at=Now() + timedelta(seconds=timeout),
-    )
+    Instance.objects.create(owner=owner, **_this_process(timeout))
+
+
+def _this_process(timeout: int) -> dict[str, Any]:
+    """The columns of this process's row as it starts."""
+    return {
+        "host": socket.gethostname()[:255],
+        "pid": os.getpid(),
+        "version": django_oncejob.__version__,
+        "started_at": Now(),
+        "heartbeat_at": Now(),
+        "expires_at": Now() + timedelta(seconds=timeout),
+    }
 
 
 def start(
@@ -91,15 +96,7 @@ def start(
             owner,
             previous.expires_at,
         )
-    updated = Instance.objects.filter(owner=owner).update(
-        host=socket.gethostname()[:255],
-        pid=os.getpid(),
-        version=django_oncejob.__version__,
-        started_at=Now(),
-        heartbeat_at=Now(),
-        expires_at=Now() + timedelta(seconds=timeout),
-        stopped_at=None,
-    )
+    updated = Instance.objects.filter(owner=owner).update(**_this_process(timeout), stopped_at=None)
     if not updated:
         beat(owner, timeout)
     left = Claim.objects.filter(owner=owner, status=Claim.Status.RUNNING, task_backend="")
