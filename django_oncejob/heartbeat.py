@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError
@@ -28,7 +28,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Now
 
 import django_oncejob
-from django_oncejob.clock import DatabaseClock
+from django_oncejob.clock import DatabaseClock, measure_offset
 from django_oncejob.history import retry_locked
 from django_oncejob.models import Claim, Instance
 from django_oncejob.periodic import PeriodicThread
@@ -37,11 +37,11 @@ from django_oncejob.registry import JobSpec
 logger = logging.getLogger("django_oncejob")
 
 
-def beat(owner: str, timeout: int) -> tuple[datetime, float]:
+def beat(owner: str, timeout: int) -> tuple[float, float]:
     """Record that this instance is alive for ``timeout`` seconds more, registering it if new.
 
-    Returns the database's time of the beat, and by how many seconds this host's
-    clock is ahead of it.
+    Returns the database's time of the beat, in seconds since the epoch, and by how
+    many seconds this host's clock is ahead of it.
     """
     # Single statements only: on SQLite, a transaction that reads and then writes
     # fails at once with "database is locked" when another process writes.
@@ -53,11 +53,9 @@ def beat(owner: str, timeout: int) -> tuple[datetime, float]:
         # IntegrityError: registered meanwhile under the same owner; it holds as it is.
         with contextlib.suppress(IntegrityError):
             retry_locked(lambda: _register(owner, timeout))
-    before = time.time()
-    now = retry_locked(lambda: mine.annotate(now=Now()).values_list("now", flat=True).get())
-    offset = (before + time.time()) / 2 - now.timestamp()
+    offset = retry_locked(lambda: measure_offset(mine.db))
     retry_locked(lambda: mine.update(clock_offset=offset))
-    return now, offset
+    return time.time() - offset, offset
 
 
 def _register(owner: str, timeout: int) -> None:
@@ -196,9 +194,10 @@ class Heartbeat(PeriodicThread):
         #: Cleared while shutting down: keep beating for the jobs still running, take on no more.
         self.reaping = threading.Event()
         self.reaping.set()
-        #: The database's time of the first beat of the current unbroken run of beats.
-        self.healthy_since: datetime | None = None
-        self._last_beat: datetime | None = None
+        #: The database's time (seconds since the epoch) of the first beat of the current
+        #: unbroken run of beats, and of the last.
+        self.healthy_since: float | None = None
+        self._last_beat: float | None = None
         #: Set to the database's at each beat.
         self.clock = clock or DatabaseClock()
 
@@ -215,7 +214,7 @@ class Heartbeat(PeriodicThread):
             raise
         # A beat later than the timeout breaks the run: others may have taken this
         # instance for gone meanwhile, and it may have missed theirs.
-        gap = timedelta(seconds=self.timeout)
+        gap = self.timeout
         if self.healthy_since is None or self._last_beat is None or now - self._last_beat > gap:
             self.healthy_since = now
         self._last_beat = now

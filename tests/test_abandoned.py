@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.core.cache import caches
+from django.test.utils import override_settings
 from django.utils import timezone
 
 from django_oncejob import heartbeat
@@ -218,3 +219,13 @@ def test_lock_timeout_prevents_overlapping_runs_across_instances(
         assert Claim.objects.filter(status="skipped").exists()
     else:
         assert overlapping(ran) > 0
+
+
+@pytest.mark.parametrize("use_tz", [True, False])
+def test_a_beat_measures_this_hosts_clock_against_the_databases(use_tz: bool) -> None:
+    """Whatever USE_TZ and TIME_ZONE say: a time zone is no clock offset."""
+    with override_settings(USE_TZ=use_tz, TIME_ZONE="Asia/Shanghai"):
+        now, offset = heartbeat.beat("web-1:10", 60)
+    assert abs(offset) < 1, offset
+    assert abs(now - time.time()) < 1
+    assert abs(Instance.objects.get().clock_offset - offset) < 1e-6
