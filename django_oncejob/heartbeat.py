@@ -45,21 +45,24 @@ def beat(owner: str, timeout: int) -> tuple[float, float]:
     """
     # Single statements only: on SQLite, a transaction that reads and then writes
     # fails at once with "database is locked" when another process writes.
-    expires = Now() + timedelta(seconds=timeout)
     mine = Instance.objects.filter(owner=owner)
+    offset = retry_locked(lambda: measure_offset(mine.db))
     if not retry_locked(
-        lambda: mine.update(heartbeat_at=Now(), expires_at=expires, stopped_at=None)
+        lambda: mine.update(
+            heartbeat_at=Now(),
+            expires_at=Now() + timedelta(seconds=timeout),
+            stopped_at=None,
+            clock_offset=offset,
+        )
     ):
         # IntegrityError: registered meanwhile under the same owner; it holds as it is.
         with contextlib.suppress(IntegrityError):
-            retry_locked(lambda: _register(owner, timeout))
-    offset = retry_locked(lambda: measure_offset(mine.db))
-    retry_locked(lambda: mine.update(clock_offset=offset))
+            retry_locked(lambda: _register(owner, timeout, offset))
     return time.time() - offset, offset
 
 
-def _register(owner: str, timeout: int) -> None:
-    Instance.objects.create(owner=owner, **_this_process(timeout))
+def _register(owner: str, timeout: int, offset: float) -> None:
+    Instance.objects.create(owner=owner, clock_offset=offset, **_this_process(timeout))
 
 
 def _this_process(timeout: int) -> dict[str, Any]:

@@ -182,9 +182,11 @@ def write_endings(endings: Sequence[tuple[Claim, Ending]]) -> list[bool]:
     rows = [row for row, _ in endings]
     fenced = [i for i, row in enumerate(rows) if row.pk is not None]
     ours = [False] * len(rows)
-    statements = len(rows) - len(fenced) + (1 if _updates_in_bulk(connection) else len(fenced))
+    bulk = len(fenced) > 1 and _updates_in_bulk(connection)
+    # One statement needs no transaction of its own: that is a COMMIT less.
+    statements = (1 if bulk else len(fenced)) + len(rows) - len(fenced)
     with transaction.atomic(using=alias) if statements > 1 else contextlib.nullcontext():
-        if len(fenced) > 1 and _updates_in_bulk(connection):
+        if bulk:
             updated = _update_in_bulk([rows[i] for i in fenced], connection)
             for i in fenced:
                 ours[i] = (rows[i].pk, rows[i].owner) in updated

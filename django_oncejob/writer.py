@@ -47,7 +47,15 @@ RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 
 class Writer:
-    """What the pipeline asks of the history: fence rows, record endings, run a statement."""
+    """What the pipeline asks of the history: fence rows, record endings, run a statement.
+
+    Both writers keep the rows fenced here whose ending is not recorded yet, for a
+    shutdown that cannot wait for them.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[int, Claim] = {}
+        self._running_lock = threading.Lock()
 
     def fence(self, rows: Sequence[Claim]) -> list[bool] | None:
         """Insert the rows; ``False`` for each another instance holds, ``None`` for no answer."""
@@ -63,15 +71,24 @@ class Writer:
 
     def running(self) -> list[Claim]:
         """The rows fenced here whose ending is not recorded yet."""
-        raise NotImplementedError
+        with self._running_lock:
+            return list(self._running.values())
 
     def adopt(self, row: Claim) -> None:
         """Count ``row``, taken over in the history, among the ones running here."""
-        raise NotImplementedError
+        with self._running_lock:
+            self._running[id(row)] = row
 
     def forget(self, row: Claim) -> None:
-        """``row`` is settled elsewhere from now on: a task worker runs it."""
-        raise NotImplementedError
+        """``row`` is settled elsewhere from now on: a task worker runs it, or it ended."""
+        with self._running_lock:
+            self._running.pop(id(row), None)
+
+    def _fenced(self, rows: Sequence[Claim], inserted: Sequence[bool]) -> None:
+        with self._running_lock:
+            for row, done in zip(rows, inserted, strict=True):
+                if done:
+                    self._running[id(row)] = row
 
 
 def _taken_over(row: Claim) -> None:
@@ -101,8 +118,8 @@ class InlineWriter(Writer):
     """Writes in the calling thread, on its connection, trying a failed outcome a few times."""
 
     def __init__(self, retry_delays: Sequence[float] = RETRY_DELAYS) -> None:
+        super().__init__()
         self.retry_delays = retry_delays
-        self._running: dict[int, Claim] = {}
 
     def fence(self, rows: Sequence[Claim]) -> list[bool] | None:
         try:
@@ -112,13 +129,11 @@ class InlineWriter(Writer):
                 "Could not fence %d occurrence(s) in the history.", len(rows), exc_info=True
             )
             return None
-        for row, done in zip(rows, inserted, strict=True):
-            if done:
-                self._running[id(row)] = row
+        self._fenced(rows, inserted)
         return inserted
 
     def finish(self, row: Claim, ending: Ending) -> None:
-        self._running.pop(id(row), None)
+        self.forget(row)
         ending.finished_at = ending.finished_at or timezone.now()
         for delay in (*self.retry_delays, None):
             try:
@@ -135,15 +150,6 @@ class InlineWriter(Writer):
 
     def call(self, func: Callable[[], T]) -> T:
         return func()
-
-    def running(self) -> list[Claim]:
-        return list(self._running.values())
-
-    def adopt(self, row: Claim) -> None:
-        self._running[id(row)] = row
-
-    def forget(self, row: Claim) -> None:
-        self._running.pop(id(row), None)
 
 
 @dataclass
@@ -167,13 +173,13 @@ class HistoryWriter(Writer):
     """The history writer of ``runjobs``: one thread, one connection, fences before outcomes."""
 
     def __init__(self, fence_wait: float = FENCE_WAIT, max_queued: int = MAX_QUEUED) -> None:
+        super().__init__()
         self.fence_wait = fence_wait
         self.max_queued = max_queued
         self._lock = threading.Condition()
         self._fences: list[_Fence] = []
         self._calls: list[_Call] = []
         self._endings: deque[tuple[Claim, Ending]] = deque()
-        self._running: dict[int, Claim] = {}
         self._stopping = False
         #: Consecutive failures of the database, and when to try it again.
         self._failures = 0
@@ -215,8 +221,8 @@ class HistoryWriter(Writer):
 
     def finish(self, row: Claim, ending: Ending) -> None:
         ending.finished_at = ending.finished_at or timezone.now()
+        self.forget(row)
         with self._lock:
-            self._running.pop(id(row), None)
             self._endings.append((row, ending))
             if len(self._endings) > self.max_queued:
                 dropped, lost = self._endings.popleft()
@@ -234,23 +240,6 @@ class HistoryWriter(Writer):
         if request.error is not None:
             raise request.error
         return request.value  # type: ignore[no-any-return]
-
-    def running(self) -> list[Claim]:
-        with self._lock:
-            return list(self._running.values())
-
-    def adopt(self, row: Claim) -> None:
-        with self._lock:
-            self._running[id(row)] = row
-
-    def forget(self, row: Claim) -> None:
-        with self._lock:
-            self._running.pop(id(row), None)
-
-    @property
-    def queued(self) -> int:
-        with self._lock:
-            return len(self._endings)
 
     def stop(self, timeout: float) -> bool:
         """Write what is queued, for ``timeout`` seconds at most; ``True`` if all of it went in."""
@@ -322,15 +311,11 @@ class HistoryWriter(Writer):
             for request in requests:
                 request.done.set()
             return
+        self._fenced(rows, inserted)
         at = 0
-        with self._lock:
-            for request in requests:
-                request.inserted = inserted[at : at + len(request.rows)]
-                at += len(request.rows)
-                for row, done in zip(request.rows, request.inserted, strict=True):
-                    if done:
-                        self._running[id(row)] = row
         for request in requests:
+            request.inserted = inserted[at : at + len(request.rows)]
+            at += len(request.rows)
             request.done.set()
 
     def _call(self, request: _Call) -> None:
