@@ -16,6 +16,7 @@ occurrence at a time: ``runjobs --run``, a task worker, a library call.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
+from django.db import connections, router
 from django.utils import timezone
 
 from django_oncejob import history
@@ -40,6 +42,8 @@ logger = logging.getLogger("django_oncejob")
 FENCE_WAIT = 1.0
 #: Outcomes written in one transaction at most.
 ENDINGS_PER_COMMIT = 200
+#: Seconds an outcome waits for others to go in with it, unless a full batch is queued.
+ENDINGS_WAIT = 0.1
 #: Outcomes kept for a database that does not answer; past this, the oldest are dropped, loudly.
 MAX_QUEUED = 100_000
 #: Pauses between tries while the database fails, then the last one again and again.
@@ -170,28 +174,51 @@ class _Call:
 
 
 class HistoryWriter(Writer):
-    """The history writer of ``runjobs``: one thread, one connection, fences before outcomes."""
+    """The history writer of ``runjobs``: fences on one thread, outcomes on another.
 
-    def __init__(self, fence_wait: float = FENCE_WAIT, max_queued: int = MAX_QUEUED) -> None:
+    Each thread has a connection of its own, so that a fence, on the way to a start,
+    never waits behind a batch of outcomes being written.
+    """
+
+    def __init__(
+        self,
+        fence_wait: float = FENCE_WAIT,
+        max_queued: int = MAX_QUEUED,
+        endings_wait: float = ENDINGS_WAIT,
+    ) -> None:
         super().__init__()
         self.fence_wait = fence_wait
         self.max_queued = max_queued
-        self._lock = threading.Condition()
+        self.endings_wait = endings_wait
+        self._lock = threading.Lock()
+        #: What wakes each of the writer's two threads.
+        self._to_fence = threading.Condition(self._lock)
+        self._to_record = threading.Condition(self._lock)
         self._fences: list[_Fence] = []
         self._calls: list[_Call] = []
         self._endings: deque[tuple[Claim, Ending]] = deque()
+        #: When the oldest outcome queued was queued: the batch goes out endings_wait later.
+        self._endings_since = 0.0
         self._stopping = False
         #: Consecutive failures of the database, and when to try it again.
         self._failures = 0
         self._retry_at = 0.0
-        #: When the fence insert in flight began: one stuck on a lock answers no claim.
+        #: When the fence insert in flight began (one stuck on a lock answers no claim),
+        #: and its rows, whose outcomes wait for it.
         self._fencing_since: float | None = None
-        self._thread = threading.Thread(target=self._run, name="oncejob-history", daemon=True)
+        self._fencing: set[int] = set()
+        self._fencer = threading.Thread(
+            target=self._loop, args=(self._fence_round,), name="oncejob-fence", daemon=True
+        )
+        self._recorder = threading.Thread(
+            target=self._loop, args=(self._endings_round,), name="oncejob-history", daemon=True
+        )
 
     # --- asked by other threads -------------------------------------------------------
 
     def start(self) -> None:
-        self._thread.start()
+        self._fencer.start()
+        self._recorder.start()
 
     def fence(self, rows: Sequence[Claim]) -> list[bool] | None:
         request = _Fence(rows)
@@ -199,10 +226,10 @@ class HistoryWriter(Writer):
             stuck = self._fencing_since is not None and (
                 time.monotonic() - self._fencing_since > self.fence_wait
             )
-            if self._stopping or not self._thread.is_alive() or self._failing() or stuck:
+            if self._stopping or not self._fencer.is_alive() or self._failing() or stuck:
                 return None
             self._fences.append(request)
-            self._lock.notify()
+            self._to_fence.notify()
         if not request.done.wait(self.fence_wait):
             with self._lock:
                 if not request.begun:
@@ -223,19 +250,24 @@ class HistoryWriter(Writer):
         ending.finished_at = ending.finished_at or timezone.now()
         self.forget(row)
         with self._lock:
+            if not self._endings:
+                self._endings_since = time.monotonic()
             self._endings.append((row, ending))
             if len(self._endings) > self.max_queued:
                 dropped, lost = self._endings.popleft()
                 _lost(dropped, lost, None, f"more than {self.max_queued} outcomes waiting")
-            self._lock.notify()
+            # The recorder wakes for the first outcome's deadline by itself; waking it for
+            # each one would take the processor from the claims and fences of a burst.
+            if len(self._endings) in (1, ENDINGS_PER_COMMIT):
+                self._to_record.notify()
 
     def call(self, func: Callable[[], T]) -> T:
         request = _Call(func)
         with self._lock:
-            if not self._thread.is_alive():
+            if not self._fencer.is_alive():
                 return func()
             self._calls.append(request)
-            self._lock.notify()
+            self._to_fence.notify()
         request.done.wait()
         if request.error is not None:
             raise request.error
@@ -243,25 +275,32 @@ class HistoryWriter(Writer):
 
     def stop(self, timeout: float) -> bool:
         """Write what is queued, for ``timeout`` seconds at most; ``True`` if all of it went in."""
+        deadline = time.monotonic() + timeout
         with self._lock:
             self._stopping = True
-            self._lock.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._to_fence.notify()
+            self._to_record.notify()
+        for thread in (self._fencer, self._recorder):
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             left = list(self._endings)
         for row, ending in left:
             _lost(row, ending, None, "runjobs stopped before the database answered")
         return not left
 
-    # --- the writer's own thread -------------------------------------------------------
+    # --- the writer's own threads ------------------------------------------------------
 
     def _failing(self) -> bool:
         return self._failures > 0 and time.monotonic() < self._retry_at
 
-    def _run(self) -> None:
+    def _loop(self, round: Callable[[], bool]) -> None:
         try:
-            while self._round():
+            # Connected before the first occurrence needs it; a database down now is
+            # tried again by the first statement.
+            with contextlib.suppress(Exception):
+                connections[router.db_for_write(Claim)].ensure_connection()
+            while round():
                 pass
         except BaseException:
             logger.critical("The history writer stopped on an error.", exc_info=True)
@@ -269,35 +308,54 @@ class HistoryWriter(Writer):
         finally:
             close_own_connections()
 
-    def _round(self) -> bool:
+    def _fence_round(self) -> bool:
         with self._lock:
-            while True:
-                if self._fences or self._calls:
-                    break
-                if self._endings and not self._failing():
-                    break
-                if self._stopping and not self._endings:
+            while not (self._fences or self._calls):
+                if self._stopping:
                     return False
-                self._lock.wait(
-                    max(0.0, self._retry_at - time.monotonic()) if self._endings else None
-                )
+                self._to_fence.wait()
             fences, self._fences = self._fences, []
             for request in fences:
                 request.begun = True
             if fences:
                 self._fencing_since = time.monotonic()
+                self._fencing = {id(row) for request in fences for row in request.rows}
             calls, self._calls = self._calls, []
         if fences:
-            self._fence(fences)
-            with self._lock:
-                self._fencing_since = None
+            try:
+                self._fence(fences)
+            finally:
+                with self._lock:
+                    self._fencing_since = None
+                    self._fencing = set()
+                    if self._endings:
+                        self._to_record.notify()
         for call in calls:
             self._call(call)
+        return True
+
+    def _endings_due(self) -> float | None:
+        """Seconds until the queued outcomes are to be written; ``None`` with none queued."""
+        if not self._endings:
+            return None
+        if self._failing():
+            return self._retry_at - time.monotonic()
+        # A row whose fence is still in flight is written once the fence has answered.
+        if any(row.pk is None and id(row) in self._fencing for row, _ in self._endings):
+            return None
+        if self._stopping or len(self._endings) >= ENDINGS_PER_COMMIT:
+            return 0.0
+        return max(0.0, self._endings_since + self.endings_wait - time.monotonic())
+
+    def _endings_round(self) -> bool:
         with self._lock:
-            count = 0 if self._failing() else min(ENDINGS_PER_COMMIT, len(self._endings))
+            while (wait := self._endings_due()) is None or wait > 0:
+                if self._stopping and not self._endings:
+                    return False
+                self._to_record.wait(wait)
+            count = min(ENDINGS_PER_COMMIT, len(self._endings))
             endings = [self._endings.popleft() for _ in range(count)]
-        if endings:
-            self._write(endings)
+        self._write(endings)
         return True
 
     def _fence(self, requests: list[_Fence]) -> None:
