@@ -21,7 +21,7 @@ from asgiref.sync import async_to_sync
 from django.dispatch import Signal
 from django.utils import timezone
 
-from django_oncejob import handoff, history, signals
+from django_oncejob import history, signals
 from django_oncejob.claim import (
     ClaimResult,
     acquire_lock,
@@ -39,6 +39,13 @@ from django_oncejob.registry import JobSpec
 from django_oncejob.writer import InlineWriter, Writer
 
 logger = logging.getLogger("django_oncejob")
+
+#: Sends an occurrence to its job's task queue and returns the task id, or ``None`` if
+#: another instance took its row (``None`` for a row the history could not record).
+Sender = Callable[[JobSpec, Occurrence, Claim | None, Writer], str | None]
+#: The senders by a job's ``enqueue``, added by :mod:`django_oncejob.enqueue` when the
+#: app is ready: the pipeline does not import the task queues whose workers run it.
+SENDERS: dict[str, Sender] = {}
 
 
 class Outcome(enum.Enum):
@@ -197,18 +204,16 @@ class Pipeline:
         ``call`` runs instead of the job's ``func``: a task worker's Celery task.
         """
         if step.job.enqueue is not None and call is None:
-            return self._hand_off(step)
+            return self._hand_off(step, SENDERS[step.job.enqueue])
         if step.job.lock_timeout is None:
             return self._call(step, call)
         return self._call_locked(step, step.job.lock_timeout, call)
 
-    def _hand_off(self, step: Fenced) -> Outcome:
+    def _hand_off(self, step: Fenced, send: Sender) -> Outcome:
         occurrence, row = step.occurrence, step.row
         _send(signals.occurrence_claimed, occurrence)
         try:
-            task_id = handoff.enqueue(
-                step.job, occurrence, row if step.fenced else None, self.writer
-            )
+            task_id = send(step.job, occurrence, row if step.fenced else None, self.writer)
         except Exception as exc:
             message = "Job %r at %s could not be handed off (enqueue=%r)."
             return self._fail(step, exc, message, step.job.enqueue, prefix="Could not enqueue: ")

@@ -26,7 +26,7 @@ from django.db import OperationalError
 from django.test.utils import override_settings
 from django.utils import timezone
 
-from django_oncejob import current_occurrence, handoff, heartbeat, history, signals
+from django_oncejob import current_occurrence, enqueue, handoff, heartbeat, history, signals
 from django_oncejob.conf import conf
 from django_oncejob.handoff import HandedOff
 from django_oncejob.models import Claim
@@ -600,7 +600,7 @@ def test_celery_redelivery_runs_the_job_once(
 
     # The first send goes the usual way; the second is the same message again, as a
     # broker redelivers it (say, after a visibility timeout): same id, same headers.
-    task_id = handoff.enqueue(job, occurrence, row, InlineWriter())
+    task_id = enqueue.send(job, occurrence, row, InlineWriter())
     handed = HandedOff("report", WHEN, row.pk)
     name = "oncejob_tests.record" if by_name else handoff.CELERY_TASK_NAME
     arguments = [] if by_name else ["report", WHEN.isoformat(), row.pk]

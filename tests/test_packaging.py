@@ -159,3 +159,38 @@ def test_demo_project_runs_on_the_installed_package(kind: str, dist: Path, tmp_p
     assert returncode == 0, output
     assert re.search(r"scheduled \d+ jobs", output)
     assert f"runjobs packaging-{kind}: stopped." in output
+
+
+def package_imports() -> dict[str, set[str]]:
+    """Each module of the package and the package's modules it imports, anywhere in it."""
+    package = ROOT / "django_oncejob"
+    modules = {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in package.rglob("*.py")
+    }
+    imports: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in modules:
+                found = {f"{node.module}.{alias.name}" for alias in node.names} & modules.keys()
+                imports[name] |= found or {node.module}
+            elif isinstance(node, ast.Import):
+                imports[name] |= {alias.name for alias in node.names} & modules.keys()
+    return imports
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    """Counting the imports inside functions: a cycle there is a cycle all the same."""
+    imports = package_imports()
+    cycles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        for imported in sorted(imports[module] - {"django_oncejob"}):
+            if imported in path:
+                cycles.append(path[path.index(imported) :] + [imported])
+            else:
+                visit(imported, [*path, imported])
+
+    for module in sorted(imports):
+        visit(module, [module])
+    assert cycles == []

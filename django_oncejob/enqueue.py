@@ -1,0 +1,84 @@
+"""Sends a claimed occurrence to its job's task queue (django.tasks, Celery) to run there.
+
+The row is marked ``enqueued`` before the task is sent, and a worker takes it
+with one conditional UPDATE to ``running`` (:mod:`django_oncejob.worker`), so a
+task delivered twice runs the job once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django_oncejob import history
+from django_oncejob.handoff import CELERY_TASK_NAME, HandedOff, celery_task_id, headers
+from django_oncejob.models import Claim
+from django_oncejob.occurrence import Occurrence
+from django_oncejob.pipeline import SENDERS
+from django_oncejob.registry import DEFAULT_TASKS_QUEUE, JobSpec
+from django_oncejob.writer import Writer
+
+logger = logging.getLogger("django_oncejob")
+
+
+def connect() -> None:
+    """Let the pipeline hand occurrences to django.tasks and to Celery."""
+    SENDERS["tasks"] = SENDERS["celery"] = send
+
+
+def send(job: JobSpec, occurrence: Occurrence, row: Claim | None, writer: Writer) -> str | None:
+    """Send ``occurrence`` to the job's task queue and return the task id.
+
+    Returns ``None``, sending nothing, if another instance has taken the row over.
+    Raises whatever the queue raises; the caller records the failure. ``writer``
+    writes the row.
+    """
+    handed = HandedOff(occurrence.job, occurrence.scheduled_for, None if row is None else row.pk)
+    if job.enqueue == "celery":
+        task_id = celery_task_id(handed, 1 if row is None else row.attempts)
+        if row is not None and not writer.call(
+            lambda: history.mark_enqueued(row, "celery", task_id)
+        ):
+            return None
+        _send_celery(job, handed, task_id)
+        return task_id
+    backend = f"tasks:{job.backend}"
+    if row is not None and not writer.call(lambda: history.mark_enqueued(row, backend)):
+        return None
+    task_id = _enqueue_django_task(job, handed)
+    if row is not None:
+        try:
+            writer.call(lambda: history.note_task_id(row, task_id))
+        except Exception:
+            # The task is on its way and the row is enqueued: only the id is missing.
+            logger.warning(
+                "Job %r at %s was handed off as task %s, but the task id could not be "
+                "recorded in the history.",
+                handed.job,
+                handed.scheduled_for.isoformat(),
+                task_id,
+                exc_info=True,
+            )
+    return task_id
+
+
+def _send_celery(job: JobSpec, handed: HandedOff, task_id: str) -> None:
+    from celery import current_app
+
+    options: dict[str, Any] = {"task_id": task_id, "headers": headers(handed)}
+    if job.queue is not None:
+        options["queue"] = job.queue
+    if job.task:
+        current_app.send_task(job.task, args=list(job.args), kwargs=dict(job.kwargs), **options)
+    else:
+        arguments = [handed.job, handed.scheduled_for.isoformat(), handed.claim_id]
+        current_app.send_task(CELERY_TASK_NAME, args=arguments, **options)
+
+
+def _enqueue_django_task(job: JobSpec, handed: HandedOff) -> str:
+    # Imported here: defining the task reads TASKS, which runjobs needs only for such jobs.
+    from django_oncejob.tasks import run_occurrence
+
+    task = run_occurrence.using(backend=job.backend, queue_name=job.queue or DEFAULT_TASKS_QUEUE)
+    result = task.enqueue(handed.job, handed.scheduled_for.isoformat(), handed.claim_id)
+    return str(result.id)
