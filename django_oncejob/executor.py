@@ -241,15 +241,18 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
             if result is not ClaimResult.LOST
         }
         self._answered(len(batch), len(held))
+        claimed = []
+        for (job, run_time), result in zip(due, results, strict=True):
+            if result is ClaimResult.LOST:
+                events[job.id].append(self._event(job.id, run_time, Outcome.LOST))
+            else:
+                spec = self.specs[job.id]
+                claimed.append(Claimed(spec, run_time, result, paused=spec.id in self.paused))
+        # Jobs this instance holds no occurrence of are done here: told before the fence,
+        # so that a slow one never makes APScheduler skip their next occurrence.
+        self._settle([(job.id, events[job.id]) for job, _ in batch if job.id not in held])
         runs: dict[str, list[Fenced]] = {}
         try:
-            claimed = []
-            for (job, run_time), result in zip(due, results, strict=True):
-                if result is ClaimResult.LOST:
-                    events[job.id].append(self._event(job.id, run_time, Outcome.LOST))
-                else:
-                    spec = self.specs[job.id]
-                    claimed.append(Claimed(spec, run_time, result, paused=spec.id in self.paused))
             fenced = self.pipeline.fence(claimed)
             for step, item in zip(fenced, claimed, strict=True):
                 if isinstance(step, Fenced):
@@ -259,14 +262,14 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
         except Exception as exc:
             for _ in held:
                 self._ended()
-            self._failed(batch, exc)
+            self._failed([item for item in batch if item[0].id in held], exc)
             return
         for _ in held - runs.keys():  # fenced, paused or skipped: no run after all
             self._ended()
         won = [job for job, _ in batch if job.id in runs]
         for job in won[1:]:
             self._submit_or_call(self._counted, self._run_here, job, runs[job.id], events[job.id])
-        self._settle([(job.id, events[job.id]) for job, _ in batch if job.id not in runs])
+        self._settle([(job.id, events[job.id]) for job, _ in batch if job.id in held - runs.keys()])
         if won:
             self._counted(self._run_here, won[0], runs[won[0].id], events[won[0].id])
 

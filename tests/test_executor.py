@@ -16,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.triggers.date import DateTrigger
+from django.db import transaction
+from django.utils import timezone
 
 from django_oncejob import executor as executor_module
+from django_oncejob import history
 from django_oncejob.claim import ClaimResult, claim
 from django_oncejob.executor import BATCH_SIZE, BATCHES_IN_FLIGHT, ClaimingExecutor
 from django_oncejob.models import Claim
@@ -68,8 +72,8 @@ class Instance:
         self.scheduler = ClaimingScheduler(self.executor, timezone="UTC")
         self.scheduler.start()
 
-    def due_now(self, *job_ids: str) -> datetime:
-        when = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+    def due_now(self, *job_ids: str, when: datetime | None = None) -> datetime:
+        when = when or datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
         # Paused while they are added, so that one pass of the scheduler hands them over.
         self.scheduler.pause()
         for job_id in job_ids:
@@ -217,3 +221,24 @@ def test_jobs_waiting_for_a_thread_are_left_to_others_on_shutdown(
     assert ran(record_file) == ["busy"]
     assert not Claim.objects.filter(job="later").exists()
     assert claim("later", when, "host-b:2") is ClaimResult.WON
+
+
+def test_a_job_lost_is_done_before_its_batch_is_fenced(
+    instance: Callable[..., Instance], record_file: Path
+) -> None:
+    """APScheduler hears at once of the jobs an instance holds nothing of, fence or no fence."""
+    one = instance([spec("lost-one"), spec("won-one")], max_workers=4)
+    done: list[str] = []
+    one.scheduler.add_listener(lambda event: done.append(event.job_id), EVENT_JOB_EXECUTED)
+    when = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+    assert claim("lost-one", when, "host-b:2") is ClaimResult.WON
+    with transaction.atomic():
+        # The same occurrence, not committed: the fence of "won-one" waits for it.
+        history.running("won-one", when, "host-b:2", timezone.now()).save()
+        one.due_now("lost-one", "won-one", when=when)
+        # Before: told with the batch, after its fence, and a slow fence made APScheduler
+        # skip the job's next occurrence as still running.
+        wait_for(lambda: "lost-one" in done, 10, "the lost job to be done")
+        assert ran(record_file) == []
+        transaction.set_rollback(True)
+    wait_for(lambda: ran(record_file) == ["won-one"], 10, "the won job to run")
