@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import gc
 import getpass
 import logging
 import os
@@ -158,12 +157,6 @@ class Command(TranslatedCommand):
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         scheduler = JobScheduler(jobs, owner=owner, max_workers=conf.MAX_WORKERS)
-        # What start-up built (Django, the apps, the jobs) lives as long as the process.
-        # Left in the collector's books, every full collection walks all of it while
-        # holding the GIL: a pause of a quarter second for every thread on a busy machine,
-        # which is the whole difference in start lateness at the 99th percentile.
-        gc.collect()
-        gc.freeze()
         scheduler.start()
         count = len(scheduler.jobs)
         self.stdout.write(
@@ -191,7 +184,6 @@ class Command(TranslatedCommand):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            gc.unfreeze()
         if finished:
             # The outcomes still queued get what is left of the timeout, and a moment more.
             written = scheduler.sign_off(max(OUTCOMES_FLUSH, deadline - time.monotonic()))
