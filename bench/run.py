@@ -42,6 +42,8 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
+#: Instance logs of the runs that missed, duplicated or raised, kept for a look (not committed).
+LOGS = RESULTS / "logs"
 PEERS_VENV = BENCH / ".venv-peers"
 PEERS_PYTHON = PEERS_VENV / "bin" / "python"
 PEERS_REQUIREMENTS = [
@@ -494,9 +496,18 @@ def run_system(
         for process in processes:
             stop(process, timeout=40)
     errors = sum(out.read_text(errors="replace").count("Traceback") for out in logs if out.exists())
-    return summarise(
+    result = summarise(
         system, records, before, after, statements, rss, jobs, (load_before, load_after), errors
     )
+    if result["misses"] or result["duplicates"] or errors:
+        # The servers' work directory goes at the end: keep what the instances said.
+        kept = LOGS / f"{time.strftime('%Y%m%dT%H%M%S')}-{system.name}"
+        kept.mkdir(parents=True)
+        for out in logs:
+            if out.exists():
+                shutil.copy(out, kept / out.name)
+        log(f"{system.label}: misses, duplicates or tracebacks; instance logs kept in {kept}")
+    return result
 
 
 def summarise(
