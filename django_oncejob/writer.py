@@ -335,14 +335,19 @@ class HistoryWriter(Writer):
         return True
 
     def _endings_due(self) -> float | None:
-        """Seconds until the queued outcomes are to be written; ``None`` with none queued."""
+        """Seconds until the queued outcomes are to be written; ``None`` until a fence ends.
+
+        ``None`` too with none queued: the next outcome wakes the recorder.
+        """
         if not self._endings:
+            return None
+        # A row whose fence is still in flight is written once the fence has answered.
+        if self._fencing and any(
+            row.pk is None and id(row) in self._fencing for row, _ in self._endings
+        ):
             return None
         if self._failing():
             return self._retry_at - time.monotonic()
-        # A row whose fence is still in flight is written once the fence has answered.
-        if any(row.pk is None and id(row) in self._fencing for row, _ in self._endings):
-            return None
         if self._stopping or len(self._endings) >= ENDINGS_PER_COMMIT:
             return 0.0
         return max(0.0, self._endings_since + self.endings_wait - time.monotonic())
