@@ -204,15 +204,16 @@ class Pipeline:
         ``call`` runs instead of the job's ``func``: a task worker's Celery task.
         """
         if step.job.enqueue is not None and call is None:
-            return self._hand_off(step, SENDERS[step.job.enqueue])
+            return self._hand_off(step, step.job.enqueue)
         if step.job.lock_timeout is None:
             return self._call(step, call)
         return self._call_locked(step, step.job.lock_timeout, call)
 
-    def _hand_off(self, step: Fenced, send: Sender) -> Outcome:
+    def _hand_off(self, step: Fenced, enqueue: str) -> Outcome:
         occurrence, row = step.occurrence, step.row
         _send(signals.occurrence_claimed, occurrence)
         try:
+            send = SENDERS[enqueue]
             task_id = send(step.job, occurrence, row if step.fenced else None, self.writer)
         except Exception as exc:
             message = "Job %r at %s could not be handed off (enqueue=%r)."
