@@ -1,9 +1,10 @@
-"""This instance's one writer of the history, on a database connection of its own.
+"""This instance's one writer of the history, on database connections of its own.
 
 Every occurrence an instance wins passes the database twice: its fence row goes
-in before it runs, its outcome after. ``runjobs`` sends both through one thread
-that keeps its connection open whatever ``CONN_MAX_AGE`` says (reopened after an
-error), so that a won occurrence opens no connection of its own. The fences of
+in before it runs, its outcome after. ``runjobs`` sends fences through one thread
+and outcomes through another, each keeping its connection open whatever
+``CONN_MAX_AGE`` says (reopened after an error), so that a won occurrence opens no
+connection of its own. The fences of
 all the claims waiting at one moment go in together, and a claim waits for its
 fence at most :data:`FENCE_WAIT` seconds: past that, or with the database
 down, the cache claim alone decides, as it would without a history. Outcomes
@@ -294,13 +295,13 @@ class HistoryWriter(Writer):
     def _failing(self) -> bool:
         return self._failures > 0 and time.monotonic() < self._retry_at
 
-    def _loop(self, round: Callable[[], bool]) -> None:
+    def _loop(self, turn: Callable[[], bool]) -> None:
         try:
             # Connected before the first occurrence needs it; a database down now is
             # tried again by the first statement.
             with contextlib.suppress(Exception):
                 connections[router.db_for_write(Claim)].ensure_connection()
-            while round():
+            while turn():
                 pass
         except BaseException:
             logger.critical("The history writer stopped on an error.", exc_info=True)
