@@ -23,25 +23,31 @@ logger = logging.getLogger("django_oncejob")
 
 def connect() -> None:
     """Let the pipeline hand occurrences to django.tasks and to Celery."""
-    SENDERS["tasks"] = SENDERS["celery"] = send
+    SENDERS["celery"] = send_to_celery
+    SENDERS["tasks"] = send_to_tasks
 
 
-def send(job: JobSpec, occurrence: Occurrence, row: Claim | None, writer: Writer) -> str | None:
-    """Send ``occurrence`` to the job's task queue and return the task id.
+# Each is a pipeline.Sender. Whatever the queue raises goes to the pipeline, which
+# records the hand-off as failed.
 
-    Returns ``None``, sending nothing, if another instance has taken the row over.
-    Raises whatever the queue raises; the caller records the failure. ``writer``
-    writes the row.
-    """
-    handed = HandedOff(occurrence.job, occurrence.scheduled_for, None if row is None else row.pk)
-    if job.enqueue == "celery":
-        task_id = celery_task_id(handed, 1 if row is None else row.attempts)
-        if row is not None and not writer.call(
-            lambda: history.mark_enqueued(row, "celery", task_id)
-        ):
-            return None
-        _send_celery(job, handed, task_id)
-        return task_id
+
+def send_to_celery(
+    job: JobSpec, occurrence: Occurrence, row: Claim | None, writer: Writer
+) -> str | None:
+    """Send ``occurrence`` to Celery, with a task id derived from the occurrence."""
+    handed = _handed(occurrence, row)
+    task_id = celery_task_id(handed, 1 if row is None else row.attempts)
+    if row is not None and not writer.call(lambda: history.mark_enqueued(row, "celery", task_id)):
+        return None
+    _send_celery(job, handed, task_id)
+    return task_id
+
+
+def send_to_tasks(
+    job: JobSpec, occurrence: Occurrence, row: Claim | None, writer: Writer
+) -> str | None:
+    """Enqueue ``occurrence`` on the job's django.tasks backend."""
+    handed = _handed(occurrence, row)
     backend = f"tasks:{job.backend}"
     if row is not None and not writer.call(lambda: history.mark_enqueued(row, backend)):
         return None
@@ -60,6 +66,10 @@ def send(job: JobSpec, occurrence: Occurrence, row: Claim | None, writer: Writer
                 exc_info=True,
             )
     return task_id
+
+
+def _handed(occurrence: Occurrence, row: Claim | None) -> HandedOff:
+    return HandedOff(occurrence.job, occurrence.scheduled_for, None if row is None else row.pk)
 
 
 def _send_celery(job: JobSpec, handed: HandedOff, task_id: str) -> None:

@@ -264,12 +264,13 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
                 self._ended()
             self._failed([item for item in batch if item[0].id in held], exc)
             return
-        for _ in held - runs.keys():  # fenced, paused or skipped: no run after all
+        unrun = held - runs.keys()  # fenced, paused or skipped: no run after all
+        for _ in unrun:
             self._ended()
         won = [job for job, _ in batch if job.id in runs]
         for job in won[1:]:
             self._submit_or_call(self._counted, self._run_here, job, runs[job.id], events[job.id])
-        self._settle([(job.id, events[job.id]) for job, _ in batch if job.id in held - runs.keys()])
+        self._settle([(job.id, events[job.id]) for job, _ in batch if job.id in unrun])
         if won:
             self._counted(self._run_here, won[0], runs[won[0].id], events[won[0].id])
 
