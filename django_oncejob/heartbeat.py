@@ -171,6 +171,11 @@ def live_instances(timeout: int) -> Q:
     )
 
 
+def live_owners(timeout: int) -> list[str]:
+    """The owners of the instances alive now, by the database's clock."""
+    return list(Instance.objects.filter(live_instances(timeout)).values_list("owner", flat=True))
+
+
 class Heartbeat(PeriodicThread):
     """Beats every ``interval`` seconds until stopped, and reaps once its beats have held."""
 
@@ -186,6 +191,7 @@ class Heartbeat(PeriodicThread):
         rerun: Callable[[JobSpec, Claim], None],
         running: Callable[[], Collection[int]] = frozenset,
         clock: DatabaseClock | None = None,
+        peers: Callable[[Collection[str]], None] | None = None,
     ) -> None:
         super().__init__("oncejob-heartbeat", owner, interval=interval)
         self.timeout = timeout
@@ -203,6 +209,8 @@ class Heartbeat(PeriodicThread):
         self._last_beat: float | None = None
         #: Set to the database's at each beat.
         self.clock = clock or DatabaseClock()
+        #: Told the live owners after each beat.
+        self.peers = peers
 
     def work(self) -> None:
         if not self.registered:
@@ -224,6 +232,8 @@ class Heartbeat(PeriodicThread):
         if self.reaping.is_set() and now - self.healthy_since >= gap:
             for row in reap(self.owner, self.timeout, self.jobs):
                 self.rerun(self.jobs[row.job], row)
+        if self.peers is not None:
+            self.peers(live_owners(self.timeout))
 
 
 class WorkerHeartbeat:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import bisect
+import hashlib
 import math
 import random
+import threading
+from collections.abc import Collection
 from datetime import datetime
 
 from apscheduler.job import Job
@@ -15,55 +18,89 @@ from apscheduler.util import datetime_to_utc_timestamp
 _Key = tuple[float, float, str]
 
 
-class ShuffledMemoryJobStore(BaseJobStore):  # type: ignore[misc]
-    """APScheduler's memory job store, but for the order of jobs due at the same time.
+class RankedMemoryJobStore(BaseJobStore):  # type: ignore[misc]
+    """APScheduler's memory store, but for the order of jobs due at the same time.
 
     APScheduler's own store hands those over by job id, so every instance would
-    claim the same jobs first, the same ``BATCH_SIZE`` at a time: the instance that
-    got there first would win whole batches and run them all, while the others
-    ran nothing. Here each instance ranks its jobs at random when it adds them, so
-    instances claim different jobs first, each wins mostly its own, and the runs
-    spread over the fleet from the first claim on.
+    claim the same jobs first: the instance that got there first would win whole
+    batches, while the others lost every claim they sent. Here each job has one
+    live instance that claims it first (rendezvous hashing of the job id over the
+    live owners, see :meth:`prefer`), the second choice next, and so on, ties at
+    random. Each instance thus claims first what the others claim last, wins
+    those, and its later claims, mostly lost, delay none of its runs. Until the
+    live owners are known, the order is at random.
     """
 
-    def __init__(self, rng: random.Random | None = None) -> None:
+    def __init__(self, owner: str = "", rng: random.Random | None = None) -> None:
         super().__init__()
+        self.owner = owner
         self._random = rng or random.Random()
+        #: The live owners, this one among them, or none while they are not known.
+        self._owners: frozenset[str] = frozenset()
+        # APScheduler holds its own lock around each call; prefer() comes from another thread.
+        self._lock = threading.RLock()
         # Sorted, and in step: the keys, and the job of each.
         self._keys: list[_Key] = []
         self._jobs: list[Job] = []
         self._index: dict[str, tuple[Job, _Key]] = {}
 
+    def prefer(self, owners: Collection[str]) -> None:
+        """Rank the jobs due together among these live owners: first choices first."""
+        live = frozenset(owners) | {self.owner}
+        with self._lock:
+            if live == self._owners:
+                return
+            self._owners = live
+            ranked = [(job, self._rank(job.id, key[1] % 1)) for job, key in self._index.values()]
+            self.remove_all_jobs()
+            for job, rank in ranked:
+                self._insert(job, rank)
+
     def lookup_job(self, job_id: str) -> Job | None:
         return self._index.get(job_id, (None, None))[0]
 
     def get_due_jobs(self, now: datetime) -> list[Job]:
-        due = bisect.bisect_right(self._keys, (datetime_to_utc_timestamp(now), math.inf, ""))
-        return self._jobs[:due]
+        with self._lock:
+            due = bisect.bisect_right(self._keys, (datetime_to_utc_timestamp(now), math.inf, ""))
+            return self._jobs[:due]
 
     def get_next_run_time(self) -> datetime | None:
-        return self._jobs[0].next_run_time if self._jobs else None
+        with self._lock:
+            return self._jobs[0].next_run_time if self._jobs else None
 
     def get_all_jobs(self) -> list[Job]:
-        return list(self._jobs)
+        with self._lock:
+            return list(self._jobs)
 
     def add_job(self, job: Job) -> None:
-        if job.id in self._index:
-            raise ConflictingIdError(job.id)
-        self._insert(job, self._random.random())
+        with self._lock:
+            if job.id in self._index:
+                raise ConflictingIdError(job.id)
+            self._insert(job, self._rank(job.id, self._random.random()))
 
     def update_job(self, job: Job) -> None:
-        _, key = self._remove(job.id)
-        self._insert(job, key[1])
+        with self._lock:
+            _, key = self._remove(job.id)
+            self._insert(job, key[1])
 
     def remove_job(self, job_id: str) -> None:
-        self._remove(job_id)
+        with self._lock:
+            self._remove(job_id)
 
     def remove_all_jobs(self) -> None:
-        self._keys, self._jobs, self._index = [], [], {}
+        with self._lock:
+            self._keys, self._jobs, self._index = [], [], {}
 
     def shutdown(self) -> None:
         self.remove_all_jobs()
+
+    def _rank(self, job_id: str, tie: float) -> float:
+        """How many live owners come before this one for ``job_id``, plus ``tie`` (under 1)."""
+        ahead = 0
+        if len(self._owners) > 1:
+            mine = _score(job_id, self.owner)
+            ahead = sum(1 for owner in self._owners if _score(job_id, owner) > mine)
+        return ahead + tie
 
     def _insert(self, job: Job, rank: float) -> None:
         timestamp = datetime_to_utc_timestamp(job.next_run_time)
@@ -81,3 +118,8 @@ class ShuffledMemoryJobStore(BaseJobStore):  # type: ignore[misc]
         del self._keys[at]
         del self._jobs[at]
         return job, key
+
+
+def _score(job_id: str, owner: str) -> int:
+    digest = hashlib.blake2b(f"{job_id}\0{owner}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")

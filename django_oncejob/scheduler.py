@@ -14,7 +14,7 @@ from django_oncejob.conf import conf
 from django_oncejob.db import close_old_connections
 from django_oncejob.executor import ClaimingExecutor
 from django_oncejob.history import Ending
-from django_oncejob.jobstore import ShuffledMemoryJobStore
+from django_oncejob.jobstore import RankedMemoryJobStore
 from django_oncejob.models import Claim
 from django_oncejob.pipeline import Pipeline
 from django_oncejob.registry import JobSpec
@@ -50,8 +50,9 @@ class JobScheduler:
         self.executor = ClaimingExecutor(
             {job.id: job for job in self.jobs}, self.pipeline, max_workers, self.clock
         )
+        store = RankedMemoryJobStore(owner)
         self.scheduler = ClaimingScheduler(
-            self.executor, jobstores={"default": ShuffledMemoryJobStore()}, timezone=conf.TIMEZONE
+            self.executor, jobstores={"default": store}, timezone=conf.TIMEZONE
         )
         self.heartbeat = heartbeat.Heartbeat(
             owner,
@@ -61,6 +62,7 @@ class JobScheduler:
             rerun=self.executor.submit_rerun,
             running=lambda: {row.pk for row in self.writer.running() if row.pk is not None},
             clock=self.clock,
+            peers=store.prefer,
         )
         self.control = control.Control(
             owner,

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from django_oncejob.models import Claim
+from django_oncejob.jobstore import _score
+from django_oncejob.models import Claim, Instance
 from tests.processes import ROOT, Fleet, wait_for
 
 pytestmark = pytest.mark.processes
@@ -121,6 +122,35 @@ def test_jobs_due_together_are_claimed_and_fenced_in_batches_exactly_once(
     assert {status for *_, status in rows} == {Claim.Status.SUCCEEDED}
     assert len({pid for *_, pid in instances.runs()}) > 1
     assert "already in the history" not in instances.logs(tail=None)
+
+
+def test_each_instance_claims_first_the_jobs_it_is_the_first_choice_for(
+    fleet: FleetFactory,
+) -> None:
+    """40 jobs due every second on 2 instances that know each other: each job runs where
+    it ranks first, so neither instance's runs wait behind claims the other wins."""
+    jobs = {
+        f"pref-{i:02d}": {"func": "tests.jobs.record", "cron": {"second": "*"}} for i in range(40)
+    }
+    instances = fleet(jobs, {"HEARTBEAT_INTERVAL": 1, "HEARTBEAT_TIMEOUT": 10})
+    instances.start(2)
+    # Each has seen the other beat.
+    time.sleep(3)
+    window_start = now()
+    time.sleep(5)
+    window_end = now()
+    assert instances.stop() == [0, 0], instances.logs()
+
+    rows = Claim.objects.filter(scheduled_for__gt=window_start, scheduled_for__lt=window_end)
+    owners = sorted(Instance.objects.values_list("owner", flat=True))
+    assert len(owners) == 2
+    first_choice = {job: max(owners, key=lambda owner: _score(job, owner)) for job in jobs}
+    ran = list(rows.values_list("job", "owner"))
+    assert len(ran) >= 4 * len(jobs)
+    # At random, about half would run elsewhere; an instance whose scheduler wakes a
+    # little earlier still wins some of the other's first choices.
+    elsewhere = [(job, owner) for job, owner in ran if owner != first_choice[job]]
+    assert len(elsewhere) <= len(ran) // 4, elsewhere
 
 
 def test_sigterm_lets_the_running_job_finish(fleet: FleetFactory) -> None:
