@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from bench.run import BENCH, ROOT, log, oncejob_env, peak_rss_mib, spawn, stop
+from bench.harness import BENCH, ROOT, cpu_seconds, log, oncejob_env, peak_rss_mib, spawn, stop
 
 
 def burst(servers: Any, options: Any, spin: int, *, run_system: Any, make_system: Any) -> list:
@@ -79,8 +79,6 @@ def startup(servers: Any, counts: tuple[int, ...] = (0, 1000, 10000)) -> list[di
                 if attempt == 2:
                     # The first minute after start: the control thread's first sweep for
                     # misses looks at every job, the heartbeat registers the instance.
-                    from bench.run import cpu_seconds
-
                     cpu_at_ready = cpu_seconds(process.pid)
                     time.sleep(10)
                     cpu_after = cpu_seconds(process.pid)
