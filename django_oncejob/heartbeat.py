@@ -24,7 +24,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError
-from django.db.models import F, Q
 from django.db.models.functions import Now
 
 import django_oncejob
@@ -88,7 +87,7 @@ def start(
     silent instance's are; returns the ones to run again. ``running``: the ids of the
     rows this process runs, left alone.
     """
-    previous = Instance.objects.filter(owner=owner).filter(live_instances(timeout)).first()
+    previous = Instance.objects.filter(owner=owner).alive(timeout).first()
     if previous is not None:
         logger.warning(
             "%s was still alive in the database (its last heartbeat holds until %s): it was "
@@ -119,14 +118,8 @@ def reap(owner: str, timeout: int, jobs: Mapping[str, JobSpec]) -> list[Claim]:
     becomes abandoned. Each row changes hands in one conditional UPDATE, so when
     several instances reap at once, exactly one of them settles it.
     """
-    alive = live_instances(timeout)
-    Instance.objects.filter(stopped_at__isnull=True).exclude(alive).update(stopped_at=Now())
-    live = Instance.objects.filter(alive)
-    # Rows a task worker runs count too: it beats while it runs them (WorkerHeartbeat).
-    orphans = Claim.objects.filter(
-        status=Claim.Status.RUNNING, started_at__lt=Now() - timedelta(seconds=timeout)
-    ).exclude(owner__in=live.values("owner"))
-    return _settle(list(orphans), owner, jobs, None)
+    Instance.objects.filter(stopped_at__isnull=True).gone(timeout).update(stopped_at=Now())
+    return _settle(list(Claim.objects.orphaned(timeout)), owner, jobs, None)
 
 
 def _settle(
@@ -135,10 +128,9 @@ def _settle(
     taken = []
     for row in rows:
         reason = why or f"{row.owner} stopped sending heartbeats while running it"
-        mine = Claim.objects.filter(pk=row.pk, status=Claim.Status.RUNNING, owner=row.owner)
         job = jobs.get(row.job)
         if job is not None and job.rerun_abandoned:
-            if mine.update(owner=owner, started_at=Now(), attempts=F("attempts") + 1):
+            if Claim.objects.take_over(row, owner):
                 logger.warning(
                     "Job %r at %s was abandoned (%s); running it again here.",
                     row.job,
@@ -148,9 +140,7 @@ def _settle(
                 row.refresh_from_db()
                 taken.append(row)
             continue
-        if mine.update(
-            status=Claim.Status.ABANDONED, finished_at=Now(), error=f"Abandoned: {reason}."
-        ):
+        if Claim.objects.abandon(row, reason):
             logger.warning(
                 "Job %r at %s marked abandoned: %s.",
                 row.job,
@@ -160,20 +150,9 @@ def _settle(
     return taken
 
 
-def live_instances(timeout: int) -> Q:
-    """A filter on :class:`Instance` for the ones alive now, by the database's clock.
-
-    ``timeout`` stands in for an instance's own HEARTBEAT_TIMEOUT where it recorded none.
-    """
-    return Q(stopped_at__isnull=True) & (
-        Q(expires_at__gte=Now())
-        | Q(expires_at__isnull=True, heartbeat_at__gte=Now() - timedelta(seconds=timeout))
-    )
-
-
 def live_owners(timeout: int) -> list[str]:
     """The owners of the instances alive now, by the database's clock."""
-    return list(Instance.objects.filter(live_instances(timeout)).values_list("owner", flat=True))
+    return list(Instance.objects.alive(timeout).values_list("owner", flat=True))
 
 
 class Heartbeat(PeriodicThread):

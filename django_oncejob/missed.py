@@ -28,7 +28,6 @@ from django.utils import timezone
 from django_oncejob import triggers
 from django_oncejob.claim import KEY_VERSION, claim_key
 from django_oncejob.conf import conf
-from django_oncejob.heartbeat import live_instances
 from django_oncejob.models import Claim, Instance, JobState
 from django_oncejob.registry import JobSpec
 
@@ -75,11 +74,7 @@ def sweep(
 
 def _slowest_clock(timeout: int) -> timedelta:
     """How far the live instance whose clock is furthest behind the database's lags."""
-    behind = (
-        Instance.objects.filter(live_instances(timeout))
-        .aggregate(least=Min("clock_offset"))
-        .get("least")
-    )
+    behind = Instance.objects.alive(timeout).aggregate(least=Min("clock_offset")).get("least")
     return timedelta(seconds=max(0.0, -(behind or 0.0)))
 
 

@@ -3,8 +3,45 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+
+class ClaimQuerySet(models.QuerySet["Claim"]):
+    """The history's rows, and the changes of hands of a running one.
+
+    Each change is one conditional ``UPDATE`` of a row still running under the owner it
+    was read with: when several instances settle the same row at once, exactly one does.
+    """
+
+    def orphaned(self, timeout: int) -> ClaimQuerySet:
+        """Rows running for over ``timeout`` seconds whose owner's heartbeat no longer holds.
+
+        A task worker beats while it runs a row (``WorkerHeartbeat``), so its rows are not.
+        """
+        live = Instance.objects.alive(timeout).values("owner")
+        started = Now() - timedelta(seconds=timeout)
+        return self.filter(status=Claim.Status.RUNNING, started_at__lt=started).exclude(
+            owner__in=live
+        )
+
+    def take_over(self, row: Claim, owner: str) -> bool:
+        """Make ``row`` ``owner``'s to run again; ``False`` if it ended or changed hands."""
+        held = self._held(row)
+        return bool(held.update(owner=owner, started_at=Now(), attempts=F("attempts") + 1))
+
+    def abandon(self, row: Claim, reason: str) -> bool:
+        """Record ``row`` as abandoned for ``reason``; ``False`` if it ended or changed hands."""
+        return bool(
+            self._held(row).update(
+                status=Claim.Status.ABANDONED, finished_at=Now(), error=f"Abandoned: {reason}."
+            )
+        )
+
+    def _held(self, row: Claim) -> ClaimQuerySet:
+        return self.filter(pk=row.pk, status=Claim.Status.RUNNING, owner=row.owner)
 
 
 class Claim(models.Model):
@@ -77,6 +114,8 @@ class Claim(models.Model):
         help_text=_("The id the task queue gave the hand-off."),
     )
 
+    objects = ClaimQuerySet.as_manager()
+
     class Meta:
         verbose_name = _("claim")
         verbose_name_plural = _("claims")
@@ -109,6 +148,26 @@ class Claim(models.Model):
         return self.started_at - self.scheduled_for
 
 
+class InstanceQuerySet(models.QuerySet["Instance"]):
+    """Instances by whether their heartbeat holds now, by the database's clock.
+
+    ``timeout`` stands in for an instance's own HEARTBEAT_TIMEOUT where it recorded none.
+    """
+
+    def alive(self, timeout: int) -> InstanceQuerySet:
+        return self.filter(_alive(timeout))
+
+    def gone(self, timeout: int) -> InstanceQuerySet:
+        return self.exclude(_alive(timeout))
+
+
+def _alive(timeout: int) -> Q:
+    return Q(stopped_at__isnull=True) & (
+        Q(expires_at__gte=Now())
+        | Q(expires_at__isnull=True, heartbeat_at__gte=Now() - timedelta(seconds=timeout))
+    )
+
+
 class Instance(models.Model):
     """A ``runjobs`` process, kept alive by its heartbeat."""
 
@@ -138,6 +197,8 @@ class Instance(models.Model):
         default=0.0,
         help_text=_("Seconds its clock was ahead of the database's at its last heartbeat."),
     )
+
+    objects = InstanceQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("instance")

@@ -53,8 +53,11 @@ SPREADS = {
         {"scheduled_for__year": "2026", "scheduled_for__month": "5", "scheduled_for__day": "3"},
         {"job": "sync"},
         {"status__exact": "failed"},
+        {"scheduled_for__month": "5"},
+        {"scheduled_for__day": "3"},
+        {"scheduled_for__month": "5", "scheduled_for__day": "3"},
     ],
-    ids=["top", "year", "month", "day", "job", "status"],
+    ids=["top", "year", "month", "day", "job", "status", "no-year", "day-only", "no-year-day"],
 )
 @pytest.mark.parametrize("zone", ["UTC", "Asia/Shanghai", "America/Los_Angeles"])
 def test_date_hierarchy_offers_what_djangos_offers(

@@ -10,17 +10,14 @@ the index on ``scheduled_for``. The links, titles and template are Django's own.
 from __future__ import annotations
 
 import calendar
-import inspect
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django import template
 from django.conf import settings
-from django.contrib.admin.templatetags.base import InclusionAdminNode
 from django.contrib.admin.utils import get_fields_from_path
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import Max, Min
-from django.template.base import Parser, Token
 from django.utils import formats, timezone
 from django.utils.text import capfirst
 from django.utils.translation import gettext
@@ -38,16 +35,18 @@ def date_hierarchy(cl: ChangeList) -> dict[str, Any]:
     year_field, month_field, day_field = f"{field}__year", f"{field}__month", f"{field}__day"
     year, month, day = (cl.params.get(name) for name in (year_field, month_field, day_field))
     first = last = None
-    if not (year or month or day):
-        # Django's choice of the starting level, from two reads of the index's ends.
+    if not year:
+        # The years in view, from two reads of the index's ends. A month or a day given
+        # without its year narrows them, as in Django's own tag.
         ends = cl.queryset.aggregate(first=Min(field), last=Max(field))
         if ends["first"] is None or ends["last"] is None:
             return {"show": True, "back": None, "choices": [], **label}
         first, last = _local_date(ends["first"]), _local_date(ends["last"])
-        if first.year == last.year:
-            year = str(first.year)
-            if first.month == last.month:
-                month = str(first.month)
+    if not (year or month or day) and first is not None and last is not None:
+        # Django's choice of the starting level.
+        year = str(first.year) if first.year == last.year else None
+        if year and first.month == last.month:
+            month = str(first.month)
 
     def link(filters: dict[str, Any]) -> str:
         return str(cl.get_query_string(filters, [f"{field}__"]))
@@ -101,6 +100,7 @@ def date_hierarchy(cl: ChangeList) -> dict[str, Any]:
                 if has_rows(each, _next_month(each))
             ],
         }
+    # Set above: every branch for a given year has returned.
     assert first is not None and last is not None
     return {
         **label,
@@ -139,17 +139,7 @@ def _within(
     return [each for each in candidates if first <= each <= last]
 
 
-#: Django 6.0 gave InclusionAdminNode the tag's name first, for its error messages.
-_NODE_TAKES_NAME = "name" in inspect.signature(InclusionAdminNode.__init__).parameters
-
-
-@register.tag(name="oncejob_date_hierarchy")
-def date_hierarchy_tag(parser: Parser, token: Token) -> InclusionAdminNode:
-    options: dict[str, Any] = {
-        "func": date_hierarchy,
-        "template_name": "date_hierarchy.html",
-        "takes_context": False,
-    }
-    if _NODE_TAKES_NAME:
-        return InclusionAdminNode("oncejob_date_hierarchy", parser, token, **options)
-    return InclusionAdminNode(parser, token, **options)  # type: ignore[arg-type]
+@register.inclusion_tag("admin/date_hierarchy.html")
+def oncejob_date_hierarchy(cl: ChangeList) -> dict[str, Any]:
+    """Django's ``{% date_hierarchy cl %}``, with the links of :func:`date_hierarchy`."""
+    return date_hierarchy(cl)

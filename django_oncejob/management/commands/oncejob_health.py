@@ -13,7 +13,6 @@ from django.utils.translation import gettext, gettext_lazy, ngettext
 
 from django_oncejob import registry, status
 from django_oncejob.conf import conf, user_config
-from django_oncejob.heartbeat import live_instances
 from django_oncejob.management.base import TranslatedCommand
 from django_oncejob.models import Claim, Instance
 
@@ -127,7 +126,7 @@ class Command(TranslatedCommand):
 
     def check_instances(self, instance: str | None, problems: list[str], fine: list[str]) -> None:
         timeout = conf.HEARTBEAT_TIMEOUT
-        alive = Instance.objects.filter(live_instances(timeout))
+        alive = Instance.objects.alive(timeout)
         if instance is None:
             count = alive.count()
             if count:
