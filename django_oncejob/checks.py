@@ -12,7 +12,6 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.date import DateTrigger
 from django.apps import AppConfig
@@ -23,7 +22,12 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from django_oncejob import registry
-from django_oncejob.conf import DEFAULTS, ENQUEUE_CHOICES, ON_CACHE_ERROR_CHOICES
+from django_oncejob.conf import DEFAULTS, SCHEMA, conf, number
+from django_oncejob.handoff import checks as handoff_checks
+from django_oncejob.messages import interpolate
+from django_oncejob.spec import JobSpec
+
+POSITIVE = number(0, exclusive=True)
 
 #: Cache backends whose ``add()`` cannot coordinate separate processes, and why.
 UNSAFE_BACKENDS = {
@@ -49,27 +53,6 @@ DJANGO_REDIS_BACKEND = "django_redis.cache.RedisCache"
 DJANGO_REDIS_SHARD_CLIENT = "django_redis.client.ShardClient"
 DJANGO_REDIS_SENTINEL_CLIENT = "django_redis.client.SentinelClient"
 BUILTIN_REDIS_BACKEND = "django.core.cache.backends.redis.RedisCache"
-#: django.tasks backends that hand nothing to a worker, and what they do instead.
-NO_WORKER_TASK_BACKENDS = {
-    f"{module}.backends.{kind}": effect
-    for module in registry.TASKS_MODULES
-    for kind, effect in (
-        (
-            "immediate.ImmediateBackend",
-            gettext_lazy(
-                "Job %(job)s hands off to TASKS[%(backend)s], a %(class)s, which runs each "
-                "task at once, inside runjobs."
-            ),
-        ),
-        (
-            "dummy.DummyBackend",
-            gettext_lazy(
-                "Job %(job)s hands off to TASKS[%(backend)s], a %(class)s, which stores each "
-                "task and never runs it."
-            ),
-        ),
-    )
-}
 
 
 def check_settings(
@@ -81,237 +64,140 @@ def check_settings(
         return [
             checks.Error(
                 # Translators: type is a Python type name, e.g. list.
-                _("The ONCEJOB setting must be a dict, got %(type)s.")
-                % {"type": type(raw).__name__},
+                interpolate(
+                    _("The ONCEJOB setting must be a dict, got %(type)s."), type=type(raw).__name__
+                ),
                 hint=_("Write ONCEJOB = {'JOBS': {...}} in your settings."),
                 id="django_oncejob.E001",
             )
         ]
+    jobs, job_errors = registry.settings_jobs()
+    return [
+        *_check_keys(raw),
+        *_check_values(raw),
+        *_check_cache(raw.get("CACHE", DEFAULTS["CACHE"])),
+        *_check_heartbeat(raw),
+        *job_errors,
+        *_check_claim_timeout(raw, jobs.values()),
+        *_check_past_dates(jobs.values()),
+        *handoff_checks.check_jobs(jobs.values()),
+    ]
+
+
+def _check_keys(raw: dict[str, Any]) -> list[checks.CheckMessage]:
     errors: list[checks.CheckMessage] = []
     for key in raw:
-        if key not in DEFAULTS:
-            close = difflib.get_close_matches(str(key).upper(), DEFAULTS, n=1)
-            if close:
-                hint = _("Did you mean %(close)s? Valid keys are %(keys)s.")
-            else:
-                hint = _("Valid keys are %(keys)s.")
-            errors.append(
-                checks.Error(
-                    _("ONCEJOB has an unknown key %(key)s.") % {"key": repr(key)},
-                    hint=hint
-                    % {"close": repr(close[0]) if close else "", "keys": ", ".join(DEFAULTS)},
-                    id="django_oncejob.E002",
-                )
-            )
-    errors.extend(_check_cache(raw.get("CACHE", DEFAULTS["CACHE"])))
-    timeout = raw.get("CLAIM_TIMEOUT", DEFAULTS["CLAIM_TIMEOUT"])
-    timeout_ok = _whole_number(timeout, minimum=1)
-    if not timeout_ok:
+        if key in DEFAULTS:
+            continue
+        close = difflib.get_close_matches(str(key).upper(), DEFAULTS, n=1)
+        if close:
+            hint = _("Did you mean %(close)s? Valid keys are %(keys)s.")
+        else:
+            hint = _("Valid keys are %(keys)s.")
         errors.append(
             checks.Error(
-                _("ONCEJOB['CLAIM_TIMEOUT'] must be a whole number of seconds >= 1, got %(value)s.")
-                % {"value": repr(timeout)},
-                hint=_(
-                    "A claim key must outlive every instance's chance to run the occurrence; "
-                    "the default is 86400 (one day)."
+                interpolate(_("ONCEJOB has an unknown key %(key)s."), key=repr(key)),
+                hint=interpolate(
+                    hint, close=repr(close[0]) if close else "", keys=", ".join(DEFAULTS)
                 ),
-                id="django_oncejob.E005",
+                id="django_oncejob.E002",
             )
         )
-    prefix = raw.get("KEY_PREFIX", DEFAULTS["KEY_PREFIX"])
-    if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
-        errors.append(
-            checks.Error(
-                _("ONCEJOB['KEY_PREFIX'] must be a non-empty string without spaces, got %(value)s.")
-                % {"value": repr(prefix)},
-                hint=_("The default is 'oncejob'."),
-                id="django_oncejob.E007",
-            )
-        )
-    zone = raw.get("TIMEZONE")
-    if zone is not None:
-        try:
-            if not isinstance(zone, str):
-                raise ZoneInfoNotFoundError(zone)
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            errors.append(
-                checks.Error(
-                    _("ONCEJOB['TIMEZONE'] is not a known time zone: %(zone)s.")
-                    % {"zone": repr(zone)},
-                    hint=_(
-                        "Use an IANA name such as 'UTC' or 'Europe/Paris', or leave it out "
-                        "to use TIME_ZONE."
-                    ),
-                    id="django_oncejob.E008",
-                )
-            )
-    for key, minimum, code in (
-        ("MAX_WORKERS", 1, "E009"),
-        ("MISFIRE_GRACE_TIME", 1, "E013"),
-        ("HEARTBEAT_INTERVAL", 1, "E014"),
-        ("HEARTBEAT_TIMEOUT", 1, "E015"),
-        ("CONTROL_INTERVAL", 1, "E017"),
-        ("MISSED_LOOKBACK", 1, "E018"),
-    ):
-        value = raw.get(key, DEFAULTS[key])
-        if not _whole_number(value, minimum):
-            errors.append(
-                checks.Error(
-                    # Translators: key is a quoted setting name, e.g. 'MAX_WORKERS'.
-                    _("ONCEJOB[%(key)s] must be a whole number >= %(minimum)s, got %(value)s.")
-                    % {"key": repr(key), "minimum": minimum, "value": repr(value)},
-                    hint=_("The default is %(default)s.") % {"default": DEFAULTS[key]},
-                    id=f"django_oncejob.{code}",
-                )
-            )
-    retention = raw.get("RETENTION_DAYS")
-    if retention is not None and not _whole_number(retention, 1):
-        errors.append(
-            checks.Error(
-                _(
-                    "ONCEJOB['RETENTION_DAYS'] must be None or a whole number of days >= 1, "
-                    "got %(value)s."
-                )
-                % {"value": repr(retention)},
-                hint=_(
-                    "Set how many days of history oncejob_prune keeps, e.g. 30, or None "
-                    "(the default) to keep it all."
-                ),
-                id="django_oncejob.E019",
-            )
-        )
-    interval = raw.get("HEARTBEAT_INTERVAL", DEFAULTS["HEARTBEAT_INTERVAL"])
-    silence = raw.get("HEARTBEAT_TIMEOUT", DEFAULTS["HEARTBEAT_TIMEOUT"])
-    if _whole_number(interval, 1) and _whole_number(silence, 1) and silence < 2 * interval:
-        errors.append(
-            checks.Error(
-                _(
-                    "ONCEJOB['HEARTBEAT_TIMEOUT'] (%(timeout)s) must be at least twice "
-                    "ONCEJOB['HEARTBEAT_INTERVAL'] (%(interval)s)."
-                )
-                % {"timeout": silence, "interval": interval},
-                hint=_(
-                    "Otherwise one late heartbeat makes a live instance look dead and its "
-                    "running jobs abandoned. The defaults are 60 and 10."
-                ),
-                id="django_oncejob.E016",
-            )
-        )
-    shutdown = raw.get("SHUTDOWN_TIMEOUT", DEFAULTS["SHUTDOWN_TIMEOUT"])
-    if not isinstance(shutdown, int | float) or isinstance(shutdown, bool) or shutdown < 0:
-        errors.append(
-            checks.Error(
-                _("ONCEJOB['SHUTDOWN_TIMEOUT'] must be a number of seconds >= 0, got %(value)s.")
-                % {"value": repr(shutdown)},
-                hint=_(
-                    "It bounds how long runjobs waits for running jobs on SIGTERM; "
-                    "the default is 30."
-                ),
-                id="django_oncejob.E010",
-            )
-        )
-    on_error = raw.get("ON_CACHE_ERROR", DEFAULTS["ON_CACHE_ERROR"])
-    if on_error not in ON_CACHE_ERROR_CHOICES:
-        errors.append(
-            checks.Error(
-                _("ONCEJOB['ON_CACHE_ERROR'] must be 'fence' or 'skip', got %(value)s.")
-                % {"value": repr(on_error)},
-                hint=_(
-                    "'fence' lets the history table alone decide while the cache is down; "
-                    "'skip' runs nothing until it is back."
-                ),
-                id="django_oncejob.E011",
-            )
-        )
-    enqueue = raw.get("ENQUEUE")
-    if enqueue not in ENQUEUE_CHOICES:
-        errors.append(
-            checks.Error(
-                _("ONCEJOB['ENQUEUE'] must be None, 'tasks' or 'celery', got %(value)s.")
-                % {"value": repr(enqueue)},
-                hint=_(
-                    "It is the default of each job's 'enqueue': None (the default) runs jobs "
-                    "in runjobs, 'tasks' hands them to django.tasks, 'celery' to Celery."
-                ),
-                id="django_oncejob.E041",
-            )
-        )
-    owner = raw.get("OWNER")
-    if owner is not None and (not isinstance(owner, str) or not owner or len(owner) > 255):
-        errors.append(
-            checks.Error(
-                _(
-                    "ONCEJOB['OWNER'] must be a non-empty string of at most 255 characters, "
-                    "got %(value)s."
-                )
-                % {"value": repr(owner)},
-                hint=_(
-                    "Leave it out to record '<host>:<pid>', or set it from the environment, "
-                    "e.g. os.environ['POD_NAME']."
-                ),
-                id="django_oncejob.E012",
-            )
-        )
-    jobs, job_errors = registry.settings_jobs()
-    errors.extend(job_errors)
-    if timeout_ok:
-        for job in jobs.values():
-            if job.misfire_grace_time >= timeout:
-                errors.append(
-                    checks.Error(
-                        _(
-                            # Translators: timeout and grace are numbers of seconds.
-                            "ONCEJOB['CLAIM_TIMEOUT'] (%(timeout)s) must exceed the misfire "
-                            "grace time of job %(job)s (%(grace)s s, from its "
-                            "'misfire_grace_time' or ONCEJOB['MISFIRE_GRACE_TIME'])."
-                        )
-                        % {
-                            "timeout": timeout,
-                            "job": repr(job.id),
-                            "grace": job.misfire_grace_time,
-                        },
-                        hint=_(
-                            "Otherwise a claim can expire while a late instance may still "
-                            "run the occurrence. Raise CLAIM_TIMEOUT or lower the grace time."
-                        ),
-                        obj=f"job {job.id}",
-                        id="django_oncejob.E006",
-                    )
-                )
-    errors.extend(_check_past_dates(jobs.values()))
-    errors.extend(_check_task_backends(jobs.values()))
     return errors
 
 
-def _check_task_backends(jobs: Iterable[registry.JobSpec]) -> list[checks.CheckMessage]:
-    backends = cast(dict[str, Any], getattr(settings, "TASKS", {}))
-    warnings: list[checks.CheckMessage] = []
-    for job in jobs:
-        if job.enqueue != "tasks":
+def _accepted(raw: dict[str, Any], *names: str) -> bool:
+    """Whether the schema takes each of ``names`` as given (or not given)."""
+    for name in names:
+        valid = _SCHEMA[name].valid
+        if name in raw and valid is not None and not valid(raw[name]):
+            return False
+    return True
+
+
+_SCHEMA = {setting.name: setting for setting in SCHEMA}
+
+
+def _check_values(raw: dict[str, Any]) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    for setting in SCHEMA:
+        if _accepted(raw, setting.name):
             continue
-        backend = str(backends.get(job.backend, {}).get("BACKEND", ""))
-        if backend in NO_WORKER_TASK_BACKENDS:
-            warnings.append(
-                checks.Warning(
-                    NO_WORKER_TASK_BACKENDS[backend]
-                    % {
-                        "job": repr(job.id),
-                        "backend": repr(job.backend),
-                        "class": backend.rsplit(".", 1)[-1],
-                    },
-                    hint=_(
-                        "Point the job's 'backend' at a backend with workers, such as "
-                        "django_tasks_db.DatabaseBackend; keep this one for tests."
-                    ),
-                    obj=f"job {job.id}",
-                    id="django_oncejob.W011",
-                )
+        params = {
+            "key": repr(setting.name),
+            "value": repr(raw[setting.name]),
+            "zone": repr(raw[setting.name]),
+            "default": setting.default,
+            "minimum": setting.minimum,
+        }
+        errors.append(
+            checks.Error(
+                interpolate(setting.message, **params),
+                hint=interpolate(setting.hint, **params),
+                id=f"django_oncejob.{setting.id}",
             )
-    return warnings
+        )
+    return errors
 
 
-def _check_past_dates(jobs: Iterable[registry.JobSpec]) -> list[checks.CheckMessage]:
+def _check_heartbeat(raw: dict[str, Any]) -> list[checks.CheckMessage]:
+    if not _accepted(raw, "HEARTBEAT_INTERVAL", "HEARTBEAT_TIMEOUT"):
+        return []  # a bad value has its own error
+    interval, silence = conf.HEARTBEAT_INTERVAL, conf.HEARTBEAT_TIMEOUT
+    if silence >= 2 * interval:
+        return []
+    return [
+        checks.Error(
+            interpolate(
+                _(
+                    "ONCEJOB['HEARTBEAT_TIMEOUT'] (%(timeout)s) must be at least twice "
+                    "ONCEJOB['HEARTBEAT_INTERVAL'] (%(interval)s)."
+                ),
+                timeout=silence,
+                interval=interval,
+            ),
+            hint=_(
+                "Otherwise one late heartbeat makes a live instance look dead and its "
+                "running jobs abandoned. The defaults are 60 and 10."
+            ),
+            id="django_oncejob.E016",
+        )
+    ]
+
+
+def _check_claim_timeout(raw: dict[str, Any], jobs: Iterable[JobSpec]) -> list[checks.CheckMessage]:
+    if not _accepted(raw, "CLAIM_TIMEOUT"):
+        return []  # a bad CLAIM_TIMEOUT has its own error
+    timeout = conf.CLAIM_TIMEOUT
+    errors: list[checks.CheckMessage] = []
+    for job in jobs:
+        if job.misfire_grace_time < timeout:
+            continue
+        errors.append(
+            checks.Error(
+                interpolate(
+                    _(
+                        # Translators: timeout and grace are numbers of seconds.
+                        "ONCEJOB['CLAIM_TIMEOUT'] (%(timeout)s) must exceed the misfire "
+                        "grace time of job %(job)s (%(grace)s s, from its "
+                        "'misfire_grace_time' or ONCEJOB['MISFIRE_GRACE_TIME'])."
+                    ),
+                    timeout=timeout,
+                    job=repr(job.id),
+                    grace=job.misfire_grace_time,
+                ),
+                hint=_(
+                    "Otherwise a claim can expire while a late instance may still "
+                    "run the occurrence. Raise CLAIM_TIMEOUT or lower the grace time."
+                ),
+                obj=f"job {job.id}",
+                id="django_oncejob.E006",
+            )
+        )
+    return errors
+
+
+def _check_past_dates(jobs: Iterable[JobSpec]) -> list[checks.CheckMessage]:
     now = timezone.now()
     warnings: list[checks.CheckMessage] = []
     for job in jobs:
@@ -320,16 +206,17 @@ def _check_past_dates(jobs: Iterable[registry.JobSpec]) -> list[checks.CheckMess
         if job.trigger.run_date + timedelta(seconds=job.misfire_grace_time) < now:
             warnings.append(
                 checks.Warning(
-                    _(
-                        # Translators: grace is a number of seconds.
-                        "ONCEJOB['JOBS'][%(job)s]['at'] (%(at)s) is more than its misfire grace "
-                        "time (%(grace)s s) in the past: the job will never run."
-                    )
-                    % {
-                        "job": repr(job.id),
-                        "at": job.trigger.run_date.isoformat(),
-                        "grace": job.misfire_grace_time,
-                    },
+                    interpolate(
+                        _(
+                            # Translators: grace is a number of seconds.
+                            "ONCEJOB['JOBS'][%(job)s]['at'] (%(at)s) is more than its misfire "
+                            "grace "
+                            "time (%(grace)s s) in the past: the job will never run."
+                        ),
+                        job=repr(job.id),
+                        at=job.trigger.run_date.isoformat(),
+                        grace=job.misfire_grace_time,
+                    ),
                     hint=_(
                         "Set 'at' to a time to come, or 'enabled': False to keep the job "
                         "defined without scheduling it."
@@ -345,13 +232,17 @@ def _check_cache(alias: object) -> list[checks.CheckMessage]:
     if not isinstance(alias, str) or alias not in settings.CACHES:
         return [
             checks.Error(
-                _("ONCEJOB['CACHE'] names no cache in CACHES: %(alias)s.") % {"alias": repr(alias)},
-                hint=_(
-                    # Translators: aliases is a list of CACHES aliases, e.g. 'default', 'redis'.
-                    "Use one of %(aliases)s, pointing at a cache shared by every instance "
-                    "(django-redis in production)."
-                )
-                % {"aliases": ", ".join(map(repr, settings.CACHES))},
+                interpolate(
+                    _("ONCEJOB['CACHE'] names no cache in CACHES: %(alias)s."), alias=repr(alias)
+                ),
+                hint=interpolate(
+                    _(
+                        # Translators: aliases is a list of CACHES aliases, e.g. 'default', 'redis'.
+                        "Use one of %(aliases)s, pointing at a cache shared by every instance "
+                        "(django-redis in production)."
+                    ),
+                    aliases=", ".join(map(repr, settings.CACHES)),
+                ),
                 id="django_oncejob.E003",
             )
         ]
@@ -360,8 +251,10 @@ def _check_cache(alias: object) -> list[checks.CheckMessage]:
     if backend in UNSAFE_BACKENDS:
         return [
             checks.Error(
-                UNSAFE_BACKENDS[backend]
-                % {"alias": repr(alias), "class": backend.rsplit(".", 1)[-1]},
+                interpolate(
+                    UNSAFE_BACKENDS[backend],
+                    **{"alias": repr(alias), "class": backend.rsplit(".", 1)[-1]},
+                ),
                 hint=_(
                     "Point ONCEJOB['CACHE'] at a cache shared by all instances, such as "
                     "'django_redis.cache.RedisCache'."
@@ -375,22 +268,26 @@ def _check_cache(alias: object) -> list[checks.CheckMessage]:
         return [
             *_check_database_cache(alias, where),
             checks.Warning(
-                _(
-                    "ONCEJOB['CACHE'] is %(alias)s, a DatabaseCache: its add() is not atomic "
-                    "against an expired row of the same key, and culling past MAX_ENTRIES "
-                    "deletes keys that have not expired, so a claim can fail to stop a second "
-                    "instance."
-                )
-                % {"alias": repr(alias)},
-                hint=_(
-                    # Translators: where is the cache's setting, e.g. CACHES['default'].
-                    "The history table's unique (job, scheduled_for) still stops a second run. "
-                    "Set %(where)s['OPTIONS']['MAX_ENTRIES'] above the number of claims alive "
-                    "at once (one per occurrence for CLAIM_TIMEOUT seconds: the default 300 is "
-                    "passed within hours by one per-minute job). For claims that hold on their "
-                    "own, point ONCEJOB['CACHE'] at a Redis cache."
-                )
-                % {"where": where},
+                interpolate(
+                    _(
+                        "ONCEJOB['CACHE'] is %(alias)s, a DatabaseCache: its add() is not atomic "
+                        "against an expired row of the same key, and culling past MAX_ENTRIES "
+                        "deletes keys that have not expired, so a claim can fail to stop a second "
+                        "instance."
+                    ),
+                    alias=repr(alias),
+                ),
+                hint=interpolate(
+                    _(
+                        # Translators: where is the cache's setting, e.g. CACHES['default'].
+                        "The history table's unique (job, scheduled_for) still stops a second run. "
+                        "Set %(where)s['OPTIONS']['MAX_ENTRIES'] above the number of claims alive "
+                        "at once (one per occurrence for CLAIM_TIMEOUT seconds: the default 300 is "
+                        "passed within hours by one per-minute job). For claims that hold on their "
+                        "own, point ONCEJOB['CACHE'] at a Redis cache."
+                    ),
+                    where=where,
+                ),
                 obj=where,
                 id="django_oncejob.W001",
             ),
@@ -399,13 +296,15 @@ def _check_cache(alias: object) -> list[checks.CheckMessage]:
         return [
             *_check_pymemcache(alias, where, backend, options),
             checks.Warning(
-                _(
-                    # Translators: class is the cache backend's class, e.g. PyMemcacheCache.
-                    "ONCEJOB['CACHE'] is %(alias)s, a %(class)s: Memcached evicts keys under "
-                    "memory pressure before they expire and keeps nothing across a restart, so "
-                    "a claim can vanish while a late instance may still run the occurrence."
-                )
-                % {"alias": repr(alias), "class": backend.rsplit(".", 1)[-1]},
+                interpolate(
+                    _(
+                        # Translators: class is the cache backend's class, e.g. PyMemcacheCache.
+                        "ONCEJOB['CACHE'] is %(alias)s, a %(class)s: Memcached evicts keys under "
+                        "memory pressure before they expire and keeps nothing across a restart, so "
+                        "a claim can vanish while a late instance may still run the occurrence."
+                    ),
+                    **{"alias": repr(alias), "class": backend.rsplit(".", 1)[-1]},
+                ),
                 hint=_(
                     "The history table's unique (job, scheduled_for) still stops a second run. "
                     "For claims that hold on their own, point ONCEJOB['CACHE'] at a Redis cache "
@@ -456,15 +355,20 @@ def _check_django_redis(
     if ignore:
         warnings.append(
             checks.Warning(
-                _(
-                    # Translators: source is the setting that turns the option on, e.g.
-                    # settings.DJANGO_REDIS_IGNORE_EXCEPTIONS.
-                    "ONCEJOB['CACHE'] is %(alias)s, a django-redis cache with %(source)s set: a "
-                    "Redis that fails then answers None instead of raising. A claim counts that "
-                    "as the cache being unavailable (ON_CACHE_ERROR applies), but the error is "
-                    "hidden, and a failed read looks like a missing key."
-                )
-                % {"alias": repr(alias), "source": source},
+                interpolate(
+                    _(
+                        # Translators: source is the setting that turns the option on, e.g.
+                        # settings.DJANGO_REDIS_IGNORE_EXCEPTIONS.
+                        "ONCEJOB['CACHE'] is %(alias)s, a django-redis cache with %(source)s set: "
+                        "a "
+                        "Redis that fails then answers None instead of raising. A claim counts "
+                        "that "
+                        "as the cache being unavailable (ON_CACHE_ERROR applies), but the error is "
+                        "hidden, and a failed read looks like a missing key."
+                    ),
+                    alias=repr(alias),
+                    source=source,
+                ),
                 hint=_(
                     "Give ONCEJOB['CACHE'] an alias of its own in CACHES for the same Redis, "
                     "without IGNORE_EXCEPTIONS (or with 'IGNORE_EXCEPTIONS': False in its "
@@ -477,20 +381,25 @@ def _check_django_redis(
     if options.get("CLIENT_CLASS") == DJANGO_REDIS_SENTINEL_CLIENT:
         warnings.append(
             checks.Warning(
-                _(
-                    "ONCEJOB['CACHE'] is %(alias)s, a django-redis cache with the "
-                    "SentinelClient, which sends reads to replicas. Claims and job locks are "
-                    "writes, decided by the primary; but the read before a job's lock is "
-                    "released can reach a replica that does not have the lock yet, which then "
-                    "only expires."
-                )
-                % {"alias": repr(alias)},
-                hint=_(
-                    "Drop %(where)s['OPTIONS']['CLIENT_CLASS'] and keep the Sentinel connection "
-                    "factory (django_redis.pool.SentinelConnectionFactory): the default client "
-                    "then talks to the primary only."
-                )
-                % {"where": where},
+                interpolate(
+                    _(
+                        "ONCEJOB['CACHE'] is %(alias)s, a django-redis cache with the "
+                        "SentinelClient, which sends reads to replicas. Claims and job locks are "
+                        "writes, decided by the primary; but the read before a job's lock is "
+                        "released can reach a replica that does not have the lock yet, which then "
+                        "only expires."
+                    ),
+                    alias=repr(alias),
+                ),
+                hint=interpolate(
+                    _(
+                        "Drop %(where)s['OPTIONS']['CLIENT_CLASS'] and keep the Sentinel "
+                        "connection "
+                        "factory (django_redis.pool.SentinelConnectionFactory): the default client "
+                        "then talks to the primary only."
+                    ),
+                    where=where,
+                ),
                 obj=where,
                 id="django_oncejob.W010",
             )
@@ -498,20 +407,24 @@ def _check_django_redis(
     if options.get("CLIENT_CLASS") == DJANGO_REDIS_SHARD_CLIENT:
         warnings.append(
             checks.Warning(
-                _(
-                    "ONCEJOB['CACHE'] is %(alias)s, a django-redis cache with the ShardClient: "
-                    "each claim key lives on the server that a hash of the key picks among the "
-                    "LOCATION strings, so instances whose LOCATION lists differ, or a server "
-                    "added or removed, look for one claim on different servers; and a server "
-                    "that is down fails every claim that hashes to it."
-                )
-                % {"alias": repr(alias)},
-                hint=_(
-                    "Point ONCEJOB['CACHE'] at one Redis server (no "
-                    "%(where)s['OPTIONS']['CLIENT_CLASS']), or give every instance the very "
-                    "same LOCATION list and never change it while claims live."
-                )
-                % {"where": where},
+                interpolate(
+                    _(
+                        "ONCEJOB['CACHE'] is %(alias)s, a django-redis cache with the ShardClient: "
+                        "each claim key lives on the server that a hash of the key picks among the "
+                        "LOCATION strings, so instances whose LOCATION lists differ, or a server "
+                        "added or removed, look for one claim on different servers; and a server "
+                        "that is down fails every claim that hashes to it."
+                    ),
+                    alias=repr(alias),
+                ),
+                hint=interpolate(
+                    _(
+                        "Point ONCEJOB['CACHE'] at one Redis server (no "
+                        "%(where)s['OPTIONS']['CLIENT_CLASS']), or give every instance the very "
+                        "same LOCATION list and never change it while claims live."
+                    ),
+                    where=where,
+                ),
                 obj=where,
                 id="django_oncejob.W004",
             )
@@ -527,13 +440,15 @@ def _check_database_cache(alias: str, where: str) -> list[checks.CheckMessage]:
         return []
     return [
         checks.Warning(
-            _(
-                "ONCEJOB['CACHE'] is %(alias)s, a DatabaseCache on SQLite: its add() answers "
-                "False, as if another instance held the claim, when SQLite says 'database is "
-                "locked', so with several instances an occurrence can run nowhere, and nothing "
-                "is logged."
-            )
-            % {"alias": repr(alias)},
+            interpolate(
+                _(
+                    "ONCEJOB['CACHE'] is %(alias)s, a DatabaseCache on SQLite: its add() answers "
+                    "False, as if another instance held the claim, when SQLite says 'database is "
+                    "locked', so with several instances an occurrence can run nowhere, and nothing "
+                    "is logged."
+                ),
+                alias=repr(alias),
+            ),
             hint=_("Point ONCEJOB['CACHE'] at a Redis cache, or keep a single instance."),
             obj=where,
             id="django_oncejob.W008",
@@ -548,19 +463,25 @@ def _check_pymemcache(
         return []
     return [
         checks.Warning(
-            _(
-                "ONCEJOB['CACHE'] is %(alias)s, a PyMemcacheCache without "
-                "%(where)s['OPTIONS']['retry_attempts'] set to 0: while a memcached server is "
-                "down, pymemcache's client answers add() with False instead of an error, so a "
-                "claim looks lost to another instance, the occurrence runs nowhere, and nothing "
-                "is logged."
-            )
-            % {"alias": repr(alias), "where": where},
-            hint=_(
-                "Set %(where)s['OPTIONS'] to include 'retry_attempts': 0 (and e.g. "
-                "'dead_timeout': 1), so that a dead server raises and ON_CACHE_ERROR applies."
-            )
-            % {"where": where},
+            interpolate(
+                _(
+                    "ONCEJOB['CACHE'] is %(alias)s, a PyMemcacheCache without "
+                    "%(where)s['OPTIONS']['retry_attempts'] set to 0: while a memcached server is "
+                    "down, pymemcache's client answers add() with False instead of an error, so a "
+                    "claim looks lost to another instance, the occurrence runs nowhere, and "
+                    "nothing "
+                    "is logged."
+                ),
+                alias=repr(alias),
+                where=where,
+            ),
+            hint=interpolate(
+                _(
+                    "Set %(where)s['OPTIONS'] to include 'retry_attempts': 0 (and e.g. "
+                    "'dead_timeout': 1), so that a dead server raises and ON_CACHE_ERROR applies."
+                ),
+                where=where,
+            ),
             obj=where,
             id="django_oncejob.W009",
         )
@@ -572,21 +493,27 @@ def _check_replicas(alias: str, where: str, locations: list[str]) -> list[checks
         return []
     return [
         checks.Warning(
-            _(
-                # Translators: count is a number of Redis servers, 2 or more.
-                "ONCEJOB['CACHE'] is %(alias)s, a Redis cache with %(count)s locations: the "
-                "first is the primary, which takes every write, and reads go to the others as "
-                "read replicas. Claims and job locks are taken with add(), a write, so the "
-                "primary decides them; but a read of a claim or lock key, such as the check "
-                "before a job's lock is released, can reach a replica that does not have the "
-                "key yet."
-            )
-            % {"alias": repr(alias), "count": len(locations)},
-            hint=_(
-                "Set %(where)s['LOCATION'] to the primary alone, e.g. %(primary)s; if other "
-                "code needs the replicas, give ONCEJOB['CACHE'] an alias of its own."
-            )
-            % {"where": where, "primary": repr(locations[0])},
+            interpolate(
+                _(
+                    # Translators: count is a number of Redis servers, 2 or more.
+                    "ONCEJOB['CACHE'] is %(alias)s, a Redis cache with %(count)s locations: the "
+                    "first is the primary, which takes every write, and reads go to the others as "
+                    "read replicas. Claims and job locks are taken with add(), a write, so the "
+                    "primary decides them; but a read of a claim or lock key, such as the check "
+                    "before a job's lock is released, can reach a replica that does not have the "
+                    "key yet."
+                ),
+                alias=repr(alias),
+                count=len(locations),
+            ),
+            hint=interpolate(
+                _(
+                    "Set %(where)s['LOCATION'] to the primary alone, e.g. %(primary)s; if other "
+                    "code needs the replicas, give ONCEJOB['CACHE'] an alias of its own."
+                ),
+                where=where,
+                primary=repr(locations[0]),
+            ),
             obj=where,
             id="django_oncejob.W005",
         )
@@ -597,29 +524,37 @@ def _check_socket_timeout(
     alias: str, where: str, names: tuple[str, str], values: list[Any], locations: list[str]
 ) -> list[checks.CheckMessage]:
     read, connect = names
-    if any(_positive(value) for value in values):
+    if any(POSITIVE(value) for value in values):
         return []
     # redis-py reads socket_timeout from the URL too, over OPTIONS.
     if locations and all(_url_option(url, "socket_timeout") for url in locations):
         return []
     return [
         checks.Warning(
-            _(
-                # Translators: read is the option's quoted name, e.g. 'SOCKET_TIMEOUT'.
-                "ONCEJOB['CACHE'] is %(alias)s, a Redis cache without a socket timeout "
-                "(%(where)s['OPTIONS'][%(read)s] is not set): a Redis that stops answering "
-                "holds each claim, and with it a worker thread and the job's next occurrences, "
-                "as long as redis-py's defaults allow: forever before redis-py 8, 5 seconds a "
-                "try with retries from redis-py 8."
-            )
-            % {"alias": repr(alias), "where": where, "read": repr(read)},
-            hint=_(
-                # Translators: read and connect are the options' quoted names, e.g.
-                # 'SOCKET_TIMEOUT' and 'SOCKET_CONNECT_TIMEOUT'.
-                "Set %(where)s['OPTIONS'][%(read)s] and [%(connect)s] to a few seconds, "
-                "e.g. {%(read)s: 5, %(connect)s: 2}."
-            )
-            % {"where": where, "read": repr(read), "connect": repr(connect)},
+            interpolate(
+                _(
+                    # Translators: read is the option's quoted name, e.g. 'SOCKET_TIMEOUT'.
+                    "ONCEJOB['CACHE'] is %(alias)s, a Redis cache without a socket timeout "
+                    "(%(where)s['OPTIONS'][%(read)s] is not set): a Redis that stops answering "
+                    "holds each claim, and with it a worker thread and the job's next occurrences, "
+                    "as long as redis-py's defaults allow: forever before redis-py 8, 5 seconds a "
+                    "try with retries from redis-py 8."
+                ),
+                alias=repr(alias),
+                where=where,
+                read=repr(read),
+            ),
+            hint=interpolate(
+                _(
+                    # Translators: read and connect are the options' quoted names, e.g.
+                    # 'SOCKET_TIMEOUT' and 'SOCKET_CONNECT_TIMEOUT'.
+                    "Set %(where)s['OPTIONS'][%(read)s] and [%(connect)s] to a few seconds, "
+                    "e.g. {%(read)s: 5, %(connect)s: 2}."
+                ),
+                where=where,
+                read=repr(read),
+                connect=repr(connect),
+            ),
             obj=where,
             id="django_oncejob.W006",
         )
@@ -642,11 +577,3 @@ def _url_option(url: str, name: str) -> bool:
         return bool(values) and float(values[-1]) > 0
     except ValueError:
         return False
-
-
-def _positive(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-
-
-def _whole_number(value: object, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum

@@ -1,129 +1,302 @@
-"""Settings for django-oncejob, read from ``settings.ONCEJOB`` each time they are used."""
+"""Settings for django-oncejob: one schema, read from ``settings.ONCEJOB`` and validated once.
+
+The schema says, for every key, its default, what a valid value is, and the check
+id and hint that report a bad one. :mod:`django_oncejob.checks` reports from it,
+:data:`conf` reads from it, and the job parser takes its project-wide defaults
+from :data:`conf`, so the three cannot disagree. A value the checks reject reads
+as its default here; ``runjobs`` refuses to start while any check fails.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.translation import gettext_lazy as _
 
-#: Every key ``ONCEJOB`` accepts, with its default. ``None`` means "computed": see the property.
-DEFAULTS: dict[str, Any] = {
-    "CACHE": "default",
-    "CLAIM_TIMEOUT": 86400,
-    "KEY_PREFIX": "oncejob",
-    "TIMEZONE": None,
-    "OWNER": None,
-    "MISFIRE_GRACE_TIME": 60,
-    "MAX_WORKERS": 10,
-    "SHUTDOWN_TIMEOUT": 30,
-    "ON_CACHE_ERROR": "fence",
-    "HEARTBEAT_INTERVAL": 10,
-    "HEARTBEAT_TIMEOUT": 60,
-    "CONTROL_INTERVAL": 2,
-    "MISSED_LOOKBACK": 86400,
-    "RETENTION_DAYS": None,
-    "ENQUEUE": None,
-    "JOBS": {},
-}
+from django_oncejob.messages import Text
 
+Validator = Callable[[object], bool]
+
+
+def whole_number(minimum: int) -> Validator:
+    """An ``int`` (not a ``bool``) of at least ``minimum``."""
+    return lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def number(minimum: float, *, exclusive: bool = False) -> Validator:
+    """An ``int`` or ``float`` (not a ``bool``) of at least ``minimum``, or above it."""
+    return lambda value: (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and (value > minimum if exclusive else value >= minimum)
+    )
+
+
+def one_of(*choices: object) -> Validator:
+    return lambda value: value in choices
+
+
+def optional(validator: Validator) -> Validator:
+    return lambda value: value is None or validator(value)
+
+
+def time_zone(value: object) -> bool:
+    """An IANA time zone name that this Python knows."""
+    try:
+        return isinstance(value, str) and ZoneInfo(value) is not None
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+
+
+def text(*, max_length: int | None = None, spaces: bool = True) -> Validator:
+    """A non-empty ``str``, at most ``max_length`` long, without whitespace unless ``spaces``."""
+    return lambda value: (
+        isinstance(value, str)
+        and bool(value)
+        and (max_length is None or len(value) <= max_length)
+        and (spaces or not any(c.isspace() for c in value))
+    )
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of ``ONCEJOB``: its default, and how a bad value is reported."""
+
+    name: str
+    default: Any
+    #: ``None`` where a check of its own validates the value (``CACHE``, ``JOBS``).
+    valid: Validator | None = None
+    #: The check id of a bad value, e.g. ``"E005"``.
+    id: str = ""
+    #: Interpolated with ``key`` (the quoted name), ``value`` and ``zone`` (the value's repr),
+    #: ``default`` and ``minimum``.
+    message: Text = ""
+    hint: Text = ""
+    minimum: int = 1
+
+
+# Translators: key is a quoted setting name, e.g. 'MAX_WORKERS'.
+WHOLE_NUMBER = _("ONCEJOB[%(key)s] must be a whole number >= %(minimum)s, got %(value)s.")
+THE_DEFAULT = _("The default is %(default)s.")
 ON_CACHE_ERROR_CHOICES = ("fence", "skip")
 #: Where a job runs: ``None`` in ``runjobs`` itself, or handed to django.tasks or Celery.
 ENQUEUE_CHOICES = (None, "tasks", "celery")
 
+SCHEMA = (
+    Setting("CACHE", "default"),
+    Setting(
+        "CLAIM_TIMEOUT",
+        86400,
+        whole_number(1),
+        "E005",
+        _("ONCEJOB['CLAIM_TIMEOUT'] must be a whole number of seconds >= 1, got %(value)s."),
+        _(
+            "A claim key must outlive every instance's chance to run the occurrence; "
+            "the default is 86400 (one day)."
+        ),
+    ),
+    Setting(
+        "KEY_PREFIX",
+        "oncejob",
+        text(spaces=False),
+        "E007",
+        _("ONCEJOB['KEY_PREFIX'] must be a non-empty string without spaces, got %(value)s."),
+        _("The default is 'oncejob'."),
+    ),
+    Setting(
+        "TIMEZONE",
+        None,
+        optional(time_zone),
+        "E008",
+        _("ONCEJOB['TIMEZONE'] is not a known time zone: %(zone)s."),
+        _("Use an IANA name such as 'UTC' or 'Europe/Paris', or leave it out to use TIME_ZONE."),
+    ),
+    Setting(
+        "OWNER",
+        None,
+        optional(text(max_length=255)),
+        "E012",
+        _("ONCEJOB['OWNER'] must be a non-empty string of at most 255 characters, got %(value)s."),
+        _(
+            "Leave it out to record '<host>:<pid>', or set it from the environment, "
+            "e.g. os.environ['POD_NAME']."
+        ),
+    ),
+    Setting("MISFIRE_GRACE_TIME", 60, whole_number(1), "E013", WHOLE_NUMBER, THE_DEFAULT),
+    Setting("MAX_WORKERS", 10, whole_number(1), "E009", WHOLE_NUMBER, THE_DEFAULT),
+    Setting(
+        "SHUTDOWN_TIMEOUT",
+        30,
+        number(0),
+        "E010",
+        _("ONCEJOB['SHUTDOWN_TIMEOUT'] must be a number of seconds >= 0, got %(value)s."),
+        _("It bounds how long runjobs waits for running jobs on SIGTERM; the default is 30."),
+        minimum=0,
+    ),
+    Setting(
+        "ON_CACHE_ERROR",
+        "fence",
+        one_of(*ON_CACHE_ERROR_CHOICES),
+        "E011",
+        _("ONCEJOB['ON_CACHE_ERROR'] must be 'fence' or 'skip', got %(value)s."),
+        _(
+            "'fence' lets the history table alone decide while the cache is down; "
+            "'skip' runs nothing until it is back."
+        ),
+    ),
+    Setting("HEARTBEAT_INTERVAL", 10, whole_number(1), "E014", WHOLE_NUMBER, THE_DEFAULT),
+    Setting("HEARTBEAT_TIMEOUT", 60, whole_number(1), "E015", WHOLE_NUMBER, THE_DEFAULT),
+    Setting("CONTROL_INTERVAL", 2, whole_number(1), "E017", WHOLE_NUMBER, THE_DEFAULT),
+    Setting("MISSED_LOOKBACK", 86400, whole_number(1), "E018", WHOLE_NUMBER, THE_DEFAULT),
+    Setting(
+        "RETENTION_DAYS",
+        None,
+        optional(whole_number(1)),
+        "E019",
+        _("ONCEJOB['RETENTION_DAYS'] must be None or a whole number of days >= 1, got %(value)s."),
+        _(
+            "Set how many days of history oncejob_prune keeps, e.g. 30, or None "
+            "(the default) to keep it all."
+        ),
+    ),
+    Setting(
+        "ENQUEUE",
+        None,
+        one_of(*ENQUEUE_CHOICES),
+        "E041",
+        _("ONCEJOB['ENQUEUE'] must be None, 'tasks' or 'celery', got %(value)s."),
+        _(
+            "It is the default of each job's 'enqueue': None (the default) runs jobs "
+            "in runjobs, 'tasks' hands them to django.tasks, 'celery' to Celery."
+        ),
+    ),
+    Setting("JOBS", {}),
+)
+
+#: Every key ``ONCEJOB`` accepts, with its default. ``None`` means "computed": see the property.
+DEFAULTS: dict[str, Any] = {setting.name: setting.default for setting in SCHEMA}
+
 
 def user_config() -> dict[str, Any]:
+    """``settings.ONCEJOB`` as written, or ``{}`` if it is not a dict."""
     value = getattr(settings, "ONCEJOB", {})
     return value if isinstance(value, dict) else {}
 
 
-def _get(name: str) -> Any:
-    return user_config().get(name, DEFAULTS[name])
+@functools.cache
+def get_config() -> dict[str, Any]:
+    """Every key, with the user's value where the schema accepts it and the default where not."""
+    given = user_config()
+    return {
+        setting.name: given[setting.name]
+        if setting.name in given and (setting.valid is None or setting.valid(given[setting.name]))
+        else setting.default
+        for setting in SCHEMA
+    }
+
+
+@receiver(setting_changed)
+def _forget_config(**kwargs: Any) -> None:
+    get_config.cache_clear()
 
 
 class Settings:
     @property
     def CACHE(self) -> str:
         """Alias in ``CACHES`` of the cache that holds the claims."""
-        return str(_get("CACHE"))
+        return str(get_config()["CACHE"])
 
     @property
     def CLAIM_TIMEOUT(self) -> int:
         """Seconds a claim key lives. Must exceed every job's misfire grace time."""
-        return int(_get("CLAIM_TIMEOUT"))
+        return int(get_config()["CLAIM_TIMEOUT"])
 
     @property
     def KEY_PREFIX(self) -> str:
         """First part of every claim key: ``<prefix>:<job id>:<scheduled time>``."""
-        return str(_get("KEY_PREFIX"))
+        return str(get_config()["KEY_PREFIX"])
 
     @property
     def TIMEZONE(self) -> str:
         """Time zone of cron triggers, defaulting to ``settings.TIME_ZONE``."""
-        return str(_get("TIMEZONE") or settings.TIME_ZONE or "UTC")
+        return str(get_config()["TIMEZONE"] or settings.TIME_ZONE or "UTC")
 
     @property
     def OWNER(self) -> str:
         """Name recorded for this instance: ``<host>:<pid>`` unless set."""
-        return str(_get("OWNER") or f"{socket.gethostname()}:{os.getpid()}")
+        # Not cached with the rest: a forked child has a pid of its own.
+        return str(get_config()["OWNER"] or f"{socket.gethostname()}:{os.getpid()}")
+
+    @property
+    def OWNER_IS_SET(self) -> bool:
+        """Whether ``OWNER`` was given, rather than computed for this process."""
+        return get_config()["OWNER"] is not None
 
     @property
     def MISFIRE_GRACE_TIME(self) -> int:
         """Default seconds after its scheduled time that an occurrence may still start."""
-        return int(_get("MISFIRE_GRACE_TIME"))
+        return int(get_config()["MISFIRE_GRACE_TIME"])
 
     @property
     def MAX_WORKERS(self) -> int:
         """Threads running jobs in one ``runjobs`` process."""
-        return int(_get("MAX_WORKERS"))
+        return int(get_config()["MAX_WORKERS"])
 
     @property
     def SHUTDOWN_TIMEOUT(self) -> float:
         """Seconds ``runjobs`` waits for running jobs after SIGTERM or SIGINT."""
-        return float(_get("SHUTDOWN_TIMEOUT"))
+        return float(get_config()["SHUTDOWN_TIMEOUT"])
 
     @property
     def ON_CACHE_ERROR(self) -> str:
         """``"fence"`` (the history table alone decides) or ``"skip"`` when the cache fails."""
-        return str(_get("ON_CACHE_ERROR"))
+        return str(get_config()["ON_CACHE_ERROR"])
 
     @property
     def HEARTBEAT_INTERVAL(self) -> int:
         """Seconds between this instance's heartbeats in the database."""
-        return int(_get("HEARTBEAT_INTERVAL"))
+        return int(get_config()["HEARTBEAT_INTERVAL"])
 
     @property
     def HEARTBEAT_TIMEOUT(self) -> int:
         """Seconds without a heartbeat after which an instance counts as gone."""
-        return int(_get("HEARTBEAT_TIMEOUT"))
+        return int(get_config()["HEARTBEAT_TIMEOUT"])
 
     @property
     def CONTROL_INTERVAL(self) -> int:
         """Seconds between looks at run-now requests and paused jobs in the database."""
-        return int(_get("CONTROL_INTERVAL"))
+        return int(get_config()["CONTROL_INTERVAL"])
 
     @property
     def MISSED_LOOKBACK(self) -> int:
         """How far back, in seconds, an instance looks for occurrences that nobody ran."""
-        return int(_get("MISSED_LOOKBACK"))
+        return int(get_config()["MISSED_LOOKBACK"])
 
     @property
     def RETENTION_DAYS(self) -> int | None:
         """Days of history ``oncejob_prune`` keeps by default; ``None`` keeps it all."""
-        value = _get("RETENTION_DAYS")
+        value = get_config()["RETENTION_DAYS"]
         return None if value is None else int(value)
 
     @property
     def ENQUEUE(self) -> str | None:
         """Default of each job's ``enqueue``: ``None`` runs jobs in runjobs' own threads."""
-        value = _get("ENQUEUE")
+        value = get_config()["ENQUEUE"]
         return None if value is None else str(value)
 
     @property
     def JOBS(self) -> Any:
         """The raw job definitions; :mod:`django_oncejob.registry` validates them."""
-        return _get("JOBS")
+        return get_config()["JOBS"]
 
 
 conf = Settings()

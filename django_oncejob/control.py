@@ -17,7 +17,7 @@ from django_oncejob import missed
 from django_oncejob.clock import DatabaseClock
 from django_oncejob.models import JobState, RunRequest
 from django_oncejob.periodic import PeriodicThread
-from django_oncejob.registry import JobSpec
+from django_oncejob.spec import JobSpec
 
 if TYPE_CHECKING:
     from django_oncejob.executor import ClaimingExecutor

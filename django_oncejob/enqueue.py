@@ -11,11 +11,17 @@ import logging
 from typing import Any
 
 from django_oncejob import history
-from django_oncejob.handoff import CELERY_TASK_NAME, HandedOff, celery_task_id, headers
+from django_oncejob.handoff import (
+    CELERY_TASK_NAME,
+    DEFAULT_TASKS_QUEUE,
+    HandedOff,
+    celery_task_id,
+    headers,
+)
 from django_oncejob.models import Claim
 from django_oncejob.occurrence import Occurrence
 from django_oncejob.pipeline import SENDERS
-from django_oncejob.registry import DEFAULT_TASKS_QUEUE, JobSpec
+from django_oncejob.spec import JobSpec
 from django_oncejob.writer import Writer
 
 logger = logging.getLogger("django_oncejob")

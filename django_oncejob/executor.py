@@ -23,7 +23,7 @@ from django_oncejob.claim import ClaimResult, claim_many
 from django_oncejob.clock import DatabaseClock
 from django_oncejob.models import Claim, RunRequest
 from django_oncejob.pipeline import Claimed, Fenced, Outcome, Pipeline
-from django_oncejob.registry import JobSpec
+from django_oncejob.spec import JobSpec
 
 logger = logging.getLogger("django_oncejob")
 

@@ -31,7 +31,7 @@ from django_oncejob.clock import DatabaseClock, measure_offset
 from django_oncejob.history import retry_locked
 from django_oncejob.models import Claim, Instance
 from django_oncejob.periodic import PeriodicThread
-from django_oncejob.registry import JobSpec
+from django_oncejob.spec import JobSpec
 
 logger = logging.getLogger("django_oncejob")
 

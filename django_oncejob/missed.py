@@ -29,7 +29,7 @@ from django_oncejob import triggers
 from django_oncejob.claim import KEY_VERSION, claim_key
 from django_oncejob.conf import conf
 from django_oncejob.models import Claim, Instance, JobState
-from django_oncejob.registry import JobSpec
+from django_oncejob.spec import JobSpec
 
 logger = logging.getLogger("django_oncejob")
 

@@ -35,7 +35,7 @@ from django_oncejob.db import close_old_connections
 from django_oncejob.history import Ending
 from django_oncejob.models import Claim
 from django_oncejob.occurrence import Occurrence, _current
-from django_oncejob.registry import JobSpec
+from django_oncejob.spec import JobSpec
 from django_oncejob.writer import InlineWriter, Writer
 
 logger = logging.getLogger("django_oncejob")

@@ -17,7 +17,7 @@ from django_oncejob.history import Ending
 from django_oncejob.jobstore import RankedMemoryJobStore
 from django_oncejob.models import Claim
 from django_oncejob.pipeline import Pipeline
-from django_oncejob.registry import JobSpec
+from django_oncejob.spec import JobSpec
 from django_oncejob.writer import HistoryWriter
 
 logger = logging.getLogger("django_oncejob")

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 
-from django_oncejob import registry
+from django_oncejob import handoff
 from django_oncejob.handoff import CELERY_TASK_NAME, HandedOff, tasks_module
 from django_oncejob.worker import run_handed_off
 
@@ -25,24 +25,24 @@ def _run(job_id: str, scheduled_for: str, claim_id: int | None) -> str:
 
 
 def _django_task(func: Callable[..., str]) -> Any:
-    if registry.tasks_module_name() is None:
+    if handoff.tasks_module_name() is None:
         return func
     module = tasks_module()
     # A task is checked against its backend when it is defined. This one only has to
     # be valid somewhere: each hand-off picks the job's backend and queue with using().
-    configured = getattr(settings, "TASKS", None) or {registry.DEFAULT_TASKS_ALIAS: {}}
-    alias = registry.DEFAULT_TASKS_ALIAS
+    configured = getattr(settings, "TASKS", None) or {handoff.DEFAULT_TASKS_ALIAS: {}}
+    alias = handoff.DEFAULT_TASKS_ALIAS
     if alias not in configured:
         alias = next(iter(configured))
     queues = module.task_backends[alias].queues
-    queue = registry.DEFAULT_TASKS_QUEUE
+    queue = handoff.DEFAULT_TASKS_QUEUE
     if queues and queue not in queues:
         queue = min(queues)
     return module.task(backend=alias, queue_name=queue)(func)
 
 
 def _celery_task(func: Callable[..., str]) -> Any:
-    if not registry.celery_installed():
+    if not handoff.celery_installed():
         return func
     from celery import shared_task
 

@@ -17,7 +17,9 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
-from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy
+
+from django_oncejob.messages import Text, interpolate
 
 CRON_FIELDS = (
     "year",
@@ -44,7 +46,7 @@ DEFAULT_ANCHOR = datetime(2000, 1, 1)
 class TriggerError(ValueError):
     """A trigger definition that cannot be built; ``hint`` says what would be valid."""
 
-    def __init__(self, message: str, hint: str) -> None:
+    def __init__(self, message: Text, hint: Text) -> None:
         super().__init__(message)
         self.hint = hint
 
@@ -184,23 +186,30 @@ def cron_trigger(value: object, timezone: ZoneInfo) -> WallClockCronTrigger:
         fields = value.split()
         if len(fields) != 5:
             raise TriggerError(
-                gettext(
-                    "a cron string has 5 fields (minute hour day month day-of-week), "
-                    "got %(count)s in %(value)s"
-                )
-                % {"count": len(fields), "value": repr(value)},
-                gettext("Write e.g. '0 21 * * *', or a dict such as {'second': '*'} for seconds."),
+                interpolate(
+                    gettext_lazy(
+                        "a cron string has 5 fields (minute hour day month day-of-week), "
+                        "got %(count)s in %(value)s"
+                    ),
+                    count=len(fields),
+                    value=repr(value),
+                ),
+                gettext_lazy(
+                    "Write e.g. '0 21 * * *', or a dict such as {'second': '*'} for seconds."
+                ),
             )
         minute, hour, day, month, day_of_week = fields
         if day != "*" and day_of_week != "*":
             # crontab runs on either; APScheduler would run only when both match.
             raise TriggerError(
-                gettext(
-                    "%(value)s restricts both the day of the month and the day of the week, "
-                    "which crontab reads as 'either' and APScheduler as 'both'"
-                )
-                % {"value": repr(value)},
-                gettext("Leave one of the two as '*', or define two jobs."),
+                interpolate(
+                    gettext_lazy(
+                        "%(value)s restricts both the day of the month and the day of the week, "
+                        "which crontab reads as 'either' and APScheduler as 'both'"
+                    ),
+                    value=repr(value),
+                ),
+                gettext_lazy("Leave one of the two as '*', or define two jobs."),
             )
         try:
             return WallClockCronTrigger(
@@ -213,10 +222,13 @@ def cron_trigger(value: object, timezone: ZoneInfo) -> WallClockCronTrigger:
             )
         except ValueError as exc:
             raise TriggerError(
-                # Translators: error is why the cron string is invalid, often from APScheduler.
-                gettext("invalid cron string %(value)s: %(error)s")
-                % {"value": repr(value), "error": exc},
-                gettext(
+                interpolate(
+                    # Translators: error is why the cron string is invalid, often from APScheduler.
+                    gettext_lazy("invalid cron string %(value)s: %(error)s"),
+                    value=repr(value),
+                    error=exc,
+                ),
+                gettext_lazy(
                     "Fields are minute 0-59, hour 0-23, day 1-31, month 1-12, "
                     "day of week 0-7 (0 and 7 are Sunday) or mon-sun."
                 ),
@@ -227,46 +239,56 @@ def cron_trigger(value: object, timezone: ZoneInfo) -> WallClockCronTrigger:
             raise _unknown_field("cron", unknown[0], CRON_FIELDS)
         if not value:
             raise TriggerError(
-                gettext("a cron dict needs at least one field"),
-                gettext("Write e.g. {'second': '*'} or {'hour': 21, 'minute': 0}."),
+                gettext_lazy("a cron dict needs at least one field"),
+                gettext_lazy("Write e.g. {'second': '*'} or {'hour': 21, 'minute': 0}."),
             )
         for key, item in value.items():
             if not isinstance(item, str | int) or isinstance(item, bool):
                 raise TriggerError(
-                    gettext("cron field %(field)s must be a string or an integer, got %(value)s")
-                    % {"field": repr(key), "value": repr(item)},
-                    gettext("Write e.g. {'minute': '*/5'} or {'hour': 21}."),
+                    interpolate(
+                        gettext_lazy(
+                            "cron field %(field)s must be a string or an integer, got %(value)s"
+                        ),
+                        field=repr(key),
+                        value=repr(item),
+                    ),
+                    gettext_lazy("Write e.g. {'minute': '*/5'} or {'hour': 21}."),
                 )
         try:
             return WallClockCronTrigger(**dict(value), timezone=timezone)
         except (ValueError, TypeError) as exc:
             raise TriggerError(
-                # Translators: error is why the fields are invalid, often from APScheduler.
-                gettext("invalid cron fields %(fields)s: %(error)s")
-                % {"fields": repr(dict(value)), "error": exc},
-                gettext(
+                interpolate(
+                    # Translators: error is why the fields are invalid, often from APScheduler.
+                    gettext_lazy("invalid cron fields %(fields)s: %(error)s"),
+                    fields=repr(dict(value)),
+                    error=exc,
+                ),
+                gettext_lazy(
                     "See APScheduler's CronTrigger for each field's syntax; day_of_week "
                     "numbers count from Monday (0) there, so prefer names such as 'mon-fri'."
                 ),
             ) from exc
     raise TriggerError(
-        # Translators: type is a Python type name, e.g. int.
-        gettext("'cron' must be a crontab string or a dict, got %(type)s")
-        % {"type": type(value).__name__},
-        gettext("Write e.g. '0 21 * * *' or {'second': '*'}."),
+        interpolate(
+            # Translators: type is a Python type name, e.g. int.
+            gettext_lazy("'cron' must be a crontab string or a dict, got %(type)s"),
+            type=type(value).__name__,
+        ),
+        gettext_lazy("Write e.g. '0 21 * * *' or {'second': '*'}."),
     )
 
 
 def _unknown_field(kind: str, key: object, fields: tuple[str, ...]) -> TriggerError:
     if kind == "cron":
-        message = gettext("unknown cron field %(field)s")
+        message = gettext_lazy("unknown cron field %(field)s")
     else:
-        message = gettext("unknown interval field %(field)s")
+        message = gettext_lazy("unknown interval field %(field)s")
     close = difflib.get_close_matches(str(key).lower(), fields, n=1)
     if close:
-        hint = gettext("Did you mean %(close)s? Valid fields are %(fields)s.")
+        hint = gettext_lazy("Did you mean %(close)s? Valid fields are %(fields)s.")
     else:
-        hint = gettext("Valid fields are %(fields)s.")
+        hint = gettext_lazy("Valid fields are %(fields)s.")
     return TriggerError(
         message % {"field": repr(key)},
         hint % {"close": repr(close[0]) if close else "", "fields": ", ".join(fields)},
@@ -285,7 +307,10 @@ def crontab_days(field: str) -> str:
         if first == "*":
             if last is not None:
                 raise ValueError(
-                    gettext("Unrecognized day of week expression %(part)s") % {"part": repr(part)}
+                    interpolate(
+                        gettext_lazy("Unrecognized day of week expression %(part)s"),
+                        part=repr(part),
+                    )
                 )
             if step is None:
                 parts.append("*")
@@ -296,12 +321,14 @@ def crontab_days(field: str) -> str:
             stop = int(last) if last is not None else (6 if step else start)
         if not 0 <= start <= 7 or not 0 <= stop <= 7 or start > stop:
             raise ValueError(
-                gettext("day of week %(part)s is not within 0-7 (0 and 7 are Sunday)")
-                % {"part": repr(part)}
+                interpolate(
+                    gettext_lazy("day of week %(part)s is not within 0-7 (0 and 7 are Sunday)"),
+                    part=repr(part),
+                )
             )
         increment = int(step) if step else 1
         if increment < 1:
-            raise ValueError(gettext("Increment must be higher than 0"))
+            raise ValueError(gettext_lazy("Increment must be higher than 0"))
         parts.extend(_CRONTAB_DAYS[day] for day in range(start, stop + 1, increment))
     return ",".join(dict.fromkeys(parts))
 
@@ -310,9 +337,12 @@ def interval_trigger(value: object, timezone: ZoneInfo) -> AnchoredIntervalTrigg
     """Build an interval trigger anchored to ``start_date`` or to 2000-01-01 00:00 local time."""
     if not isinstance(value, Mapping):
         raise TriggerError(
-            # Translators: type is a Python type name, e.g. str.
-            gettext("'interval' must be a dict, got %(type)s") % {"type": type(value).__name__},
-            gettext(
+            interpolate(
+                # Translators: type is a Python type name, e.g. str.
+                gettext_lazy("'interval' must be a dict, got %(type)s"),
+                type=type(value).__name__,
+            ),
+            gettext_lazy(
                 "Write e.g. {'seconds': 30} or {'hours': 1, 'start_date': '2026-01-01T00:30:00Z'}."
             ),
         )
@@ -323,26 +353,35 @@ def interval_trigger(value: object, timezone: ZoneInfo) -> AnchoredIntervalTrigg
     for key, item in lengths.items():
         if not isinstance(item, int | float) or isinstance(item, bool):
             raise TriggerError(
-                gettext("interval field %(field)s must be a number, got %(value)s")
-                % {"field": repr(key), "value": repr(item)},
-                gettext("Write e.g. {'seconds': 30}."),
+                interpolate(
+                    gettext_lazy("interval field %(field)s must be a number, got %(value)s"),
+                    field=repr(key),
+                    value=repr(item),
+                ),
+                gettext_lazy("Write e.g. {'seconds': 30}."),
             )
     try:
         interval = timedelta(**lengths)
     except (OverflowError, ValueError) as exc:
         raise TriggerError(
-            gettext("interval %(interval)s is not a valid duration: %(error)s")
-            % {"interval": repr(dict(lengths)), "error": exc},
-            gettext("Write e.g. {'seconds': 30} or {'days': 7}."),
+            interpolate(
+                gettext_lazy("interval %(interval)s is not a valid duration: %(error)s"),
+                interval=repr(dict(lengths)),
+                error=exc,
+            ),
+            gettext_lazy("Write e.g. {'seconds': 30} or {'days': 7}."),
         ) from exc
     if interval < timedelta(seconds=1) or interval % timedelta(milliseconds=1):
         raise TriggerError(
-            gettext(
-                # Translators: interval is a duration such as 0:00:00.500000.
-                "an interval must be at least one second in whole milliseconds, got %(interval)s"
-            )
-            % {"interval": interval},
-            gettext("Write e.g. {'seconds': 30} or {'minutes': 5}."),
+            interpolate(
+                gettext_lazy(
+                    # Translators: interval is a duration such as 0:00:00.500000.
+                    "an interval must be at least one second in whole milliseconds, "
+                    "got %(interval)s"
+                ),
+                interval=interval,
+            ),
+            gettext_lazy("Write e.g. {'seconds': 30} or {'minutes': 5}."),
         )
     if "start_date" in value:
         anchor = aware_datetime(value["start_date"], "start_date")
@@ -352,8 +391,8 @@ def interval_trigger(value: object, timezone: ZoneInfo) -> AnchoredIntervalTrigg
         anchor = anchor.astimezone(UTC)
     except OverflowError as exc:
         raise TriggerError(
-            gettext("'start_date' is out of range: %(error)s") % {"error": exc},
-            gettext("Write e.g. '2026-01-01T00:30:00Z'."),
+            interpolate(gettext_lazy("'start_date' is out of range: %(error)s"), error=exc),
+            gettext_lazy("Write e.g. '2026-01-01T00:30:00Z'."),
         ) from exc
     return AnchoredIntervalTrigger(interval, anchor, timezone)
 
@@ -370,24 +409,33 @@ def aware_datetime(value: object, name: str) -> datetime:
             value = datetime.fromisoformat(value)
         except ValueError as exc:
             raise TriggerError(
-                # Translators: name is the key of the job definition, 'at' or 'start_date'.
-                gettext("%(name)s is not an ISO-8601 datetime: %(error)s")
-                % {"name": repr(name), "error": exc},
-                gettext("Write e.g. '2026-12-01T09:00:00+08:00'."),
+                interpolate(
+                    # Translators: name is the key of the job definition, 'at' or 'start_date'.
+                    gettext_lazy("%(name)s is not an ISO-8601 datetime: %(error)s"),
+                    name=repr(name),
+                    error=exc,
+                ),
+                gettext_lazy("Write e.g. '2026-12-01T09:00:00+08:00'."),
             ) from exc
     if not isinstance(value, datetime):
         raise TriggerError(
-            # Translators: name is the key of the job definition, 'at' or 'start_date'.
-            gettext("%(name)s must be an ISO-8601 string or a datetime, got %(type)s")
-            % {"name": repr(name), "type": type(value).__name__},
-            gettext("Write e.g. '2026-12-01T09:00:00+08:00'."),
+            interpolate(
+                # Translators: name is the key of the job definition, 'at' or 'start_date'.
+                gettext_lazy("%(name)s must be an ISO-8601 string or a datetime, got %(type)s"),
+                name=repr(name),
+                type=type(value).__name__,
+            ),
+            gettext_lazy("Write e.g. '2026-12-01T09:00:00+08:00'."),
         )
     if value.tzinfo is None or value.utcoffset() is None:
         raise TriggerError(
-            # Translators: name is the key of the job definition, 'at' or 'start_date'.
-            gettext("%(name)s has no UTC offset: %(value)s")
-            % {"name": repr(name), "value": value.isoformat()},
-            gettext(
+            interpolate(
+                # Translators: name is the key of the job definition, 'at' or 'start_date'.
+                gettext_lazy("%(name)s has no UTC offset: %(value)s"),
+                name=repr(name),
+                value=value.isoformat(),
+            ),
+            gettext_lazy(
                 "Add the offset, e.g. '2026-12-01T09:00:00+08:00' or '2026-12-01T01:00:00Z', "
                 "so every instance reads the same instant."
             ),

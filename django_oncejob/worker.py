@@ -18,6 +18,7 @@ from django_oncejob.history import Ending
 from django_oncejob.models import Claim
 from django_oncejob.occurrence import Occurrence
 from django_oncejob.pipeline import Fenced, Outcome, Pipeline
+from django_oncejob.spec import JobSpec
 
 logger = logging.getLogger("django_oncejob")
 
@@ -59,7 +60,7 @@ def run_handed_off(handed: HandedOff, call: Callable[[], Any] | None = None) -> 
     return outcome
 
 
-def _take(job: registry.JobSpec, handed: HandedOff, owner: str) -> Fenced | None:
+def _take(job: JobSpec, handed: HandedOff, owner: str) -> Fenced | None:
     """The occurrence to run here, its row taken; ``None`` if another delivery has it."""
     occurrence = Occurrence(job=handed.job, scheduled_for=handed.scheduled_for, owner=owner)
     if handed.claim_id is None:
@@ -96,7 +97,7 @@ def _refuse(handed: HandedOff, owner: str) -> NoReturn:
     raise OccurrenceFailed(error)
 
 
-def _call(job: registry.JobSpec) -> Callable[[], Any]:
+def _call(job: JobSpec) -> Callable[[], Any]:
     """The job's own ``func``, called in the worker."""
     return lambda: job.resolve()(*job.args, **job.kwargs)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from django_oncejob.registry import tasks_module_name
+from django_oncejob.handoff import tasks_module_name
 
 DummyBackend: Any = importlib.import_module(f"{tasks_module_name()}.backends.dummy").DummyBackend
 

@@ -19,7 +19,8 @@ from django_oncejob import heartbeat
 from django_oncejob.claim import KEY_VERSION, lock_key
 from django_oncejob.models import Claim, Instance
 from django_oncejob.pipeline import Outcome, run_occurrence
-from django_oncejob.registry import JobSpec, parse_job
+from django_oncejob.registry import parse_job
+from django_oncejob.spec import JobSpec
 from tests.processes import Fleet, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

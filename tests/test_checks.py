@@ -13,7 +13,7 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 from django.utils import timezone
 
-from django_oncejob import registry
+from django_oncejob import handoff
 from django_oncejob.checks import check_settings
 from django_oncejob.conf import DEFAULTS
 from django_oncejob.registry import JOB_KEYS, parse_jobs
@@ -921,8 +921,8 @@ DATABASE_TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUE
 
 @pytest.fixture
 def frameworks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "celery_installed", lambda: True)
-    monkeypatch.setattr(registry, "tasks_module_name", lambda: "django_tasks")
+    monkeypatch.setattr(handoff, "celery_installed", lambda: True)
+    monkeypatch.setattr(handoff, "tasks_module_name", lambda: "django_tasks")
 
 
 def tasks_job(**extra: Any) -> dict[str, Any]:
@@ -987,18 +987,18 @@ def test_e042_job_enqueue(value: object) -> None:
 
 
 def test_e043_celery_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "celery_installed", lambda: False)
+    monkeypatch.setattr(handoff, "celery_installed", lambda: False)
     msg = only_job_error(run_job(cron_job(enqueue="celery")), "E043", "enqueue")
     assert "Celery is not installed" in msg
 
 
 def test_e043_from_the_project_wide_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "celery_installed", lambda: False)
+    monkeypatch.setattr(handoff, "celery_installed", lambda: False)
     assert ids(run({"ENQUEUE": "celery", "JOBS": {"x": cron_job()}})) == ["django_oncejob.E043"]
 
 
 def test_e044_no_tasks_framework(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "tasks_module_name", lambda: None)
+    monkeypatch.setattr(handoff, "tasks_module_name", lambda: None)
     error = only(run_with_tasks(tasks_job(), DATABASE_TASKS), "E044")
     assert "neither django.tasks (Django 6.0 and later) nor the django-tasks backport" in error.msg
     assert error.hint is not None and "django-oncejob[tasks]" in error.hint

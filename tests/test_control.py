@@ -21,7 +21,8 @@ from django_oncejob.clock import DatabaseClock
 from django_oncejob.control import Control
 from django_oncejob.models import Claim, JobState, RunRequest
 from django_oncejob.pipeline import Outcome, Pipeline, run_occurrence
-from django_oncejob.registry import JobSpec, parse_job
+from django_oncejob.registry import parse_job
+from django_oncejob.spec import JobSpec
 from tests.processes import Fleet, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -36,8 +36,9 @@ from django_oncejob.claim import KEY_VERSION, ClaimResult, claim, claim_key, cla
 from django_oncejob.executor import BATCH_SIZE, ClaimingExecutor
 from django_oncejob.models import Claim
 from django_oncejob.pipeline import Outcome, Pipeline, run_occurrence
-from django_oncejob.registry import JobSpec, parse_job
+from django_oncejob.registry import parse_job
 from django_oncejob.scheduler import ClaimingScheduler
+from django_oncejob.spec import JobSpec
 from django_oncejob.writer import HistoryWriter
 from tests.rows import fence, fence_many
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ast
 import re
 from collections import Counter
 from pathlib import Path
@@ -62,6 +63,23 @@ def test_every_setting_is_documented_with_its_type() -> None:
     documented = documented_settings()["settings"]
     assert sorted(documented) == sorted(DEFAULTS)
     assert [key for key, body in documented.items() if ":Type:" not in body] == []
+
+
+DEFAULT = re.compile(r"^:Default: ``(.+?)``", re.M)
+
+
+def test_every_setting_is_documented_with_the_schemas_default_and_check_id() -> None:
+    from django_oncejob.conf import SCHEMA
+
+    documented = documented_settings()["settings"]
+    checks = (ROOT / "docs" / "checks.rst").read_text()
+    for setting in SCHEMA:
+        [default] = DEFAULT.findall(documented[setting.name])
+        assert ast.literal_eval(default) == setting.default, setting.name
+        if setting.id:
+            # The checks table names the setting in the row of its id.
+            row = checks.split(f"``django_oncejob.{setting.id}``", 1)[1].split("   * - ", 1)[0]
+            assert f"``{setting.name}``" in row, (setting.name, row)
 
 
 def test_every_job_key_is_documented_with_its_type() -> None:

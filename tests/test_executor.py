@@ -27,8 +27,9 @@ from django_oncejob.claim import ClaimResult, claim
 from django_oncejob.executor import BATCH_SIZE, BATCHES_IN_FLIGHT, ClaimingExecutor
 from django_oncejob.models import Claim
 from django_oncejob.pipeline import Pipeline
-from django_oncejob.registry import JobSpec, parse_job
+from django_oncejob.registry import parse_job
 from django_oncejob.scheduler import ClaimingScheduler
+from django_oncejob.spec import JobSpec
 from tests.jobs import record
 from tests.processes import wait_for
 

@@ -28,12 +28,13 @@ from django.utils import timezone
 
 from django_oncejob import current_occurrence, enqueue, handoff, heartbeat, history, signals
 from django_oncejob.conf import conf
-from django_oncejob.handoff import HandedOff
+from django_oncejob.handoff import HandedOff, celery_installed, tasks_module_name
 from django_oncejob.models import Claim
 from django_oncejob.models import Instance as InstanceRow
 from django_oncejob.occurrence import Occurrence
 from django_oncejob.pipeline import Outcome, Pipeline, run_occurrence
-from django_oncejob.registry import JobSpec, celery_installed, parse_job, tasks_module_name
+from django_oncejob.registry import parse_job
+from django_oncejob.spec import JobSpec
 from django_oncejob.worker import OccurrenceFailed, occurrence_task, run_handed_off
 from django_oncejob.writer import InlineWriter
 from tests.processes import ROOT, Fleet, Instance, wait_for

@@ -23,7 +23,8 @@ from django_oncejob.claim import (
 from django_oncejob.models import Claim
 from django_oncejob.occurrence import Occurrence
 from django_oncejob.pipeline import Outcome, lock_token, run_occurrence
-from django_oncejob.registry import JobSpec, parse_job
+from django_oncejob.registry import parse_job
+from django_oncejob.spec import JobSpec
 from tests.proxy import TcpProxy
 from tests.rows import fence
 

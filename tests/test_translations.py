@@ -20,6 +20,7 @@ from django.core.management import CommandError, call_command, load_command_clas
 from django.test import override_settings
 from django.utils import translation
 
+from django_oncejob import registry
 from django_oncejob.admin import ClaimAdmin
 from django_oncejob.checks import check_settings
 from django_oncejob.models import Claim
@@ -110,27 +111,38 @@ def test_check_messages_speak_chinese() -> None:
         "JOBS": {"report": {"func": "tests.jobs.record", "cron": "0 21 * *"}},
     }
     with override_settings(ONCEJOB=broken):
+        errors = {error.id: error for error in check_settings()}
         with translation.override("zh-hans"):
-            chinese = {error.id: error for error in check_settings()}
-        english = {error.id: error for error in check_settings()}
-    assert sorted(chinese) == sorted(english) == ["django_oncejob.E005", "django_oncejob.E029"]
-    timeout = chinese["django_oncejob.E005"]
-    assert timeout.msg == "ONCEJOB['CLAIM_TIMEOUT'] 必须是 >= 1 的整数秒数，当前为 0。"
-    assert timeout.hint == (
-        "认领键的存活时间必须长于任何实例还可能运行这次触发的时间；默认值为 86400（一天）。"
+            chinese = {key: (str(error.msg), str(error.hint)) for key, error in errors.items()}
+        english = {key: (str(error.msg), str(error.hint)) for key, error in errors.items()}
+    assert sorted(errors) == ["django_oncejob.E005", "django_oncejob.E029"]
+    assert chinese["django_oncejob.E005"] == (
+        "ONCEJOB['CLAIM_TIMEOUT'] 必须是 >= 1 的整数秒数，当前为 0。",
+        "认领键的存活时间必须长于任何实例还可能运行这次触发的时间；默认值为 86400（一天）。",
     )
     # A job's message, with the trigger's own error and hint inside it.
-    cron = chinese["django_oncejob.E029"]
-    assert cron.msg == (
+    assert chinese["django_oncejob.E029"] == (
         "ONCEJOB['JOBS']['report']['cron']：cron 字符串有 5 个字段（分 时 日 月 星期），"
-        "但 '0 21 * *' 中有 4 个。"
+        "但 '0 21 * *' 中有 4 个。",
+        "例如写成 '0 21 * * *'；需要精确到秒时，使用 {'second': '*'} 这样的 dict。",
     )
-    assert cron.hint == "例如写成 '0 21 * * *'；需要精确到秒时，使用 {'second': '*'} 这样的 dict。"
-    # The jobs are parsed once per language: the English run does not get the Chinese text.
-    assert english["django_oncejob.E029"].msg == (
+    # The jobs are parsed once for every language: each message reads in the active one.
+    assert english["django_oncejob.E029"][0] == (
         "ONCEJOB['JOBS']['report']['cron']: a cron string has 5 fields "
         "(minute hour day month day-of-week), got 4 in '0 21 * *'."
     )
+
+
+def test_one_parse_of_the_jobs_serves_every_language() -> None:
+    broken = {"JOBS": {"report": {"func": "tests.jobs.record", "cron": "0 21 * *"}}}
+    with override_settings(ONCEJOB=broken):
+        with translation.override("zh-hans"):
+            first = registry.settings_jobs()
+        assert registry.settings_jobs() is first
+        [error] = first[1]
+        assert "cron string has 5 fields" in str(error.msg)
+        with translation.override("zh-hans"):
+            assert "cron 字符串有 5 个字段" in str(error.msg)
 
 
 def flat(text: str) -> str:

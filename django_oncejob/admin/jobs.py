@@ -28,6 +28,7 @@ from django_oncejob import registry, status, triggers
 from django_oncejob.admin.base import ReadOnlyAdmin, seconds, status_badge
 from django_oncejob.conf import conf
 from django_oncejob.models import Claim, Instance, JobState, RunRequest
+from django_oncejob.spec import JobSpec
 
 #: How far back the jobs overview counts successes, failures and misses.
 RECENT = timedelta(hours=24)
@@ -39,7 +40,7 @@ NEXT_TIMES = 3
 class JobRow:
     """One job of the overview: its spec from settings and what the database says of it."""
 
-    spec: registry.JobSpec
+    spec: JobSpec
     state: JobState | None
     next_times: list[datetime]
     last: Claim | None
@@ -237,7 +238,7 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
         )
         return self._back()
 
-    def _job(self, request: HttpRequest, job_id: str, *, enabled: bool) -> registry.JobSpec | None:
+    def _job(self, request: HttpRequest, job_id: str, *, enabled: bool) -> JobSpec | None:
         """The job ``job_id`` from settings, or ``None`` with an error message."""
         jobs, _errors = registry.settings_jobs()
         job = jobs.get(job_id)

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.translation import gettext, gettext_lazy, ngettext
 
 from django_oncejob import registry, status
-from django_oncejob.conf import conf, user_config
+from django_oncejob.conf import conf
 from django_oncejob.management.base import TranslatedCommand
 from django_oncejob.models import Claim, Instance
 
@@ -143,7 +143,7 @@ class Command(TranslatedCommand):
                     % {"timeout": timeout}
                 )
             return
-        owner = instance or (conf.OWNER if user_config().get("OWNER") else "")
+        owner = instance or (conf.OWNER if conf.OWNER_IS_SET else "")
         host = socket.gethostname()
         if owner:
             mine = alive.filter(owner=owner)

@@ -23,8 +23,9 @@ from django_oncejob.conf import conf
 from django_oncejob.management.base import TranslatedCommand
 from django_oncejob.pipeline import Outcome, Pipeline
 from django_oncejob.redis_policy import eviction_warning
-from django_oncejob.registry import JobSpec, load_jobs
+from django_oncejob.registry import load_jobs
 from django_oncejob.scheduler import JobScheduler
+from django_oncejob.spec import JobSpec
 
 logger = logging.getLogger("django_oncejob")
 

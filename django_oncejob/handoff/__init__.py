@@ -14,10 +14,15 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from importlib.util import find_spec
 from typing import Any
 
 from django_oncejob.claim import claim_key
-from django_oncejob.registry import tasks_module_name
+
+#: The tasks framework, by preference: Django's own (6.0+), then the django-tasks backport.
+TASKS_MODULES = ("django.tasks", "django_tasks")
+#: django.tasks' name for the backend and the queue a task uses unless told otherwise.
+DEFAULT_TASKS_ALIAS = DEFAULT_TASKS_QUEUE = "default"
 
 #: The name oncejob's own Celery task is registered under, in :mod:`django_oncejob.tasks`.
 CELERY_TASK_NAME = "django_oncejob.run_occurrence"
@@ -78,3 +83,13 @@ def tasks_module() -> Any:
     if name is None:
         raise ImportError("Neither django.tasks nor django_tasks can be imported.")
     return importlib.import_module(name)
+
+
+def tasks_module_name() -> str | None:
+    """The tasks framework that can be imported here, or ``None`` if neither is installed."""
+    return next((name for name in TASKS_MODULES if find_spec(name) is not None), None)
+
+
+def celery_installed() -> bool:
+    """Whether Celery can be imported here."""
+    return find_spec("celery") is not None

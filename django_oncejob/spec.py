@@ -1,0 +1,65 @@
+"""A job, as validated from settings: what runs, when, and how."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from apscheduler.triggers.base import BaseTrigger
+from django.utils.module_loading import import_string
+
+from django_oncejob import handoff, triggers
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One validated job from settings."""
+
+    id: str
+    func: str
+    trigger: BaseTrigger = field(compare=False)
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    misfire_grace_time: int = 60
+    enabled: bool = True
+    timezone: str = "UTC"
+    description: str = ""
+    #: Seconds a job-wide lock lives while a run is going: no overlapping runs. ``None``: off.
+    lock_timeout: int | None = None
+    #: Run an occurrence again when the instance running it is found dead.
+    rerun_abandoned: bool = False
+    #: ``None``: run in runjobs. ``"tasks"`` or ``"celery"``: hand each occurrence to that queue.
+    enqueue: str | None = None
+    #: The django.tasks backend alias, with ``enqueue="tasks"``.
+    backend: str = handoff.DEFAULT_TASKS_ALIAS
+    #: The queue to hand occurrences to; ``None`` is the backend's default.
+    queue: str | None = None
+    #: A Celery task name to send instead of running ``func``, with ``enqueue="celery"``.
+    task: str = ""
+
+    def resolve(self) -> Callable[..., Any]:
+        """Import the job's callable."""
+        if not self.func:
+            return _runs_as_celery_task
+        func: Callable[..., Any] = import_string(self.func)
+        return func
+
+    @property
+    def trigger_text(self) -> str:
+        return triggers.describe(self.trigger)
+
+    @property
+    def target(self) -> str:
+        """What an occurrence runs, and where, in words."""
+        if self.task:
+            return f"Celery task {self.task!r}"
+        if self.enqueue == "tasks":
+            return f"{self.func}, handed to django.tasks backend {self.backend!r}"
+        if self.enqueue == "celery":
+            return f"{self.func}, handed to Celery"
+        return self.func
+
+
+def _runs_as_celery_task(*args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("This job sends a Celery task by name; runjobs never calls it.")
