@@ -1,7 +1,7 @@
 """Probe the history at its current size: fence insert time, query plans, admin page times.
 
 Run by run.py (the ``history`` section) against a bench database, before and
-after it holds 1,000,000 Claim rows. Prints JSON.
+after it holds 1,000,000 history rows. Prints JSON.
 """
 
 from __future__ import annotations
@@ -26,18 +26,18 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from django_oncejob import history  # noqa: E402
-from django_oncejob.models import Claim  # noqa: E402
+from django_oncejob.models import Run  # noqa: E402
 
 
 def fence_inserts(count: int) -> dict[str, float]:
-    base = datetime(2040, 1, 1, tzinfo=UTC) + timedelta(days=Claim.objects.count() % 1000)
+    base = datetime(2040, 1, 1, tzinfo=UTC) + timedelta(days=Run.objects.count() % 1000)
     times = []
     for i in range(count):
         start = time.perf_counter()
         row = history.running("probe", base + timedelta(seconds=i), "probe:1", timezone.now())
         assert history.insert_running([row]) == [True]
         times.append((time.perf_counter() - start) * 1000)
-        history.write_endings([(row, history.Ending(Claim.Status.SUCCEEDED))])
+        history.write_endings([(row, history.Ending(Run.Status.SUCCEEDED))])
     times.sort()
     return {
         "inserts": count,
@@ -53,21 +53,21 @@ def explain(sql: str, params: list[object]) -> list[str]:
 
 
 def plans() -> dict[str, list[str]]:
-    row = Claim.objects.order_by("-pk").first()
+    row = Run.objects.order_by("-pk").first()
     assert row is not None
     when = row.scheduled_for
     return {
         # What each occurrence runs: the fence's uniqueness check and the outcome's UPDATE.
         "fence_uniqueness_probe": explain(
-            "SELECT 1 FROM django_oncejob_claim WHERE job = %s AND scheduled_for = %s",
+            "SELECT 1 FROM django_oncejob_run WHERE job = %s AND scheduled_for = %s",
             [row.job, when],
         ),
         "ending_update": explain(
-            "UPDATE django_oncejob_claim SET status = 'succeeded' WHERE id = %s AND owner = %s",
+            "UPDATE django_oncejob_run SET status = 'succeeded' WHERE id = %s AND owner = %s",
             [row.pk, row.owner],
         ),
         "missed_sweep_select": explain(
-            "SELECT scheduled_for FROM django_oncejob_claim WHERE job = %s "
+            "SELECT scheduled_for FROM django_oncejob_run WHERE job = %s "
             "AND scheduled_for > %s AND scheduled_for <= %s",
             [row.job, when - timedelta(minutes=10), when],
         ),
@@ -76,7 +76,7 @@ def plans() -> dict[str, list[str]]:
             for name, definition in connection.cursor()
             .execute(
                 "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s",
-                ["django_oncejob_claim"],
+                ["django_oncejob_run"],
             )
             .fetchall()
         ],
@@ -89,17 +89,17 @@ def admin_pages() -> dict[str, object]:
     )
     client = Client()
     client.force_login(user)
-    newest = Claim.objects.order_by("-scheduled_for").values_list("scheduled_for", flat=True)[0]
+    newest = Run.objects.order_by("-scheduled_for").values_list("scheduled_for", flat=True)[0]
     pages = {
-        "claim changelist": "/admin/django_oncejob/claim/",
-        "claim changelist, job filter": "/admin/django_oncejob/claim/?job=job-00042",
-        "claim changelist, status filter": "/admin/django_oncejob/claim/?status__exact=failed",
+        "claim changelist": "/admin/django_oncejob/run/",
+        "claim changelist, job filter": "/admin/django_oncejob/run/?job=job-00042",
+        "claim changelist, status filter": "/admin/django_oncejob/run/?status__exact=failed",
         "claim changelist, day (date_hierarchy)": (
-            f"/admin/django_oncejob/claim/?scheduled_for__year={newest.year}"
+            f"/admin/django_oncejob/run/?scheduled_for__year={newest.year}"
             f"&scheduled_for__month={newest.month}&scheduled_for__day={newest.day}"
         ),
-        "claim changelist, search": "/admin/django_oncejob/claim/?q=job-00042",
-        "claim changelist, page 50": "/admin/django_oncejob/claim/?p=50",
+        "claim changelist, search": "/admin/django_oncejob/run/?q=job-00042",
+        "claim changelist, page 50": "/admin/django_oncejob/run/?p=50",
         "jobs overview": "/admin/django_oncejob/jobstate/",
         "instances": "/admin/django_oncejob/instance/",
     }
@@ -127,7 +127,7 @@ def admin_pages() -> dict[str, object]:
 
 def main() -> None:
     phase = sys.argv[1]
-    result: dict[str, object] = {"rows": Claim.objects.count(), **fence_inserts(300)}
+    result: dict[str, object] = {"rows": Run.objects.count(), **fence_inserts(300)}
     if phase == "full":
         result["plans"] = plans()
         result["admin"] = admin_pages()

@@ -32,7 +32,7 @@ from django.conf import settings  # noqa: E402
 from django_oncejob import history  # noqa: E402
 from django_oncejob.claim import claim, claim_many  # noqa: E402
 from django_oncejob.executor import BATCH_SIZE  # noqa: E402
-from django_oncejob.pipeline import Outcome, run_occurrence  # noqa: E402
+from django_oncejob.pipeline import Outcome, claim_and_run  # noqa: E402
 from django_oncejob.registry import parse_job  # noqa: E402
 
 WHEN = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
@@ -68,13 +68,13 @@ def main() -> None:
     # What runjobs sends for the jobs due together: one pipeline, BATCH_SIZE claims.
     batch = [(f"micro-{i}", WHEN) for i in range(BATCH_SIZE)]
     claim_many(batch, "a")
-    assert run_occurrence(job, WHEN, "b") is Outcome.LOST
+    assert claim_and_run(job, WHEN, "b") is Outcome.LOST
 
     sides = {
         "bare_set_nx_ex_us": lambda: client.set("seed:micro", "b", nx=True, ex=86400),
         "bare_set_nx_ex_timeouts_us": lambda: timed.set("seed:micro", "b", nx=True, ex=86400),
         "oncejob_claim_us": lambda: claim("micro", WHEN, "b"),
-        "oncejob_losing_occurrence_us": lambda: run_occurrence(job, WHEN, "b"),
+        "oncejob_losing_occurrence_us": lambda: claim_and_run(job, WHEN, "b"),
         # Per claim: the side runs once per BATCH_SIZE calls of the others.
         "oncejob_claim_in_batch_us": lambda: claim_many(batch, "b"),
     }
@@ -125,7 +125,7 @@ def winners(rounds: int, calls: int) -> dict[str, float]:
 
     def win() -> None:
         when = WHEN + timedelta(seconds=next(times))
-        assert run_occurrence(job, when, "a") is Outcome.SUCCEEDED
+        assert claim_and_run(job, when, "a") is Outcome.SUCCEEDED
 
     def composed(calls: int) -> float:
         return per_call_us(win, calls)

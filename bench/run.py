@@ -14,7 +14,7 @@ Sections (``--only``):
   micro    CPU of one losing occurrence vs one bare redis-py SET NX EX
   burst    start lateness when hundreds of jobs are due in the same second
   startup  runjobs ready time, manage.py check time and memory at 1,000 / 10,000 jobs
-  history  1,000,000 Claim rows: fence insert time, EXPLAIN, admin changelist time
+  history  1,000,000 history rows: fence insert time, EXPLAIN, admin changelist time
 """
 
 from __future__ import annotations

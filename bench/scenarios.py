@@ -101,7 +101,7 @@ def startup(servers: Any, counts: tuple[int, ...] = (0, 1000, 10000)) -> list[di
 #: One million rows: 100 jobs, one occurrence a minute each for 10,000 minutes (about a
 #: week), 1% failed and 1% missed, as ``generate_series`` writes them in one statement.
 FILL_SQL = """
-INSERT INTO django_oncejob_claim (job, scheduled_for, owner, status, claimed_at, started_at,
+INSERT INTO django_oncejob_run (job, scheduled_for, owner, status, claimed_at, started_at,
     finished_at, manual, requested_by, attempts, error, traceback, task_backend, task_id)
 SELECT 'job-' || lpad((i % 100)::text, 5, '0'),
        t, 'host-' || (i % 8) || ':1',
@@ -139,7 +139,7 @@ def history(servers: Any, rows: int = 1_000_000) -> dict[str, Any]:
     start = time.perf_counter()
     with servers.pg.connect(database) as conn:
         conn.execute(FILL_SQL.replace("{rows}", str(int(rows))))
-        conn.execute("VACUUM ANALYZE django_oncejob_claim")
+        conn.execute("VACUUM ANALYZE django_oncejob_run")
     result["fill_s"] = round(time.perf_counter() - start, 1)
     log(f"history: filled in {result['fill_s']} s; probing")
     result["full"] = probe("full")

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 from django.utils import timezone
 
 from django_oncejob import missed
+from django_oncejob.background import BackgroundThread
 from django_oncejob.clock import DatabaseClock
 from django_oncejob.models import JobState, RunRequest
-from django_oncejob.periodic import PeriodicThread
 from django_oncejob.spec import JobSpec
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ REQUESTS_PER_LOOK = 5
 REQUESTS_SEEN = 50
 
 
-class Control(PeriodicThread):
+class Control(BackgroundThread):
     """Every ``interval`` seconds: the paused jobs, the run requests, now and then a sweep."""
 
     failure = "Could not read run requests and paused jobs on %s."

@@ -18,7 +18,7 @@ from django_oncejob.handoff import (
     celery_task_id,
     headers,
 )
-from django_oncejob.models import Claim
+from django_oncejob.models import Run
 from django_oncejob.occurrence import Occurrence
 from django_oncejob.pipeline import SENDERS
 from django_oncejob.spec import JobSpec
@@ -38,7 +38,7 @@ def connect() -> None:
 
 
 def send_to_celery(
-    job: JobSpec, occurrence: Occurrence, row: Claim | None, writer: Writer
+    job: JobSpec, occurrence: Occurrence, row: Run | None, writer: Writer
 ) -> str | None:
     """Send ``occurrence`` to Celery, with a task id derived from the occurrence."""
     handed = _handed(occurrence, row)
@@ -50,7 +50,7 @@ def send_to_celery(
 
 
 def send_to_tasks(
-    job: JobSpec, occurrence: Occurrence, row: Claim | None, writer: Writer
+    job: JobSpec, occurrence: Occurrence, row: Run | None, writer: Writer
 ) -> str | None:
     """Enqueue ``occurrence`` on the job's django.tasks backend."""
     handed = _handed(occurrence, row)
@@ -74,7 +74,7 @@ def send_to_tasks(
     return task_id
 
 
-def _handed(occurrence: Occurrence, row: Claim | None) -> HandedOff:
+def _handed(occurrence: Occurrence, row: Run | None) -> HandedOff:
     return HandedOff(occurrence.job, occurrence.scheduled_for, None if row is None else row.pk)
 
 
@@ -87,14 +87,16 @@ def _send_celery(job: JobSpec, handed: HandedOff, task_id: str) -> None:
     if job.task:
         current_app.send_task(job.task, args=list(job.args), kwargs=dict(job.kwargs), **options)
     else:
-        arguments = [handed.job, handed.scheduled_for.isoformat(), handed.claim_id]
+        arguments = [handed.job, handed.scheduled_for.isoformat(), handed.run_id]
         current_app.send_task(CELERY_TASK_NAME, args=arguments, **options)
 
 
 def _enqueue_django_task(job: JobSpec, handed: HandedOff) -> str:
     # Imported here: defining the task reads TASKS, which runjobs needs only for such jobs.
-    from django_oncejob.tasks import run_occurrence
+    from django_oncejob.tasks import run_handed_off_task
 
-    task = run_occurrence.using(backend=job.backend, queue_name=job.queue or DEFAULT_TASKS_QUEUE)
-    result = task.enqueue(handed.job, handed.scheduled_for.isoformat(), handed.claim_id)
+    task = run_handed_off_task.using(
+        backend=job.backend, queue_name=job.queue or DEFAULT_TASKS_QUEUE
+    )
+    result = task.enqueue(handed.job, handed.scheduled_for.isoformat(), handed.run_id)
     return str(result.id)

@@ -21,7 +21,7 @@ from apscheduler.job import Job
 
 from django_oncejob.claim import ClaimResult, claim_many
 from django_oncejob.clock import DatabaseClock
-from django_oncejob.models import Claim, RunRequest
+from django_oncejob.models import Run, RunRequest
 from django_oncejob.pipeline import Claimed, Fenced, Outcome, Pipeline
 from django_oncejob.spec import JobSpec
 
@@ -30,7 +30,7 @@ logger = logging.getLogger("django_oncejob")
 #: Due jobs claimed together at most: the first of a burst of hundreds need not wait
 #: for the scheduler to hand over the last before their claim goes out.
 BATCH_SIZE = 10
-#: Claim batches out at once: one is answered while the next is sent, and no more, so
+#: Run batches out at once: one is answered while the next is sent, and no more, so
 #: that a fast instance does not claim everything due before the others have begun.
 BATCHES_IN_FLIGHT = 2
 
@@ -67,7 +67,7 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
         #: Jobs handed over by the scheduler and not claimed yet.
         self._due: list[tuple[Job, list[datetime]]] = []
         self._lock = threading.Lock()
-        #: Claim tasks submitted and not answered yet.
+        #: Run tasks submitted and not answered yet.
         self._claiming = 0
         #: Runs on a thread or queued for one, and threads a claim keeps for what it may win.
         self._runs = 0
@@ -112,7 +112,7 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
         if self._pool is not None:
             self._pool.shutdown(wait=wait)
 
-    def submit_rerun(self, spec: JobSpec, row: Claim) -> None:
+    def submit_rerun(self, spec: JobSpec, row: Run) -> None:
         """Run an occurrence taken over from a dead instance, outside APScheduler's books."""
         self._submit_run(self.pipeline.rerun, spec, row)
 

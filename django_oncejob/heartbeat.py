@@ -27,10 +27,10 @@ from django.db import IntegrityError
 from django.db.models.functions import Now
 
 import django_oncejob
+from django_oncejob.background import BackgroundThread
 from django_oncejob.clock import DatabaseClock, measure_offset
 from django_oncejob.history import retry_locked
-from django_oncejob.models import Claim, Instance
-from django_oncejob.periodic import PeriodicThread
+from django_oncejob.models import Instance, Run
 from django_oncejob.spec import JobSpec
 
 logger = logging.getLogger("django_oncejob")
@@ -78,7 +78,7 @@ def _this_process(timeout: int) -> dict[str, Any]:
 
 def start(
     owner: str, timeout: int, jobs: Mapping[str, JobSpec], running: Collection[int] = ()
-) -> list[Claim]:
+) -> list[Run]:
     """Register this instance as it starts, and settle what an earlier run of it left running.
 
     An instance restarted under the same owner (a pod's name, ``host:1`` in a
@@ -99,7 +99,7 @@ def start(
     updated = Instance.objects.filter(owner=owner).update(**_this_process(timeout), stopped_at=None)
     if not updated:
         beat(owner, timeout)
-    left = Claim.objects.filter(owner=owner, status=Claim.Status.RUNNING, task_backend="")
+    left = Run.objects.filter(owner=owner, status=Run.Status.RUNNING, task_backend="")
     left = left.exclude(pk__in=list(running))
     return _settle(list(left), owner, jobs, f"{owner} restarted while running it")
 
@@ -109,7 +109,7 @@ def sign_off(owner: str) -> None:
     Instance.objects.filter(owner=owner).update(stopped_at=Now(), expires_at=Now())
 
 
-def reap(owner: str, timeout: int, jobs: Mapping[str, JobSpec]) -> list[Claim]:
+def reap(owner: str, timeout: int, jobs: Mapping[str, JobSpec]) -> list[Run]:
     """Settle the running rows of instances whose heartbeat no longer holds.
 
     ``timeout`` stands in for an instance's own for one that recorded none, and is
@@ -119,18 +119,16 @@ def reap(owner: str, timeout: int, jobs: Mapping[str, JobSpec]) -> list[Claim]:
     several instances reap at once, exactly one of them settles it.
     """
     Instance.objects.filter(stopped_at__isnull=True).gone(timeout).update(stopped_at=Now())
-    return _settle(list(Claim.objects.orphaned(timeout)), owner, jobs, None)
+    return _settle(list(Run.objects.orphaned(timeout)), owner, jobs, None)
 
 
-def _settle(
-    rows: list[Claim], owner: str, jobs: Mapping[str, JobSpec], why: str | None
-) -> list[Claim]:
+def _settle(rows: list[Run], owner: str, jobs: Mapping[str, JobSpec], why: str | None) -> list[Run]:
     taken = []
     for row in rows:
         reason = why or f"{row.owner} stopped sending heartbeats while running it"
         job = jobs.get(row.job)
         if job is not None and job.rerun_abandoned:
-            if Claim.objects.take_over(row, owner):
+            if Run.objects.take_over(row, owner):
                 logger.warning(
                     "Job %r at %s was abandoned (%s); running it again here.",
                     row.job,
@@ -140,7 +138,7 @@ def _settle(
                 row.refresh_from_db()
                 taken.append(row)
             continue
-        if Claim.objects.abandon(row, reason):
+        if Run.objects.abandon(row, reason):
             logger.warning(
                 "Job %r at %s marked abandoned: %s.",
                 row.job,
@@ -155,7 +153,7 @@ def live_owners(timeout: int) -> list[str]:
     return list(Instance.objects.alive(timeout).values_list("owner", flat=True))
 
 
-class Heartbeat(PeriodicThread):
+class Heartbeat(BackgroundThread):
     """Beats every ``interval`` seconds until stopped, and reaps once its beats have held."""
 
     failure = "Could not write the heartbeat of %s."
@@ -167,7 +165,7 @@ class Heartbeat(PeriodicThread):
         interval: float,
         timeout: int,
         jobs: Mapping[str, JobSpec],
-        rerun: Callable[[JobSpec, Claim], None],
+        rerun: Callable[[JobSpec, Run], None],
         running: Callable[[], Collection[int]] = frozenset,
         clock: DatabaseClock | None = None,
         peers: Callable[[Collection[str]], None] | None = None,
@@ -250,7 +248,7 @@ class WorkerHeartbeat:
                 sign_off(owner)
 
 
-class _Beating(PeriodicThread):
+class _Beating(BackgroundThread):
     failure = "Could not write the heartbeat of worker %s."
 
     def __init__(self, owner: str, *, interval: float, timeout: int) -> None:

@@ -20,7 +20,7 @@ from django.db.models import Field, Q
 from django.db.models.constants import OnConflict
 from django.utils import timezone
 
-from django_oncejob.models import Claim
+from django_oncejob.models import Run
 
 T = TypeVar("T")
 
@@ -31,7 +31,7 @@ logger = logging.getLogger("django_oncejob")
 LOCKED_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 #: Statuses of rows that say an occurrence did not run here: recorded only where no row is.
-NOT_RUN = frozenset({Claim.Status.PAUSED, Claim.Status.SKIPPED, Claim.Status.MISSED})
+NOT_RUN = frozenset({Run.Status.PAUSED, Run.Status.SKIPPED, Run.Status.MISSED})
 
 
 @dataclass
@@ -48,13 +48,13 @@ class Ending:
 
 def running(
     job_id: str, scheduled_for: datetime, owner: str, claimed_at: datetime, requested_by: str = ""
-) -> Claim:
+) -> Run:
     """The row of an occurrence this instance is about to run, not saved yet."""
-    return Claim(
+    return Run(
         job=job_id,
         scheduled_for=scheduled_for,
         owner=owner,
-        status=Claim.Status.RUNNING,
+        status=Run.Status.RUNNING,
         claimed_at=claimed_at,
         started_at=timezone.now(),
         manual=bool(requested_by),
@@ -62,12 +62,12 @@ def running(
     )
 
 
-def not_run(job_id: str, scheduled_for: datetime, owner: str, claimed_at: datetime) -> Claim:
+def not_run(job_id: str, scheduled_for: datetime, owner: str, claimed_at: datetime) -> Run:
     """The row of an occurrence this instance claimed but does not run, not saved yet."""
-    return Claim(job=job_id, scheduled_for=scheduled_for, owner=owner, claimed_at=claimed_at)
+    return Run(job=job_id, scheduled_for=scheduled_for, owner=owner, claimed_at=claimed_at)
 
 
-def insert_running(rows: Sequence[Claim]) -> list[bool]:
+def insert_running(rows: Sequence[Run]) -> list[bool]:
     """Insert the rows of occurrences about to run; ``False`` for each another instance holds.
 
     The unique constraint on (job, scheduled_for) makes this the second fence: it
@@ -76,7 +76,7 @@ def insert_running(rows: Sequence[Claim]) -> list[bool]:
     statement's worth, elsewhere one ``INSERT`` each. A row that conflicts with one
     that this very instance wrote (an earlier try whose answer was lost) is ours.
     """
-    connection = connections[router.db_for_write(Claim)]
+    connection = connections[router.db_for_write(Run)]
     if _fences_in_bulk(connection):
         inserted = _insert_in_bulk(rows, connection)
     else:
@@ -86,7 +86,7 @@ def insert_running(rows: Sequence[Claim]) -> list[bool]:
     return inserted
 
 
-def _insert_in_bulk(rows: Sequence[Claim], connection: BaseDatabaseWrapper) -> list[bool]:
+def _insert_in_bulk(rows: Sequence[Run], connection: BaseDatabaseWrapper) -> list[bool]:
     inserted = [False] * len(rows)
     size = max(1, connection.ops.bulk_batch_size(_COLUMNS, list(rows)))
     for chunk in _one_row_per_job(rows, size):
@@ -110,7 +110,7 @@ def _insert_in_bulk(rows: Sequence[Claim], connection: BaseDatabaseWrapper) -> l
     return inserted
 
 
-def _insert_one(row: Claim, connection: BaseDatabaseWrapper) -> bool:
+def _insert_one(row: Run, connection: BaseDatabaseWrapper) -> bool:
     def write() -> None:
         with transaction.atomic(using=connection.alias):
             row.save(force_insert=True, using=connection.alias)
@@ -123,7 +123,7 @@ def _insert_one(row: Claim, connection: BaseDatabaseWrapper) -> bool:
     return True
 
 
-def _claim_own_rows(rows: Sequence[Claim], inserted: list[bool]) -> None:
+def _claim_own_rows(rows: Sequence[Run], inserted: list[bool]) -> None:
     """Mark as inserted the rows that conflicted with an identical row of this instance's."""
     wanted = [i for i, done in enumerate(inserted) if not done]
     match = Q()
@@ -131,7 +131,7 @@ def _claim_own_rows(rows: Sequence[Claim], inserted: list[bool]) -> None:
         match |= Q(job=rows[i].job, scheduled_for=rows[i].scheduled_for)
     found = {
         (job, when): (pk, owner, claimed_at)
-        for pk, job, when, owner, claimed_at in Claim.objects.filter(match).values_list(
+        for pk, job, when, owner, claimed_at in Run.objects.filter(match).values_list(
             "pk", "job", "scheduled_for", "owner", "claimed_at"
         )
     }
@@ -139,11 +139,11 @@ def _claim_own_rows(rows: Sequence[Claim], inserted: list[bool]) -> None:
         row = rows[i]
         pk, owner, claimed_at = found.get((row.job, row.scheduled_for), (None, None, None))
         if pk is not None and owner == row.owner and claimed_at == row.claimed_at:
-            _saved(row, pk, connections[router.db_for_write(Claim)])
+            _saved(row, pk, connections[router.db_for_write(Run)])
             inserted[i] = True
 
 
-def _one_row_per_job(rows: Sequence[Claim], size: int) -> list[list[int]]:
+def _one_row_per_job(rows: Sequence[Run], size: int) -> list[list[int]]:
     """Indexes of ``rows`` in statements of at most ``size`` rows, a job once in each.
 
     The database returns the rows it inserted by job id: a job due twice (its
@@ -167,7 +167,7 @@ def _one_row_per_job(rows: Sequence[Claim], size: int) -> list[list[int]]:
     return statements
 
 
-def write_endings(endings: Sequence[tuple[Claim, Ending]]) -> list[bool]:
+def write_endings(endings: Sequence[tuple[Run, Ending]]) -> list[bool]:
     """Record how occurrences ended, in one transaction; ``False`` where a row is not ours.
 
     A row is another's when an instance took it over (this one was taken for dead)
@@ -175,7 +175,7 @@ def write_endings(endings: Sequence[tuple[Claim, Ending]]) -> list[bool]:
     another instance recorded the occurrence first. On PostgreSQL and SQLite the rows
     that went in go out with one ``UPDATE ... FROM (VALUES ...)`` per statement's worth.
     """
-    alias = router.db_for_write(Claim)
+    alias = router.db_for_write(Run)
     connection = connections[alias]
     for row, ending in endings:
         _apply(row, ending)
@@ -199,7 +199,7 @@ def write_endings(endings: Sequence[tuple[Claim, Ending]]) -> list[bool]:
     return ours
 
 
-def _apply(row: Claim, ending: Ending) -> None:
+def _apply(row: Run, ending: Ending) -> None:
     row.status = ending.status
     row.finished_at = ending.finished_at or timezone.now()
     row.error = storable(ending.error)
@@ -208,16 +208,16 @@ def _apply(row: Claim, ending: Ending) -> None:
         row.started_at = ending.started_at
 
 
-def _update_one(row: Claim, alias: str) -> bool:
+def _update_one(row: Run, alias: str) -> bool:
     # Only while the row is still ours: an instance that was taken for dead must not
     # overwrite the outcome of the re-run that replaced it.
-    mine = Claim.objects.using(alias).filter(pk=row.pk, owner=row.owner)
+    mine = Run.objects.using(alias).filter(pk=row.pk, owner=row.owner)
     return mine.update(**{name: getattr(row, name) for name in _ENDING}) == 1
 
 
-def _update_in_bulk(rows: Sequence[Claim], connection: BaseDatabaseWrapper) -> set[tuple[int, str]]:
+def _update_in_bulk(rows: Sequence[Run], connection: BaseDatabaseWrapper) -> set[tuple[int, str]]:
     """The (id, owner) of the ``rows`` updated, still their owner's, in few statements."""
-    fields = [_PK, _OWNER, *(cast("Field[Any, Any]", Claim._meta.get_field(n)) for n in _ENDING)]
+    fields = [_PK, _OWNER, *(cast("Field[Any, Any]", Run._meta.get_field(n)) for n in _ENDING)]
     size = max(1, connection.ops.bulk_batch_size(fields, list(rows)))
     updated: set[tuple[int, str]] = set()
     for at in range(0, len(rows), size):
@@ -233,10 +233,10 @@ def _update_in_bulk(rows: Sequence[Claim], connection: BaseDatabaseWrapper) -> s
     return updated
 
 
-def _write_late(row: Claim, alias: str) -> bool:
+def _write_late(row: Run, alias: str) -> bool:
     """The ending of a row never inserted: it went in late (a fence that timed out), was
     written by the sweep as abandoned by this owner, or is not there at all."""
-    mine = Claim.objects.using(alias).filter(
+    mine = Run.objects.using(alias).filter(
         job=row.job, scheduled_for=row.scheduled_for, owner=row.owner
     )
     if mine.update(**{name: getattr(row, name) for name in _ENDING}):
@@ -263,43 +263,43 @@ def storable(text: str) -> str:
     return text
 
 
-def mark_enqueued(row: Claim, task_backend: str, task_id: str = "") -> bool:
+def mark_enqueued(row: Run, task_backend: str, task_id: str = "") -> bool:
     """Record that the occurrence is being handed to a task queue; ``False`` if not ours any more.
 
     Written before the task is sent, so that a worker quick to take it finds the row
     enqueued. From here the worker, not this process, settles the row.
     """
-    row.status = Claim.Status.ENQUEUED
+    row.status = Run.Status.ENQUEUED
     row.task_backend = task_backend
     row.task_id = task_id
     updated: int = retry_locked(
-        lambda: Claim.objects.filter(pk=row.pk, owner=row.owner).update(
-            status=Claim.Status.ENQUEUED, task_backend=task_backend, task_id=task_id
+        lambda: Run.objects.filter(pk=row.pk, owner=row.owner).update(
+            status=Run.Status.ENQUEUED, task_backend=task_backend, task_id=task_id
         )
     )
     return updated == 1
 
 
-def note_task_id(row: Claim, task_id: str) -> None:
+def note_task_id(row: Run, task_id: str) -> None:
     """Record the id the task queue gave the hand-off, whoever holds the row by now."""
     row.task_id = task_id
-    retry_locked(lambda: Claim.objects.filter(pk=row.pk).update(task_id=task_id))
+    retry_locked(lambda: Run.objects.filter(pk=row.pk).update(task_id=task_id))
 
 
-def take_enqueued(claim_id: int, job_id: str, owner: str) -> Claim | None:
+def take_enqueued(run_id: int, job_id: str, owner: str) -> Run | None:
     """Move a handed-off row from enqueued to running for ``owner``, a task worker.
 
     One conditional UPDATE: of two deliveries of one task, only the first finds the
     row enqueued; the other gets ``None`` and must not run the job.
     """
-    enqueued = Claim.objects.filter(pk=claim_id, job=job_id, status=Claim.Status.ENQUEUED)
+    enqueued = Run.objects.filter(pk=run_id, job=job_id, status=Run.Status.ENQUEUED)
     taken: int = retry_locked(
-        lambda: enqueued.update(status=Claim.Status.RUNNING, owner=owner, started_at=timezone.now())
+        lambda: enqueued.update(status=Run.Status.RUNNING, owner=owner, started_at=timezone.now())
     )
-    return Claim.objects.get(pk=claim_id) if taken else None
+    return Run.objects.get(pk=run_id) if taken else None
 
 
-def _saved(row: Claim, pk: int, connection: BaseDatabaseWrapper) -> None:
+def _saved(row: Run, pk: int, connection: BaseDatabaseWrapper) -> None:
     """Make ``row`` what the ORM makes of a row it has just inserted."""
     row.pk = pk
     row._state.adding = False
@@ -311,12 +311,12 @@ def _saved(row: Claim, pk: int, connection: BaseDatabaseWrapper) -> None:
 # size from the model's own table and columns, each sent for many occurrences at once,
 # so that one writer per instance keeps up with hundreds of occurrences a second.
 
-_TABLE = Claim._meta.db_table
-_PK = Claim._meta.pk
-_COLUMNS = list(Claim._meta.concrete_fields)
+_TABLE = Run._meta.db_table
+_PK = Run._meta.pk
+_COLUMNS = list(Run._meta.concrete_fields)
 _COLUMNS.remove(_PK)
-_JOB = Claim._meta.get_field("job")
-_OWNER = Claim._meta.get_field("owner")
+_JOB = Run._meta.get_field("job")
+_OWNER = Run._meta.get_field("owner")
 #: The columns an ending writes, and their PostgreSQL types, which VALUES does not carry.
 _ENDING = ("status", "started_at", "finished_at", "error", "traceback")
 _PG_TYPES = {
@@ -346,7 +346,7 @@ def _bulk_update_sql(connection: BaseDatabaseWrapper, rows: int) -> str:
     if key not in _bulk_updates:
         quote = connection.ops.quote_name
         table, pk, owner = quote(_TABLE), quote(_column(_PK)), quote(_column(_OWNER))
-        columns = [_column(Claim._meta.get_field(name)) for name in _ENDING]
+        columns = [_column(Run._meta.get_field(name)) for name in _ENDING]
         cast = connection.vendor == "postgresql"
         values = ", ".join(
             f"{quote(column)} = "

@@ -26,9 +26,10 @@ from django.db.models import Min, Q
 from django.utils import timezone
 
 from django_oncejob import triggers
-from django_oncejob.claim import KEY_VERSION, claim_key
+from django_oncejob.cache.atomic import KEY_VERSION
+from django_oncejob.claim import claim_key
 from django_oncejob.conf import conf
-from django_oncejob.models import Claim, Instance, JobState
+from django_oncejob.models import Instance, JobState, Run
 from django_oncejob.spec import JobSpec
 
 logger = logging.getLogger("django_oncejob")
@@ -96,7 +97,7 @@ def _sweep_chunk(jobs: Sequence[JobSpec], owner: str, now: datetime, lag: timede
         for fire_time in fire_times
     ]
     if rows:
-        Claim.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
+        Run.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
         for job_id, fire_times in missing.items():
             if fire_times:
                 _warn(job_id, fire_times, claimed)
@@ -154,7 +155,7 @@ def _ran(windows: Sequence[_Window]) -> set[tuple[str, datetime]]:
         Q(job=window.job.id, scheduled_for__gt=window.start, scheduled_for__lte=window.until)
         for window in windows
     )
-    return set(Claim.objects.filter(reduce(or_, ranges)).values_list("job", "scheduled_for"))
+    return set(Run.objects.filter(reduce(or_, ranges)).values_list("job", "scheduled_for"))
 
 
 def _claimed_by(missing: dict[str, list[datetime]]) -> dict[tuple[str, datetime], str]:
@@ -174,12 +175,12 @@ def _claimed_by(missing: dict[str, list[datetime]]) -> dict[tuple[str, datetime]
     return {keys[key]: str(owner) for key, owner in found.items()}
 
 
-def _row(job_id: str, fire_time: datetime, claimer: str | None, owner: str, now: datetime) -> Claim:
-    return Claim(
+def _row(job_id: str, fire_time: datetime, claimer: str | None, owner: str, now: datetime) -> Run:
+    return Run(
         job=job_id,
         scheduled_for=fire_time,
         owner=claimer or owner,
-        status=Claim.Status.ABANDONED if claimer else Claim.Status.MISSED,
+        status=Run.Status.ABANDONED if claimer else Run.Status.MISSED,
         claimed_at=now,
         finished_at=now,
         error=(

@@ -1,51 +1,114 @@
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from django.db import models
-from django.db.models import F, Q
-from django.db.models.functions import Now
+from django.db import connections, models
+from django.db.models import Count, F, Q, Window
+from django.db.models.functions import Now, RowNumber
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
-class ClaimQuerySet(models.QuerySet["Claim"]):
+class RunQuerySet(models.QuerySet["Run"]):
     """The history's rows, and the changes of hands of a running one.
 
     Each change is one conditional ``UPDATE`` of a row still running under the owner it
     was read with: when several instances settle the same row at once, exactly one does.
     """
 
-    def orphaned(self, timeout: int) -> ClaimQuerySet:
+    def orphaned(self, timeout: int) -> RunQuerySet:
         """Rows running for over ``timeout`` seconds whose owner's heartbeat no longer holds.
 
         A task worker beats while it runs a row (``WorkerHeartbeat``), so its rows are not.
         """
         live = Instance.objects.alive(timeout).values("owner")
         started = Now() - timedelta(seconds=timeout)
-        return self.filter(status=Claim.Status.RUNNING, started_at__lt=started).exclude(
+        return self.filter(status=Run.Status.RUNNING, started_at__lt=started).exclude(
             owner__in=live
         )
 
-    def take_over(self, row: Claim, owner: str) -> bool:
+    def take_over(self, row: Run, owner: str) -> bool:
         """Make ``row`` ``owner``'s to run again; ``False`` if it ended or changed hands."""
         held = self._held(row)
         return bool(held.update(owner=owner, started_at=Now(), attempts=F("attempts") + 1))
 
-    def abandon(self, row: Claim, reason: str) -> bool:
+    def abandon(self, row: Run, reason: str) -> bool:
         """Record ``row`` as abandoned for ``reason``; ``False`` if it ended or changed hands."""
         return bool(
             self._held(row).update(
-                status=Claim.Status.ABANDONED, finished_at=Now(), error=f"Abandoned: {reason}."
+                status=Run.Status.ABANDONED, finished_at=Now(), error=f"Abandoned: {reason}."
             )
         )
 
-    def _held(self, row: Claim) -> ClaimQuerySet:
-        return self.filter(pk=row.pk, status=Claim.Status.RUNNING, owner=row.owner)
+    def _held(self, row: Run) -> RunQuerySet:
+        return self.filter(pk=row.pk, status=Run.Status.RUNNING, owner=row.owner)
+
+    def latest_per_job(
+        self, job_ids: Collection[str], statuses: Collection[str] | None = None
+    ) -> dict[str, Run]:
+        """Each job's latest row among ``statuses`` (by default, the started ones), in one query."""
+        ids = sorted(set(job_ids))
+        if not ids:
+            return {}
+        wanted = list(Run.STARTED if statuses is None else statuses)
+        found: models.QuerySet[Run]
+        if connections[self.db].features.supports_slicing_ordering_in_compound:
+            # One "ORDER BY ... LIMIT 1" per job, each walking the (job, scheduled_for)
+            # index from its end: cheap however long the history is.
+            parts = [
+                self.filter(job=job, status__in=wanted)
+                .defer("traceback")
+                .order_by("-scheduled_for")[:1]
+                for job in ids
+            ]
+            found = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
+        else:
+            rank = Window(RowNumber(), partition_by=[F("job")], order_by=F("scheduled_for").desc())
+            found = (
+                self.filter(job__in=ids, status__in=wanted)
+                .defer("traceback")
+                .annotate(rank=rank)
+                .filter(rank=1)
+            )
+        return {row.job: row for row in found}
+
+    def counts_per_job(self, job_ids: Collection[str], since: datetime) -> dict[str, Counts]:
+        """Successes, failures and misses of each job scheduled since ``since``, in one query."""
+        ids = sorted(set(job_ids))
+        if not ids:
+            return {}
+        rows = (
+            self.filter(job__in=ids, scheduled_for__gte=since)
+            .order_by()
+            .values("job")
+            .annotate(
+                succeeded=Count("pk", filter=Q(status=Run.Status.SUCCEEDED)),
+                failed=Count("pk", filter=Q(status__in=Run.FAILURES)),
+                missed=Count("pk", filter=Q(status=Run.Status.MISSED)),
+            )
+        )
+        return {row["job"]: Counts(row["succeeded"], row["failed"], row["missed"]) for row in rows}
 
 
-class Claim(models.Model):
-    """One occurrence that an instance won and ran: the history, and the second fence."""
+@dataclass(frozen=True)
+class Counts:
+    """How many occurrences of one job succeeded, failed and were missed in a period."""
+
+    succeeded: int = 0
+    failed: int = 0
+    missed: int = 0
+
+
+class Run(models.Model):
+    """What became of one occurrence: the history, and the second fence.
+
+    The unique (job, scheduled_for) row is inserted by the one instance that won the
+    occurrence's claim, before the job is called; it then records how the run ended.
+    Occurrences that nobody ran (missed) or that were not run (paused, skipped) have
+    a row too.
+    """
 
     class Status(models.TextChoices):
         RUNNING = "running", _("running")
@@ -61,6 +124,13 @@ class Claim(models.Model):
         MISSED = "missed", _("missed")
         #: Handed to a task queue; a worker sets it running when it takes the task.
         ENQUEUED = "enqueued", _("enqueued")
+
+    #: An occurrence that was started, or handed to a task queue.
+    STARTED = (Status.ENQUEUED, Status.RUNNING, Status.SUCCEEDED, Status.FAILED, Status.ABANDONED)
+    #: A run that has ended.
+    ENDED = (Status.SUCCEEDED, Status.FAILED, Status.ABANDONED)
+    #: The failures: the job raised or was interrupted, or its instance died.
+    FAILURES = (Status.FAILED, Status.ABANDONED)
 
     job = models.CharField(_("job"), max_length=100, help_text=_("The job id from settings."))
     scheduled_for = models.DateTimeField(
@@ -114,20 +184,20 @@ class Claim(models.Model):
         help_text=_("The id the task queue gave the hand-off."),
     )
 
-    objects = ClaimQuerySet.as_manager()
+    objects = RunQuerySet.as_manager()
 
     class Meta:
-        verbose_name = _("claim")
-        verbose_name_plural = _("claims")
+        verbose_name = _("run")
+        verbose_name_plural = _("runs")
         ordering = ["-scheduled_for", "job"]
         constraints = [
             models.UniqueConstraint(
-                fields=["job", "scheduled_for"], name="oncejob_claim_one_per_occurrence"
+                fields=["job", "scheduled_for"], name="oncejob_run_one_per_occurrence"
             )
         ]
         indexes = [
-            models.Index(fields=["-scheduled_for"], name="oncejob_claim_scheduled_idx"),
-            models.Index(fields=["status", "-scheduled_for"], name="oncejob_claim_status_idx"),
+            models.Index(fields=["-scheduled_for"], name="oncejob_run_scheduled_idx"),
+            models.Index(fields=["status", "-scheduled_for"], name="oncejob_run_status_idx"),
         ]
 
     def __str__(self) -> str:

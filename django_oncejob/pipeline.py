@@ -22,18 +22,12 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from django_oncejob import history, signals
-from django_oncejob.claim import (
-    ClaimResult,
-    acquire_lock,
-    break_lock,
-    claim,
-    lock_holder,
-    release_lock,
-)
+from django_oncejob.claim import ClaimResult, claim
 from django_oncejob.conf import conf
 from django_oncejob.db import close_old_connections
 from django_oncejob.history import Ending
-from django_oncejob.models import Claim
+from django_oncejob.locks import LockResult, break_lock, lock_holder, release_lock, take_lock
+from django_oncejob.models import Run
 from django_oncejob.occurrence import Occurrence, _current
 from django_oncejob.spec import JobSpec
 from django_oncejob.writer import InlineWriter, Writer
@@ -42,7 +36,7 @@ logger = logging.getLogger("django_oncejob")
 
 #: Sends an occurrence to its job's task queue and returns the task id, or ``None`` if
 #: another instance took its row (``None`` for a row the history could not record).
-Sender = Callable[[JobSpec, Occurrence, Claim | None, Writer], str | None]
+Sender = Callable[[JobSpec, Occurrence, Run | None, Writer], str | None]
 #: The senders by a job's ``enqueue``, added by :mod:`django_oncejob.enqueue` when the
 #: app is ready: the pipeline does not import the task queues whose workers run it.
 SENDERS: dict[str, Sender] = {}
@@ -81,7 +75,7 @@ class Fenced:
 
     job: JobSpec
     occurrence: Occurrence
-    row: Claim
+    row: Run
     #: Whether the row is in the history; if not, the cache claim alone holds the
     #: occurrence, and the row goes in with its ending.
     fenced: bool = True
@@ -94,7 +88,7 @@ class Pipeline:
         self.owner = owner
         self.writer = writer if writer is not None else InlineWriter()
 
-    def run_occurrence(
+    def claim_and_run(
         self, job: JobSpec, scheduled_for: datetime, *, paused: bool = False
     ) -> Outcome:
         """Run ``job``'s occurrence at ``scheduled_for`` here, unless another instance has it.
@@ -119,12 +113,12 @@ class Pipeline:
         """
         claimed_at = timezone.now()
         steps: list[Fenced | Outcome] = []
-        to_fence: list[tuple[int, Claimed, Claim]] = []
+        to_fence: list[tuple[int, Claimed, Run]] = []
         for item in claimed:
             occurrence = Occurrence(item.job.id, item.scheduled_for, self.owner)
             if item.paused:
                 row = history.not_run(item.job.id, item.scheduled_for, self.owner, claimed_at)
-                self.writer.finish(row, Ending(Claim.Status.PAUSED, "Skipped: the job was paused."))
+                self.writer.finish(row, Ending(Run.Status.PAUSED, "Skipped: the job was paused."))
                 message = "Job %r at %s skipped: the job is paused."
                 steps.append(
                     _skip(occurrence, Outcome.PAUSED, "paused", message, logging.INFO, "paused")
@@ -146,7 +140,7 @@ class Pipeline:
             steps[i] = self._fenced(item, row, done)
         return steps
 
-    def _fenced(self, item: Claimed, row: Claim, inserted: bool | None) -> Fenced | Outcome:
+    def _fenced(self, item: Claimed, row: Run, inserted: bool | None) -> Fenced | Outcome:
         occurrence = Occurrence(item.job.id, item.scheduled_for, self.owner)
         if inserted:
             return Fenced(item.job, occurrence, row)
@@ -156,7 +150,7 @@ class Pipeline:
         if item.result is not ClaimResult.WON:
             error = "Skipped: neither the cache nor the history database could fence it."
             row.started_at = None
-            self.writer.finish(row, Ending(Claim.Status.SKIPPED, error))
+            self.writer.finish(row, Ending(Run.Status.SKIPPED, error))
             message = (
                 "Skipped job %r at %s: neither the cache nor the history database could fence it."
             )
@@ -192,7 +186,7 @@ class Pipeline:
         )
         return self.run(Fenced(job, occurrence, row))
 
-    def rerun(self, job: JobSpec, row: Claim) -> Outcome:
+    def rerun(self, job: JobSpec, row: Run) -> Outcome:
         """Run again an occurrence whose row this instance took over from a dead one."""
         occurrence = Occurrence(job.id, row.scheduled_for, row.owner)
         self.writer.adopt(row)
@@ -244,17 +238,17 @@ class Pipeline:
     ) -> Outcome:
         occurrence = step.occurrence
         token = lock_token(occurrence)
-        locked = acquire_lock(step.job.id, token, timeout)
-        if locked is ClaimResult.LOST and self._lock_left_behind(step.job):
-            locked = acquire_lock(step.job.id, token, timeout)
+        locked = take_lock(step.job.id, token, timeout)
+        if locked is LockResult.HELD and self._lock_left_behind(step.job):
+            locked = take_lock(step.job.id, token, timeout)
         reason = "Skipped: a previous run of this job still holds its lock."
-        if locked is ClaimResult.WON and self._running_elsewhere(step):
+        if locked is LockResult.TAKEN and self._running_elsewhere(step):
             # The lock's key was lost (a Redis restart, an eviction), not the run.
             release_lock(step.job.id, token)
-            locked = ClaimResult.LOST
+            locked = LockResult.HELD
             reason = "Skipped: a previous run of this job is still running, by the history."
-        if locked is not ClaimResult.WON:
-            if locked is ClaimResult.UNAVAILABLE:
+        if locked is not LockResult.TAKEN:
+            if locked is LockResult.UNAVAILABLE:
                 reason = "Skipped: the job's lock could not be taken, the cache failed."
             logger.warning(
                 "Job %r at %s: %s",
@@ -263,7 +257,7 @@ class Pipeline:
                 reason,
                 extra=_fields(occurrence, "skipped"),
             )
-            self.writer.finish(step.row, Ending(Claim.Status.SKIPPED, reason))
+            self.writer.finish(step.row, Ending(Run.Status.SKIPPED, reason))
             _send(signals.occurrence_skipped, occurrence, reason="locked")
             return Outcome.SKIPPED
         try:
@@ -285,7 +279,7 @@ class Pipeline:
             scheduled_for = datetime.fromisoformat(when)
             statuses = self.writer.call(
                 lambda: list(
-                    Claim.objects.filter(job=job.id, scheduled_for=scheduled_for).values_list(
+                    Run.objects.filter(job=job.id, scheduled_for=scheduled_for).values_list(
                         "status", flat=True
                     )
                 )
@@ -293,7 +287,7 @@ class Pipeline:
         except Exception:
             logger.warning("Could not look up the run that holds the lock of job %r.", job.id)
             return False
-        ended = bool(statuses) and statuses[0] not in (Claim.Status.RUNNING, Claim.Status.ENQUEUED)
+        ended = bool(statuses) and statuses[0] not in (Run.Status.RUNNING, Run.Status.ENQUEUED)
         if ended and break_lock(job.id, holder):
             logger.warning(
                 "Job %r: broke the lock left behind by its run at %s, which has ended.",
@@ -305,8 +299,8 @@ class Pipeline:
 
     def _running_elsewhere(self, step: Fenced) -> bool:
         """Whether the history has another run of the job going, which the lock would stop."""
-        others = Claim.objects.filter(
-            job=step.job.id, status__in=[Claim.Status.RUNNING, Claim.Status.ENQUEUED]
+        others = Run.objects.filter(
+            job=step.job.id, status__in=[Run.Status.RUNNING, Run.Status.ENQUEUED]
         ).exclude(scheduled_for=step.occurrence.scheduled_for)
         try:
             return bool(self.writer.call(others.exists))
@@ -355,7 +349,7 @@ class Pipeline:
             occurrence.scheduled_for.isoformat(),
             extra=_fields(occurrence, "succeeded"),
         )
-        self.writer.finish(step.row, Ending(Claim.Status.SUCCEEDED, started_at=started_at))
+        self.writer.finish(step.row, Ending(Run.Status.SUCCEEDED, started_at=started_at))
         _send(signals.occurrence_succeeded, occurrence, result=value)
         return Outcome.SUCCEEDED
 
@@ -381,17 +375,17 @@ class Pipeline:
             extra=_fields(occurrence, "failed"),
         )
         error = f"{prefix}{type(exc).__name__}: {_text(exc)}"
-        ending = Ending(Claim.Status.FAILED, error, traceback.format_exc(), started_at=started_at)
+        ending = Ending(Run.Status.FAILED, error, traceback.format_exc(), started_at=started_at)
         self.writer.finish(step.row, ending)
         _send(signals.occurrence_failed, occurrence, exception=exc)
         return Outcome.FAILED
 
 
-def run_occurrence(
+def claim_and_run(
     job: JobSpec, scheduled_for: datetime, owner: str, *, paused: bool = False
 ) -> Outcome:
-    """:meth:`Pipeline.run_occurrence` in this thread, on its own database connection."""
-    return Pipeline(owner).run_occurrence(job, scheduled_for, paused=paused)
+    """:meth:`Pipeline.claim_and_run` in this thread, on its own database connection."""
+    return Pipeline(owner).claim_and_run(job, scheduled_for, paused=paused)
 
 
 def lock_token(occurrence: Occurrence) -> str:

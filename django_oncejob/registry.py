@@ -51,7 +51,7 @@ JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _parsed: list[tuple[dict[str, JobSpec], list[checks.CheckMessage]]] = []
 
 
-def settings_jobs() -> tuple[dict[str, JobSpec], list[checks.CheckMessage]]:
+def parsed_jobs() -> tuple[dict[str, JobSpec], list[checks.CheckMessage]]:
     """:func:`parse_jobs` of the ``JOBS`` setting, parsed once until a setting changes.
 
     Parsing imports every job's function and builds its trigger: with thousands of
@@ -68,9 +68,9 @@ def _forget_parsed_jobs(**kwargs: Any) -> None:
     _parsed.clear()
 
 
-def load_jobs() -> dict[str, JobSpec]:
+def get_jobs() -> dict[str, JobSpec]:
     """The jobs from settings; raises :class:`InvalidJobs` if any definition is invalid."""
-    jobs, errors = settings_jobs()
+    jobs, errors = parsed_jobs()
     if errors:
         raise InvalidJobs(errors)
     return jobs

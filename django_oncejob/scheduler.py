@@ -15,7 +15,7 @@ from django_oncejob.db import close_old_connections
 from django_oncejob.executor import ClaimingExecutor
 from django_oncejob.history import Ending
 from django_oncejob.jobstore import RankedMemoryJobStore
-from django_oncejob.models import Claim
+from django_oncejob.models import Run
 from django_oncejob.pipeline import Pipeline
 from django_oncejob.spec import JobSpec
 from django_oncejob.writer import HistoryWriter
@@ -117,7 +117,7 @@ class JobScheduler:
         """Record the occurrences still running here as failed with ``reason``; how many."""
         rows = self.writer.running()
         for row in rows:
-            self.writer.finish(row, Ending(Claim.Status.FAILED, reason))
+            self.writer.finish(row, Ending(Run.Status.FAILED, reason))
         return len(rows)
 
     def sign_off(self, timeout: float) -> bool:

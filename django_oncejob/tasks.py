@@ -1,9 +1,9 @@
 """django-oncejob's own tasks, which run a handed-off job's ``func`` in a worker.
 
-Each exists only when its framework is installed: ``run_occurrence`` is a
+Each exists only when its framework is installed: ``run_handed_off_task`` is a
 django.tasks task (Django 6.0+, or the django-tasks backport), and
-``celery_run_occurrence`` is registered with Celery as
-``"django_oncejob.run_occurrence"``, which ``app.autodiscover_tasks()`` finds here.
+``run_handed_off_celery_task`` is registered with Celery as
+``"django_oncejob.run_handed_off"``, which ``app.autodiscover_tasks()`` finds here.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from django_oncejob.handoff import CELERY_TASK_NAME, HandedOff, tasks_module
 from django_oncejob.worker import run_handed_off
 
 
-def _run(job_id: str, scheduled_for: str, claim_id: int | None) -> str:
-    handed = HandedOff(job_id, datetime.fromisoformat(scheduled_for), claim_id)
+def _run(job_id: str, scheduled_for: str, run_id: int | None) -> str:
+    handed = HandedOff(job_id, datetime.fromisoformat(scheduled_for), run_id)
     return run_handed_off(handed).value
 
 
@@ -50,12 +50,12 @@ def _celery_task(func: Callable[..., str]) -> Any:
 
 
 @_django_task
-def run_occurrence(job_id: str, scheduled_for: str, claim_id: int | None) -> str:
+def run_handed_off_task(job_id: str, scheduled_for: str, run_id: int | None) -> str:
     """Run the occurrence of ``job_id`` at ``scheduled_for`` (ISO-8601) that was handed off."""
-    return _run(job_id, scheduled_for, claim_id)
+    return _run(job_id, scheduled_for, run_id)
 
 
 @_celery_task
-def celery_run_occurrence(job_id: str, scheduled_for: str, claim_id: int | None) -> str:
+def run_handed_off_celery_task(job_id: str, scheduled_for: str, run_id: int | None) -> str:
     """Run the occurrence of ``job_id`` at ``scheduled_for`` (ISO-8601) that was handed off."""
-    return _run(job_id, scheduled_for, claim_id)
+    return _run(job_id, scheduled_for, run_id)

@@ -15,7 +15,7 @@ from django_oncejob.db import close_old_connections
 from django_oncejob.handoff import HandedOff, occurrence_from_headers
 from django_oncejob.heartbeat import worker_heartbeat
 from django_oncejob.history import Ending
-from django_oncejob.models import Claim
+from django_oncejob.models import Run
 from django_oncejob.occurrence import Occurrence
 from django_oncejob.pipeline import Fenced, Outcome, Pipeline
 from django_oncejob.spec import JobSpec
@@ -38,7 +38,7 @@ def run_handed_off(handed: HandedOff, call: Callable[[], Any] | None = None) -> 
     records the failure too.
     """
     owner = conf.OWNER
-    jobs, _errors = registry.settings_jobs()
+    jobs, _errors = registry.parsed_jobs()
     job = jobs.get(handed.job)
     close_old_connections()
     try:
@@ -63,7 +63,7 @@ def run_handed_off(handed: HandedOff, call: Callable[[], Any] | None = None) -> 
 def _take(job: JobSpec, handed: HandedOff, owner: str) -> Fenced | None:
     """The occurrence to run here, its row taken; ``None`` if another delivery has it."""
     occurrence = Occurrence(job=handed.job, scheduled_for=handed.scheduled_for, owner=owner)
-    if handed.claim_id is None:
+    if handed.run_id is None:
         logger.warning(
             "Job %r at %s came without a history row: it runs with no check against a "
             "second delivery.",
@@ -72,7 +72,7 @@ def _take(job: JobSpec, handed: HandedOff, owner: str) -> Fenced | None:
         )
         row = history.running(handed.job, handed.scheduled_for, owner, timezone.now())
         return Fenced(job, occurrence, row, fenced=False)
-    taken = history.take_enqueued(handed.claim_id, handed.job, owner)
+    taken = history.take_enqueued(handed.run_id, handed.job, owner)
     if taken is None:
         logger.info(
             "Job %r at %s is no longer enqueued: another delivery of its task took it; "
@@ -90,10 +90,10 @@ def _refuse(handed: HandedOff, owner: str) -> NoReturn:
         "a worker needs the same settings as the runjobs instances."
     )
     logger.error(error)
-    if handed.claim_id is not None:
-        row = history.take_enqueued(handed.claim_id, handed.job, owner)
+    if handed.run_id is not None:
+        row = history.take_enqueued(handed.run_id, handed.job, owner)
         if row is not None:
-            Pipeline(owner).writer.finish(row, Ending(Claim.Status.FAILED, error))
+            Pipeline(owner).writer.finish(row, Ending(Run.Status.FAILED, error))
     raise OccurrenceFailed(error)
 
 
@@ -138,7 +138,7 @@ def _celery_headers() -> dict[str, Any]:
     # Celery 5.3 and later gather custom headers in request.headers; older ones
     # only set them as attributes of the request.
     values = dict(getattr(request, "headers", None) or {})
-    for name in ("oncejob_job", "oncejob_scheduled_for", "oncejob_claim"):
+    for name in ("oncejob_job", "oncejob_scheduled_for", "oncejob_run"):
         if name not in values and getattr(request, name, None) is not None:
             values[name] = getattr(request, name)
     return values

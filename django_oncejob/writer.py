@@ -33,7 +33,7 @@ from django.utils import timezone
 from django_oncejob import history
 from django_oncejob.db import close_own_connections, drop_broken_connections, is_connection_error
 from django_oncejob.history import Ending
-from django_oncejob.models import Claim
+from django_oncejob.models import Run
 
 T = TypeVar("T")
 
@@ -59,14 +59,14 @@ class Writer:
     """
 
     def __init__(self) -> None:
-        self._running: dict[int, Claim] = {}
+        self._running: dict[int, Run] = {}
         self._running_lock = threading.Lock()
 
-    def fence(self, rows: Sequence[Claim]) -> list[bool] | None:
+    def fence(self, rows: Sequence[Run]) -> list[bool] | None:
         """Insert the rows; ``False`` for each another instance holds, ``None`` for no answer."""
         raise NotImplementedError
 
-    def finish(self, row: Claim, ending: Ending) -> None:
+    def finish(self, row: Run, ending: Ending) -> None:
         """Record how the occurrence of ``row`` ended, however long the database takes."""
         raise NotImplementedError
 
@@ -74,29 +74,29 @@ class Writer:
         """Run ``func`` on the history's connection and return what it returns, or raise."""
         raise NotImplementedError
 
-    def running(self) -> list[Claim]:
+    def running(self) -> list[Run]:
         """The rows fenced here whose ending is not recorded yet."""
         with self._running_lock:
             return list(self._running.values())
 
-    def adopt(self, row: Claim) -> None:
+    def adopt(self, row: Run) -> None:
         """Count ``row``, taken over in the history, among the ones running here."""
         with self._running_lock:
             self._running[id(row)] = row
 
-    def forget(self, row: Claim) -> None:
+    def forget(self, row: Run) -> None:
         """``row`` is settled elsewhere from now on: a task worker runs it, or it ended."""
         with self._running_lock:
             self._running.pop(id(row), None)
 
-    def _fenced(self, rows: Sequence[Claim], inserted: Sequence[bool]) -> None:
+    def _fenced(self, rows: Sequence[Run], inserted: Sequence[bool]) -> None:
         with self._running_lock:
             for row, done in zip(rows, inserted, strict=True):
                 if done:
                     self._running[id(row)] = row
 
 
-def _taken_over(row: Claim) -> None:
+def _taken_over(row: Run) -> None:
     logger.warning(
         "Job %r at %s ended %s here, but another instance had taken it over; its record stands.",
         row.job,
@@ -106,7 +106,7 @@ def _taken_over(row: Claim) -> None:
     )
 
 
-def _lost(row: Claim, ending: Ending, exc: BaseException | None, why: str) -> None:
+def _lost(row: Run, ending: Ending, exc: BaseException | None, why: str) -> None:
     logger.error(
         "Job %r at %s ended %s, but the history could not record it (%s): %s",
         row.job,
@@ -126,7 +126,7 @@ class InlineWriter(Writer):
         super().__init__()
         self.retry_delays = retry_delays
 
-    def fence(self, rows: Sequence[Claim]) -> list[bool] | None:
+    def fence(self, rows: Sequence[Run]) -> list[bool] | None:
         try:
             inserted = history.insert_running(rows)
         except Exception:
@@ -137,7 +137,7 @@ class InlineWriter(Writer):
         self._fenced(rows, inserted)
         return inserted
 
-    def finish(self, row: Claim, ending: Ending) -> None:
+    def finish(self, row: Run, ending: Ending) -> None:
         self.forget(row)
         ending.finished_at = ending.finished_at or timezone.now()
         for delay in (*self.retry_delays, None):
@@ -159,7 +159,7 @@ class InlineWriter(Writer):
 
 @dataclass
 class _Fence:
-    rows: Sequence[Claim]
+    rows: Sequence[Run]
     done: threading.Event = field(default_factory=threading.Event)
     inserted: list[bool] | None = None
     #: Taken by the writer's thread: from here, the claim's waiting ends nothing.
@@ -197,7 +197,7 @@ class HistoryWriter(Writer):
         self._to_record = threading.Condition(self._lock)
         self._fences: list[_Fence] = []
         self._calls: list[_Call] = []
-        self._endings: deque[tuple[Claim, Ending]] = deque()
+        self._endings: deque[tuple[Run, Ending]] = deque()
         #: When the oldest outcome queued was queued: the batch goes out endings_wait later.
         self._endings_since = 0.0
         self._stopping = False
@@ -221,7 +221,7 @@ class HistoryWriter(Writer):
         self._fencer.start()
         self._recorder.start()
 
-    def fence(self, rows: Sequence[Claim]) -> list[bool] | None:
+    def fence(self, rows: Sequence[Run]) -> list[bool] | None:
         request = _Fence(rows)
         with self._lock:
             stuck = self._fencing_since is not None and (
@@ -247,7 +247,7 @@ class HistoryWriter(Writer):
             return None
         return request.inserted
 
-    def finish(self, row: Claim, ending: Ending) -> None:
+    def finish(self, row: Run, ending: Ending) -> None:
         ending.finished_at = ending.finished_at or timezone.now()
         self.forget(row)
         with self._lock:
@@ -300,7 +300,7 @@ class HistoryWriter(Writer):
             # Connected before the first occurrence needs it; a database down now is
             # tried again by the first statement.
             with contextlib.suppress(Exception):
-                connections[router.db_for_write(Claim)].ensure_connection()
+                connections[router.db_for_write(Run)].ensure_connection()
             while turn():
                 pass
         except BaseException:
@@ -389,7 +389,7 @@ class HistoryWriter(Writer):
             request.error = exc
         request.done.set()
 
-    def _write(self, endings: list[tuple[Claim, Ending]]) -> None:
+    def _write(self, endings: list[tuple[Run, Ending]]) -> None:
         try:
             ours = self._try(lambda: history.write_endings(endings))
         except Exception as exc:

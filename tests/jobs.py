@@ -75,7 +75,7 @@ def fail_with(kind: str) -> None:
 
 async def async_orm_record() -> str:
     """An ``async def`` job whose ORM call goes through sync_to_async, as Django's do."""
-    from django_oncejob.models import Claim
+    from django_oncejob.models import Run
 
-    await Claim.objects.filter(job="nothing").acount()
+    await Run.objects.filter(job="nothing").acount()
     return record()

@@ -8,12 +8,12 @@ from datetime import datetime
 from django.utils import timezone
 
 from django_oncejob import history
-from django_oncejob.models import Claim
+from django_oncejob.models import Run
 
 
 def fence_many(
     occurrences: Sequence[tuple[str, datetime]], owner: str, claimed_at: datetime | None = None
-) -> list[Claim | None]:
+) -> list[Run | None]:
     """Fence rows of (job id, scheduled time) for ``owner``: each row, or ``None`` if taken."""
     at = claimed_at or timezone.now()
     rows = [history.running(job, when, owner, at) for job, when in occurrences]
@@ -28,7 +28,7 @@ def fence(
     claimed_at: datetime | None = None,
     *,
     requested_by: str = "",
-) -> Claim | None:
+) -> Run | None:
     """Fence one occurrence for ``owner``: its row, or ``None`` if another holds it."""
     row = history.running(job, when, owner, claimed_at or timezone.now(), requested_by)
     [inserted] = history.insert_running([row])

@@ -16,9 +16,10 @@ from django.test.utils import override_settings
 from django.utils import timezone
 
 from django_oncejob import heartbeat
-from django_oncejob.claim import KEY_VERSION, lock_key
-from django_oncejob.models import Claim, Instance
-from django_oncejob.pipeline import Outcome, run_occurrence
+from django_oncejob.cache.atomic import KEY_VERSION
+from django_oncejob.locks import lock_key
+from django_oncejob.models import Instance, Run
+from django_oncejob.pipeline import Outcome, claim_and_run
 from django_oncejob.registry import parse_job
 from django_oncejob.spec import JobSpec
 from tests.processes import Fleet, wait_for
@@ -41,9 +42,9 @@ def instance(owner: str, silent_for: float) -> Instance:
     )
 
 
-def running(owner: str, started_ago: float = 120, when: datetime = WHEN) -> Claim:
+def running(owner: str, started_ago: float = 120, when: datetime = WHEN) -> Run:
     started = timezone.now() - timedelta(seconds=started_ago)
-    return Claim.objects.create(
+    return Run.objects.create(
         job="report", scheduled_for=when, owner=owner, claimed_at=started, started_at=started
     )
 
@@ -71,10 +72,10 @@ def test_reap_abandons_the_rows_of_a_silent_instance() -> None:
 
     dead_row.refresh_from_db()
     alive_row.refresh_from_db()
-    assert dead_row.status == Claim.Status.ABANDONED
+    assert dead_row.status == Run.Status.ABANDONED
     assert "dead:1 stopped sending heartbeats" in dead_row.error
     assert dead_row.finished_at is not None
-    assert alive_row.status == Claim.Status.RUNNING
+    assert alive_row.status == Run.Status.RUNNING
     assert Instance.objects.get(owner="dead:1").stopped_at is not None
     assert Instance.objects.get(owner="alive:2").stopped_at is None
 
@@ -83,14 +84,14 @@ def test_reap_covers_rows_whose_owner_never_registered() -> None:
     row = running("ghost:1")
     heartbeat.reap("me:3", 60, {})
     row.refresh_from_db()
-    assert row.status == Claim.Status.ABANDONED
+    assert row.status == Run.Status.ABANDONED
 
 
 def test_reap_leaves_a_recent_row_alone() -> None:
     row = running("ghost:1", started_ago=5)
     heartbeat.reap("me:3", 60, {})
     row.refresh_from_db()
-    assert row.status == Claim.Status.RUNNING
+    assert row.status == Run.Status.RUNNING
 
 
 def test_rerun_takes_the_row_over_exactly_once() -> None:
@@ -102,7 +103,7 @@ def test_rerun_takes_the_row_over_exactly_once() -> None:
     assert heartbeat.reap("other:4", 60, jobs) == []
 
     assert taken.pk == row.pk
-    assert (taken.owner, taken.status, taken.attempts) == ("me:3", Claim.Status.RUNNING, 2)
+    assert (taken.owner, taken.status, taken.attempts) == ("me:3", Run.Status.RUNNING, 2)
 
 
 def test_lock_skips_an_occurrence_while_a_run_holds_it(tmp_path: Path, monkeypatch: Any) -> None:
@@ -110,13 +111,13 @@ def test_lock_skips_an_occurrence_while_a_run_holds_it(tmp_path: Path, monkeypat
     job = spec(lock_timeout=30)
     caches["default"].add(lock_key("report"), "someone", timeout=30, version=KEY_VERSION)
 
-    assert run_occurrence(job, WHEN, "a") is Outcome.SKIPPED
-    row = Claim.objects.get()
-    assert row.status == Claim.Status.SKIPPED
+    assert claim_and_run(job, WHEN, "a") is Outcome.SKIPPED
+    row = Run.objects.get()
+    assert row.status == Run.Status.SKIPPED
     assert "still holds its lock" in row.error
 
     caches["default"].delete(lock_key("report"), version=KEY_VERSION)
-    assert run_occurrence(job, WHEN.replace(day=27), "a") is Outcome.SUCCEEDED
+    assert claim_and_run(job, WHEN.replace(day=27), "a") is Outcome.SUCCEEDED
     assert caches["default"].get(lock_key("report"), version=KEY_VERSION) is None
 
 
@@ -127,9 +128,9 @@ def soon(seconds: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).replace(microsecond=0).isoformat()
 
 
-def kill_the_winner(instances: Fleet) -> tuple[Claim, int]:
-    wait_for(lambda: Claim.objects.filter(status="running").exists(), 15, "the job to start")
-    row = Claim.objects.get()
+def kill_the_winner(instances: Fleet) -> tuple[Run, int]:
+    wait_for(lambda: Run.objects.filter(status="running").exists(), 15, "the job to start")
+    row = Run.objects.get()
     pid = int(row.owner.rsplit(":", 1)[1])
     os.kill(pid, signal.SIGKILL)
     return row, pid
@@ -146,7 +147,7 @@ def test_winner_killed_mid_run_is_marked_abandoned(fleet: Callable[..., Fleet]) 
     killed = time.monotonic()
 
     wait_for(
-        lambda: Claim.objects.filter(pk=row.pk, status="abandoned").exists(),
+        lambda: Run.objects.filter(pk=row.pk, status="abandoned").exists(),
         15,
         "the row to be marked abandoned",
     )
@@ -175,7 +176,7 @@ def test_rerun_abandoned_runs_it_again_on_a_live_instance(fleet: Callable[..., F
     row, pid = kill_the_winner(instances)
 
     wait_for(
-        lambda: Claim.objects.filter(pk=row.pk, status="succeeded").exists(),
+        lambda: Run.objects.filter(pk=row.pk, status="succeeded").exists(),
         20,
         "the re-run to succeed",
     )
@@ -191,7 +192,7 @@ def test_rerun_abandoned_runs_it_again_on_a_live_instance(fleet: Callable[..., F
     )
 
 
-def overlapping(rows: list[Claim]) -> int:
+def overlapping(rows: list[Run]) -> int:
     spans = sorted((r.started_at, r.finished_at) for r in rows if r.finished_at)
     return sum(1 for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1])
 
@@ -213,11 +214,11 @@ def test_lock_timeout_prevents_overlapping_runs_across_instances(
     time.sleep(8)
     assert instances.stop() == [0, 0, 0]
 
-    ran = list(Claim.objects.filter(status="succeeded"))
+    ran = list(Run.objects.filter(status="succeeded"))
     assert len(ran) >= 2
     if lock_timeout:
         assert overlapping(ran) == 0
-        assert Claim.objects.filter(status="skipped").exists()
+        assert Run.objects.filter(status="skipped").exists()
     else:
         assert overlapping(ran) > 0
 

@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from django_oncejob.models import Claim, Instance, JobState, RunRequest
+from django_oncejob.models import Instance, JobState, Run, RunRequest
 from tests.processes import Fleet, wait_for
 
 pytestmark = pytest.mark.django_db
@@ -34,7 +34,7 @@ JOBS = {
 }
 
 OVERVIEW = "admin:django_oncejob_jobstate_changelist"
-HISTORY = "admin:django_oncejob_claim_changelist"
+HISTORY = "admin:django_oncejob_run_changelist"
 
 
 @pytest.fixture
@@ -52,21 +52,21 @@ def live() -> Instance:
 
 
 @pytest.fixture
-def claims() -> list[Claim]:
-    ok = Claim.objects.create(
+def claims() -> list[Run]:
+    ok = Run.objects.create(
         job="nightly-report",
         scheduled_for=WHEN,
         owner="web-1:41",
-        status=Claim.Status.SUCCEEDED,
+        status=Run.Status.SUCCEEDED,
         claimed_at=WHEN + timedelta(milliseconds=2),
         started_at=WHEN + timedelta(milliseconds=5),
         finished_at=WHEN + timedelta(seconds=2, milliseconds=5),
     )
-    failed = Claim.objects.create(
+    failed = Run.objects.create(
         job="sync",
         scheduled_for=WHEN,
         owner="web-2:77",
-        status=Claim.Status.FAILED,
+        status=Run.Status.FAILED,
         claimed_at=WHEN,
         started_at=WHEN + timedelta(milliseconds=12),
         finished_at=WHEN + timedelta(milliseconds=40),
@@ -76,9 +76,9 @@ def claims() -> list[Claim]:
     return [ok, failed]
 
 
-def claim(job: str, status: str, minutes_ago: float, **fields: Any) -> Claim:
+def claim(job: str, status: str, minutes_ago: float, **fields: Any) -> Run:
     when = timezone.now() - timedelta(minutes=minutes_ago)
-    return Claim.objects.create(
+    return Run.objects.create(
         job=job,
         scheduled_for=when,
         owner=fields.pop("owner", "web-1:41"),
@@ -109,9 +109,7 @@ def notes(response: HttpResponse) -> list[str]:
 # The history ------------------------------------------------------------------
 
 
-def test_history_list_shows_duration_and_lateness(
-    admin_client: Client, claims: list[Claim]
-) -> None:
+def test_history_list_shows_duration_and_lateness(admin_client: Client, claims: list[Run]) -> None:
     response = admin_client.get(reverse(HISTORY))
 
     assert response.status_code == 200
@@ -123,7 +121,7 @@ def test_history_list_shows_duration_and_lateness(
     assert "2026-11-26 21:00:00" in content  # to the second
 
 
-def test_history_list_filters_by_status_and_job(admin_client: Client, claims: list[Claim]) -> None:
+def test_history_list_filters_by_status_and_job(admin_client: Client, claims: list[Run]) -> None:
     url = reverse(HISTORY)
     response = admin_client.get(url, {"status__exact": "failed"})
     assert list(response.context["cl"].result_list) == [claims[1]]
@@ -155,7 +153,7 @@ def test_history_filters_missed_and_manual_rows(admin_client: Client, jobs: dict
 
 
 def test_status_is_shown_with_a_symbol_and_words_not_colour_alone(
-    admin_client: Client, claims: list[Claim]
+    admin_client: Client, claims: list[Run]
 ) -> None:
     content = admin_client.get(reverse(HISTORY)).content.decode()
 
@@ -170,10 +168,10 @@ def test_status_is_shown_with_a_symbol_and_words_not_colour_alone(
     assert ".oncejob-failed { background: #b71c1c; }" in content
 
 
-def test_history_is_read_only(admin_client: Client, claims: list[Claim]) -> None:
-    assert admin_client.get(reverse("admin:django_oncejob_claim_add")).status_code == 403
+def test_history_is_read_only(admin_client: Client, claims: list[Run]) -> None:
+    assert admin_client.get(reverse("admin:django_oncejob_run_add")).status_code == 403
 
-    url = reverse("admin:django_oncejob_claim_change", args=[claims[1].pk])
+    url = reverse("admin:django_oncejob_run_change", args=[claims[1].pk])
     response = admin_client.get(url)
     assert response.status_code == 200
     content = response.content.decode()
@@ -181,10 +179,10 @@ def test_history_is_read_only(admin_client: Client, claims: list[Claim]) -> None
     assert 'name="status"' not in content
     admin_client.post(url, {"status": "succeeded"})
     claims[1].refresh_from_db()
-    assert claims[1].status == Claim.Status.FAILED
-    delete = reverse("admin:django_oncejob_claim_delete", args=[claims[1].pk])
+    assert claims[1].status == Run.Status.FAILED
+    delete = reverse("admin:django_oncejob_run_delete", args=[claims[1].pk])
     assert admin_client.post(delete, {"post": "yes"}).status_code == 403
-    assert Claim.objects.count() == 2
+    assert Run.objects.count() == 2
 
 
 def test_error_detail_shows_the_traceback_escaped_in_pre(admin_client: Client) -> None:
@@ -198,7 +196,7 @@ def test_error_detail_shows_the_traceback_escaped_in_pre(admin_client: Client) -
         ),
     )
 
-    response = admin_client.get(reverse("admin:django_oncejob_claim_change", args=[row.pk]))
+    response = admin_client.get(reverse("admin:django_oncejob_run_change", args=[row.pk]))
 
     content = response.content.decode()
     assert '<pre class="oncejob-pre">ValueError: &lt;b&gt;bad&lt;/b&gt; input</pre>' in content
@@ -220,12 +218,12 @@ def test_history_list_queries_do_not_grow_with_rows(admin_client: Client) -> Non
     # hierarchy probes each day between the history's ends, however many rows it holds.
     first, last = datetime(2026, 10, 1, 8, tzinfo=UTC), datetime(2026, 10, 31, 20, tzinfo=UTC)
     for when in (first, last):
-        Claim.objects.create(
+        Run.objects.create(
             job="sync", scheduled_for=when, owner="web-1:41", status="failed", claimed_at=when
         )
     few = queries()
-    Claim.objects.bulk_create(
-        Claim(
+    Run.objects.bulk_create(
+        Run(
             job="sync",
             scheduled_for=first + timedelta(minutes=17 * step),
             owner="web-1:41",
@@ -336,8 +334,8 @@ def many_jobs(count: int) -> dict[str, Any]:
 def history(jobs: dict[str, Any], rows: int) -> None:
     now = timezone.now()
     statuses = ["succeeded", "failed", "missed", "paused", "running"]
-    Claim.objects.bulk_create(
-        Claim(
+    Run.objects.bulk_create(
+        Run(
             job=list(jobs)[i % len(jobs)],
             scheduled_for=now - timedelta(minutes=i),
             owner=f"web-{i % 3}:1",
@@ -354,7 +352,7 @@ def test_jobs_overview_queries_do_not_grow_with_jobs_or_history(
     admin_client: Client, settings: Any, live: Instance
 ) -> None:
     def queries(count: int, rows: int) -> int:
-        Claim.objects.all().delete()
+        Run.objects.all().delete()
         JobState.objects.all().delete()
         jobs = many_jobs(count)
         settings.ONCEJOB = {"JOBS": jobs}
@@ -379,7 +377,7 @@ def test_last_runs_are_the_newest_run_of_each_job_on_any_database(
     settings.ONCEJOB = {"JOBS": jobs}
     history(jobs, 200)
     newest = {
-        job: Claim.objects.filter(job=job, status__in=["succeeded", "failed", "running"])
+        job: Run.objects.filter(job=job, status__in=["succeeded", "failed", "running"])
         .order_by("-scheduled_for")
         .first()
         for job in jobs
@@ -618,11 +616,11 @@ def test_instances_list_queries_do_not_grow_with_instances(admin_client: Client)
     assert queries() == few
 
 
-def test_str_and_timings(claims: list[Claim]) -> None:
+def test_str_and_timings(claims: list[Run]) -> None:
     assert str(claims[0]) == "nightly-report @ 2026-11-26T21:00:00+00:00"
     assert claims[0].duration == timedelta(seconds=2)
     assert claims[0].lateness == timedelta(milliseconds=5)
-    running = Claim(job="x", scheduled_for=WHEN, started_at=WHEN, claimed_at=WHEN)
+    running = Run(job="x", scheduled_for=WHEN, started_at=WHEN, claimed_at=WHEN)
     assert running.duration is None
 
 
@@ -672,13 +670,13 @@ def test_run_now_and_pause_through_the_admin_reach_every_instance(
     time.sleep(1)  # room for a second, wrong, run of "report"
     assert instances.stop() == [0, 0], instances.logs()
 
-    manual = Claim.objects.get(job="report")
+    manual = Run.objects.get(job="report")
     assert (manual.manual, manual.requested_by, manual.status) == (True, "olga", "succeeded")
     assert RunRequest.objects.get().taken_by == manual.owner
     ticks = {when for job, when, _ in instances.runs() if job == "tick"}
     assert not [t for t in ticks if paused_from <= t <= paused_until]
     assert (
-        Claim.objects.filter(
+        Run.objects.filter(
             job="tick", status="paused", scheduled_for__range=(paused_from, paused_until)
         ).count()
         >= 2

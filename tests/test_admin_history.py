@@ -13,18 +13,18 @@ from django.test import Client, RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from django_oncejob.models import Claim
+from django_oncejob.models import Run
 from django_oncejob.pagination import CappedPaginator
 from django_oncejob.templatetags.oncejob_history import date_hierarchy
 
 pytestmark = pytest.mark.django_db
 
-HISTORY = "admin:django_oncejob_claim_changelist"
+HISTORY = "admin:django_oncejob_run_changelist"
 
 
 def rows(*times: datetime, job: str = "sync", status: str = "succeeded") -> None:
-    Claim.objects.bulk_create(
-        Claim(job=job, scheduled_for=when, owner="web-1:41", status=status, claimed_at=when)
+    Run.objects.bulk_create(
+        Run(job=job, scheduled_for=when, owner="web-1:41", status=status, claimed_at=when)
         for when in times
     )
 
@@ -32,7 +32,7 @@ def rows(*times: datetime, job: str = "sync", status: str = "succeeded") -> None
 def changelist(admin_user: Any, **params: Any) -> Any:
     request = RequestFactory().get("/", params)
     request.user = admin_user
-    return admin.site._registry[Claim].get_changelist_instance(request)
+    return admin.site._registry[Run].get_changelist_instance(request)
 
 
 SPREADS = {
@@ -100,8 +100,8 @@ def test_the_count_stops_at_the_cap(admin_client: Client, monkeypatch: Any) -> N
         content = admin_client.get(reverse(HISTORY)).content.decode()
     counts = [query["sql"] for query in captured if "COUNT(" in query["sql"].upper()]
     assert counts and all("LIMIT 151" in sql for sql in counts), counts
-    assert "150 claims" in content
-    assert "More than 150 claims: only the first 150 are counted." in content
+    assert "150 runs" in content
+    assert "More than 150 runs: only the first 150 are counted." in content
     # The last page within the cap still opens.
     assert admin_client.get(reverse(HISTORY), {"p": "2"}).status_code == 200
 
@@ -110,5 +110,5 @@ def test_the_count_is_exact_below_the_cap(admin_client: Client) -> None:
     start = datetime(2026, 5, 3, tzinfo=UTC)
     rows(*(start + timedelta(minutes=minute) for minute in range(120)))
     content = admin_client.get(reverse(HISTORY), {"job": "sync"}).content.decode()
-    assert "120 claims" in content
+    assert "120 runs" in content
     assert "More than" not in content

@@ -22,7 +22,7 @@ import pytest
 from django.utils import timezone
 
 from django_oncejob import triggers
-from django_oncejob.models import Claim, Instance, JobState
+from django_oncejob.models import Instance, JobState, Run
 from django_oncejob.registry import parse_jobs
 from tests.processes import ROOT, Fleet, wait_for
 
@@ -166,7 +166,7 @@ def seed_history(now: datetime) -> None:
             started = None if status in ("missed", "paused") else when + timedelta(milliseconds=180)
             took = timedelta(seconds=1.3 + (n % 5) * 0.7)
             rows.append(
-                Claim(
+                Run(
                     job=job.id,
                     scheduled_for=when,
                     owner=("worker-1", "worker-2")[n % 2],
@@ -178,7 +178,7 @@ def seed_history(now: datetime) -> None:
                     traceback=traceback,
                 )
             )
-    Claim.objects.bulk_create(rows)
+    Run.objects.bulk_create(rows)
     JobState.objects.create(
         job="send-reminders", paused=True, changed_at=now - timedelta(hours=3), changed_by="olga"
     )
@@ -271,7 +271,7 @@ def test_run_now_from_the_jobs_overview_in_a_browser(
     browser.find_element(By.CSS_SELECTOR, "[aria-label='Run export-invoices now']").click()
     assert "will run once" in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
     wait_for(
-        lambda: Claim.objects.filter(job="export-invoices", manual=True, status="failed").exists(),
+        lambda: Run.objects.filter(job="export-invoices", manual=True, status="failed").exists(),
         15,
         "the manual run of export-invoices to fail",
     )
@@ -284,27 +284,27 @@ def test_run_now_from_the_jobs_overview_in_a_browser(
     screenshot(browser, "jobs-overview")
 
     # The history shows the new manual run, once the instance has run it.
-    history = f"{base}/admin/django_oncejob/claim/?job=nightly-report"
+    history = f"{base}/admin/django_oncejob/run/?job=nightly-report"
 
     def manual_row_done() -> bool:
         rows = browser.find_elements(By.CSS_SELECTOR, "#result_list tbody tr")
         return bool(rows) and "manual, by alice" in rows[0].text and "succeeded" in rows[0].text
 
     poll(browser, history, manual_row_done, 15, "the manual run in the history")
-    browser.get(f"{base}/admin/django_oncejob/claim/")
+    browser.get(f"{base}/admin/django_oncejob/run/")
     screenshot(browser, "history", full_page=False)
 
     # The failed run's page: the error and the traceback, readable.
-    failed = Claim.objects.get(job="export-invoices", manual=True)
-    browser.get(f"{base}/admin/django_oncejob/claim/{failed.pk}/change/")
+    failed = Run.objects.get(job="export-invoices", manual=True)
+    browser.get(f"{base}/admin/django_oncejob/run/{failed.pk}/change/")
     traceback = browser.find_element(By.CSS_SELECTOR, "pre.oncejob-traceback").text
     assert "RuntimeError: the job broke" in traceback
     # Only a seeded row: near the top of the hour the instance runs export-invoices for real.
-    seeded = Claim.objects.filter(
+    seeded = Run.objects.filter(
         job="export-invoices", status="failed", manual=False, scheduled_for__lt=seeded_at
     ).first()
     assert seeded is not None
-    browser.get(f"{base}/admin/django_oncejob/claim/{seeded.pk}/change/")
+    browser.get(f"{base}/admin/django_oncejob/run/{seeded.pk}/change/")
     assert "HTTPStatusError" in browser.find_element(By.CSS_SELECTOR, "pre.oncejob-traceback").text
     screenshot(browser, "failed-run")
 
@@ -312,7 +312,7 @@ def test_run_now_from_the_jobs_overview_in_a_browser(
     browser.get(overview)
     browser.find_element(By.CSS_SELECTOR, "[aria-label='Run rebuild-search now']").click()
     wait_for(
-        lambda: Claim.objects.filter(job="rebuild-search", status="running").exists(),
+        lambda: Run.objects.filter(job="rebuild-search", status="running").exists(),
         10,
         "rebuild-search to start",
     )

@@ -34,8 +34,8 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils.module_loading import import_string
 
-from django_oncejob.claim import KEY_VERSION
-from django_oncejob.models import Claim
+from django_oncejob.cache.atomic import KEY_VERSION
+from django_oncejob.models import Run
 from tests.processes import Fleet, wait_for
 
 pytestmark = pytest.mark.processes
@@ -190,9 +190,9 @@ def assert_exactly_once(instances: Fleet, window: Window) -> None:
     assert len(window.ticks) >= 6
     for job in JOBS:
         assert [t for t in window.ticks if counts[(job, t)] != 1] == [], (job, instances.logs())
-    rows = list(Claim.objects.values_list("job", "scheduled_for", "owner", "status"))
+    rows = list(Run.objects.values_list("job", "scheduled_for", "owner", "status"))
     assert sorted((job, when) for job, when, _, _ in rows) == sorted(counts)
-    assert {status for *_, status in rows} == {Claim.Status.SUCCEEDED}
+    assert {status for *_, status in rows} == {Run.Status.SUCCEEDED}
     pid_by_run = {(job, when): pid for job, when, pid in instances.runs()}
     for job, when, owner, _ in rows:
         assert owner.endswith(f":{pid_by_run[(job, when)]}")

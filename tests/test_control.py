@@ -19,8 +19,8 @@ from django_oncejob import missed
 from django_oncejob.claim import claim
 from django_oncejob.clock import DatabaseClock
 from django_oncejob.control import Control
-from django_oncejob.models import Claim, JobState, RunRequest
-from django_oncejob.pipeline import Outcome, Pipeline, run_occurrence
+from django_oncejob.models import JobState, Run, RunRequest
+from django_oncejob.pipeline import Outcome, Pipeline, claim_and_run
 from django_oncejob.registry import parse_job
 from django_oncejob.spec import JobSpec
 from tests.processes import Fleet, wait_for
@@ -49,11 +49,11 @@ def runs(path: Path) -> list[str]:
 
 
 def test_a_paused_occurrence_is_recorded_once_and_not_run(record_file: Path) -> None:
-    assert run_occurrence(spec(), WHEN, "a", paused=True) is Outcome.PAUSED
-    assert run_occurrence(spec(), WHEN, "b", paused=True) is Outcome.LOST
+    assert claim_and_run(spec(), WHEN, "a", paused=True) is Outcome.PAUSED
+    assert claim_and_run(spec(), WHEN, "b", paused=True) is Outcome.LOST
 
-    row = Claim.objects.get()
-    assert (row.status, row.owner, row.started_at) == (Claim.Status.PAUSED, "a", None)
+    row = Run.objects.get()
+    assert (row.status, row.owner, row.started_at) == (Run.Status.PAUSED, "a", None)
     assert runs(record_file) == []
 
 
@@ -61,7 +61,7 @@ def test_manual_run_is_recorded_as_manual(record_file: Path) -> None:
     requested = timezone.now()
     assert Pipeline("web-1:1").run_manual(spec(), requested, "alice") is Outcome.SUCCEEDED
 
-    row = Claim.objects.get()
+    row = Run.objects.get()
     assert (row.manual, row.requested_by, row.scheduled_for) == (True, "alice", requested)
     assert len(runs(record_file)) == 1
 
@@ -75,7 +75,7 @@ def test_runjobs_run_exits_with_the_jobs_outcome(record_file: Path) -> None:
             call_command("runjobs", "--run", "broken")
         with pytest.raises(CommandError, match="No job 'nope'"):
             call_command("runjobs", "--run", "nope")
-    assert sorted(Claim.objects.values_list("job", "status", "manual")) == [
+    assert sorted(Run.objects.values_list("job", "status", "manual")) == [
         ("broken", "failed", True),
         ("ok", "succeeded", True),
     ]
@@ -90,11 +90,11 @@ def test_sweep_records_the_gaps_since_the_last_sweep() -> None:
     mark = JobState.objects.get(job="tick").checked_until
     assert mark == now - timedelta(minutes=10)
     for minute in (20, 22, 23):
-        Claim.objects.create(
+        Run.objects.create(
             job="tick",
             scheduled_for=now.replace(minute=minute),
             owner="b",
-            status=Claim.Status.SUCCEEDED,
+            status=Run.Status.SUCCEEDED,
             claimed_at=now,
             started_at=now,
         )
@@ -102,7 +102,7 @@ def test_sweep_records_the_gaps_since_the_last_sweep() -> None:
     found = missed.sweep([job], "a", now=now)
 
     expected = [now.replace(minute=m) for m in range(20, 30) if m not in (20, 22, 23)]
-    rows = Claim.objects.filter(status=Claim.Status.MISSED).order_by("scheduled_for")
+    rows = Run.objects.filter(status=Run.Status.MISSED).order_by("scheduled_for")
     assert [row.scheduled_for for row in rows] == expected
     assert found == len(expected)
     # The next sweep starts where this one ended: 21:30 is new, nothing is found twice.
@@ -118,7 +118,7 @@ def test_the_first_sweep_counts_nothing_before_it_as_missed() -> None:
     # 16 s later the settled past is (21:30:00, 21:30:01]: one fire time, not the 15
     # before the first sweep, when no instance was up to run them.
     assert missed.sweep([job], "a", now=now + timedelta(seconds=16)) == 1
-    (row,) = Claim.objects.all()
+    (row,) = Run.objects.all()
     assert row.scheduled_for == now + timedelta(seconds=1)
 
 
@@ -130,7 +130,7 @@ def test_sweep_never_looks_further_back_than_the_lookback() -> None:
         found = missed.sweep([job], "a", now=now)
     # (21:25, 21:29:45]: the lookback, less the grace time and the settling margin.
     assert found == 4
-    first = Claim.objects.order_by("scheduled_for").first()
+    first = Run.objects.order_by("scheduled_for").first()
     assert first is not None and first.scheduled_for == now.replace(minute=26)
 
 
@@ -143,8 +143,8 @@ def test_a_sweep_costs_the_same_queries_for_three_jobs_or_hundreds(count: int) -
     jobs = [spec(f"tick-{n}", cron={"minute": "*"}, misfire_grace_time=10) for n in range(count)]
     now = datetime(2026, 11, 26, 21, 30, 0, tzinfo=UTC)
     missed.sweep(jobs, "a", now=now - timedelta(minutes=2, seconds=30))  # sets the marks
-    Claim.objects.bulk_create(
-        Claim(job=job.id, scheduled_for=now - timedelta(minutes=2), owner="b", claimed_at=now)
+    Run.objects.bulk_create(
+        Run(job=job.id, scheduled_for=now - timedelta(minutes=2), owner="b", claimed_at=now)
         for job in jobs
     )
     claim(jobs[0].id, now - timedelta(minutes=1), "web-9:99")
@@ -153,9 +153,9 @@ def test_a_sweep_costs_the_same_queries_for_three_jobs_or_hundreds(count: int) -
         found = missed.sweep(jobs, "a", now=now)
 
     assert found == count
-    statuses = Claim.objects.filter(scheduled_for=now - timedelta(minutes=1))
-    assert statuses.filter(status=Claim.Status.ABANDONED).count() == 1
-    assert statuses.filter(status=Claim.Status.MISSED).count() == count - 1
+    statuses = Run.objects.filter(scheduled_for=now - timedelta(minutes=1))
+    assert statuses.filter(status=Run.Status.ABANDONED).count() == 1
+    assert statuses.filter(status=Run.Status.MISSED).count() == count - 1
     assert set(JobState.objects.values_list("checked_until", flat=True)) == {
         now - timedelta(seconds=15)
     }
@@ -232,7 +232,7 @@ def test_run_now_runs_on_exactly_one_live_instance(fleet: FleetFactory) -> None:
     assert instances.stop() == [0, 0, 0]
 
     assert len(instances.runs()) == 1
-    row = Claim.objects.get()
+    row = Run.objects.get()
     request = RunRequest.objects.get()
     assert (row.manual, row.requested_by, row.status) == (True, "alice", "succeeded")
     assert request.taken_by == row.owner
@@ -260,7 +260,7 @@ def test_pause_takes_effect_on_every_instance_and_resume_undoes_it(fleet: FleetF
     ran = {when for _, when, _ in instances.runs()}
     assert not [t for t in ran if paused_from <= t <= paused_until]
     assert [t for t in ran if t >= resumed_from]
-    paused = Claim.objects.filter(status="paused", scheduled_for__range=(paused_from, paused_until))
+    paused = Run.objects.filter(status="paused", scheduled_for__range=(paused_from, paused_until))
     assert paused.count() >= 3
     counts = instances.run_counts()
     assert [key for key, count in counts.items() if count > 1] == []
@@ -280,11 +280,11 @@ def test_the_next_instance_up_records_what_nobody_ran(fleet: FleetFactory) -> No
     later.record_file.symlink_to(instances.record_file)
     later.start()
 
-    wait_for(lambda: Claim.objects.filter(status="missed").exists(), 10, "missed rows")
+    wait_for(lambda: Run.objects.filter(status="missed").exists(), 10, "missed rows")
     assert later.stop() == [0]
 
     ran = {when for _, when, _ in instances.runs()}
-    missed_rows = set(Claim.objects.filter(status="missed").values_list("scheduled_for", flat=True))
+    missed_rows = set(Run.objects.filter(status="missed").values_list("scheduled_for", flat=True))
     assert not ran & missed_rows
     gap = {
         down_from.replace(microsecond=0) + timedelta(seconds=s)
@@ -302,11 +302,11 @@ def test_sweep_records_a_claimed_occurrence_without_a_row_as_abandoned() -> None
 
     missed.sweep([job], "a", now=now)
 
-    rows = dict(Claim.objects.values_list("scheduled_for", "status"))
+    rows = dict(Run.objects.values_list("scheduled_for", "status"))
     assert rows == {
-        now - timedelta(minutes=2): Claim.Status.MISSED,
-        now - timedelta(minutes=1): Claim.Status.ABANDONED,
+        now - timedelta(minutes=2): Run.Status.MISSED,
+        now - timedelta(minutes=1): Run.Status.ABANDONED,
     }
-    abandoned = Claim.objects.get(status=Claim.Status.ABANDONED)
+    abandoned = Run.objects.get(status=Run.Status.ABANDONED)
     assert abandoned.owner == "web-9:99"
     assert "recorded no outcome" in abandoned.error

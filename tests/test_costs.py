@@ -32,10 +32,11 @@ from django.test.utils import CaptureQueriesContext, override_settings
 from django.utils import timezone
 
 from django_oncejob import history
-from django_oncejob.claim import KEY_VERSION, ClaimResult, claim, claim_key, claim_many
+from django_oncejob.cache.atomic import KEY_VERSION
+from django_oncejob.claim import ClaimResult, claim, claim_key, claim_many
 from django_oncejob.executor import BATCH_SIZE, ClaimingExecutor
-from django_oncejob.models import Claim
-from django_oncejob.pipeline import Outcome, Pipeline, run_occurrence
+from django_oncejob.models import Run
+from django_oncejob.pipeline import Outcome, Pipeline, claim_and_run
 from django_oncejob.registry import parse_job
 from django_oncejob.scheduler import ClaimingScheduler
 from django_oncejob.spec import JobSpec
@@ -123,15 +124,15 @@ def record_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def warm_up() -> None:
     # The first command on a new connection pool is preceded by the client's
     # handshake (CLIENT SETINFO): a cost per connection, not per occurrence.
-    run_occurrence(spec("warm-up"), WHEN - timedelta(days=1), "host-a:1")
+    claim_and_run(spec("warm-up"), WHEN - timedelta(days=1), "host-a:1")
 
 
 def test_loser_sends_one_cache_command_and_no_query(commands: Any, record_file: Path) -> None:
     warm_up()
-    assert run_occurrence(spec(), WHEN, "host-a:1") is Outcome.SUCCEEDED
+    assert claim_and_run(spec(), WHEN, "host-a:1") is Outcome.SUCCEEDED
 
     with commands() as cache, CaptureQueriesContext(connection) as queries:
-        assert run_occurrence(spec(), WHEN, "host-b:2") is Outcome.LOST
+        assert claim_and_run(spec(), WHEN, "host-b:2") is Outcome.LOST
 
     assert cache.counts == Counter({"set": 1})
     assert [q["sql"] for q in queries] == []
@@ -144,14 +145,14 @@ def test_loser_sends_one_cache_command_and_no_query(commands: Any, record_file: 
 def test_winner_sends_one_cache_command_and_writes_twice(commands: Any) -> None:
     warm_up()
     with commands() as cache, CaptureQueriesContext(connection) as queries:
-        assert run_occurrence(spec(), WHEN, "host-a:1") is Outcome.SUCCEEDED
+        assert claim_and_run(spec(), WHEN, "host-a:1") is Outcome.SUCCEEDED
 
     assert cache.counts == Counter({"set": 1})
     # On SQLite the test project sets each new connection up with PRAGMAs: not the
     # occurrence's queries.
     sql = [q["sql"] for q in queries if not q["sql"].startswith("PRAGMA")]
     assert [statement.split(None, 1)[0] for statement in sql] == ["INSERT", "UPDATE"], sql
-    assert Claim.objects.get(job="report").status == Claim.Status.SUCCEEDED
+    assert Run.objects.get(job="report").status == Run.Status.SUCCEEDED
 
 
 # A burst: many jobs due in the same second, through runjobs' own scheduler and executor.
@@ -254,12 +255,12 @@ def test_fences_of_a_burst_go_in_with_one_insert() -> None:
     ]
     for row in rows:
         if row is not None:
-            assert Claim.objects.get(pk=row.pk).owner == "host-b:2"
-    assert Claim.objects.get(job="job-02").owner == "host-a:1"
+            assert Run.objects.get(pk=row.pk).owner == "host-b:2"
+    assert Run.objects.get(job="job-02").owner == "host-a:1"
     inserts = [q["sql"] for q in queries if q["sql"].startswith("INSERT")]
     # job-00 is due twice: its second time takes a second statement.
     assert len(inserts) == 2, inserts
-    assert Claim.objects.count() == 6
+    assert Run.objects.count() == 6
 
 
 def test_fences_go_in_by_job_and_time_whatever_the_claim_order(
@@ -344,7 +345,7 @@ def test_a_burst_of_due_jobs_costs_a_set_each_in_few_round_trips(
     ), statements
     assert 1 <= statements["INSERT"] <= batches, statements
     assert 1 <= updates <= 30, statements
-    assert Claim.objects.filter(status=Claim.Status.SUCCEEDED, job__in=specs).count() == 30
+    assert Run.objects.filter(status=Run.Status.SUCCEEDED, job__in=specs).count() == 30
     # CONN_MAX_AGE = 0, and yet two connections for all: the history writer's, one for
     # the fences and one for the outcomes.
     assert len(opened) == 2

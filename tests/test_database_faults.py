@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from django_oncejob.models import Claim, Instance
+from django_oncejob.models import Instance, Run
 from tests.processes import Fleet, faketime_env, wait_for
 from tests.proxy import TcpProxy
 from tests.test_faults import (
@@ -68,7 +68,7 @@ def outcomes_of_runs(fleet: Fleet) -> dict[str, int]:
     """For every run the jobs recorded, the status of its history row (or 'no row')."""
     rows = {
         (job, when): status
-        for job, when, status in Claim.objects.values_list("job", "scheduled_for", "status")
+        for job, when, status in Run.objects.values_list("job", "scheduled_for", "status")
     }
     counts: dict[str, int] = {}
     for key in fleet.run_counts():
@@ -123,7 +123,7 @@ def test_database_unreachable_for_everyone_twice_the_heartbeat_timeout(
     instances = fleet(jobs, FAST_HEARTBEAT)
     instances.start(3, stagger=0.1, env=through(db_proxy))
     window_start = now()
-    wait_for(Claim.objects.filter(job="slow", status="running").exists, 10, "the slow job")
+    wait_for(Run.objects.filter(job="slow", status="running").exists, 10, "the slow job")
 
     db_proxy.cut()
     cut = now()
@@ -140,9 +140,9 @@ def test_database_unreachable_for_everyone_twice_the_heartbeat_timeout(
     assert duplicates(instances) == []
     assert reaped == []
     assert missed(instances, "tick", ticks(window_start, window_end)) == []
-    slow = Claim.objects.get(job="slow")
-    assert (slow.status, slow.attempts) == (Claim.Status.SUCCEEDED, 1)
-    assert Claim.objects.filter(status__in=["abandoned", "running"]).count() == 0
+    slow = Run.objects.get(job="slow")
+    assert (slow.status, slow.attempts) == (Run.Status.SUCCEEDED, 1)
+    assert Run.objects.filter(status__in=["abandoned", "running"]).count() == 0
     outcomes = outcomes_of_runs(instances)
     assert outcomes == {"succeeded": len(instances.run_counts())}, outcomes
     figures(
@@ -169,8 +169,8 @@ def test_connections_killed_mid_run(fleet: FleetFactory) -> None:
     }
     instances = fleet(jobs, FAST_HEARTBEAT)
     instances.start(2, stagger=0.1)
-    wait_for(Claim.objects.filter(job="slow", status="running").exists, 10, "the slow job")
-    wait_for(lambda: Claim.objects.filter(job="orm", status="succeeded").count() >= 2, 10, "orm")
+    wait_for(Run.objects.filter(job="slow", status="running").exists, 10, "the slow job")
+    wait_for(lambda: Run.objects.filter(job="orm", status="succeeded").count() >= 2, 10, "orm")
     killed = terminate_backends()
     killed_at = now()
     time.sleep(6)
@@ -178,9 +178,9 @@ def test_connections_killed_mid_run(fleet: FleetFactory) -> None:
 
     assert killed >= 2
     assert duplicates(instances) == []
-    slow = Claim.objects.get(job="slow")
-    assert (slow.status, slow.attempts) == (Claim.Status.SUCCEEDED, 1), slow.error
-    later = Claim.objects.filter(job="orm", scheduled_for__gt=killed_at + timedelta(seconds=1))
+    slow = Run.objects.get(job="slow")
+    assert (slow.status, slow.attempts) == (Run.Status.SUCCEEDED, 1), slow.error
+    later = Run.objects.filter(job="orm", scheduled_for__gt=killed_at + timedelta(seconds=1))
     assert later.count() >= 3
     assert set(later.values_list("status", flat=True)) == {"succeeded"}, [
         row.error for row in later
@@ -210,7 +210,7 @@ def test_a_locked_history_table_delays_but_loses_nothing(fleet: FleetFactory) ->
     )
     try:
         with locker.transaction():
-            locker.execute(f"LOCK TABLE {Claim._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+            locker.execute(f"LOCK TABLE {Run._meta.db_table} IN ACCESS EXCLUSIVE MODE")
             locked = now()
             time.sleep(8)
     finally:
@@ -229,7 +229,7 @@ def test_a_locked_history_table_delays_but_loses_nothing(fleet: FleetFactory) ->
     locked_window = [t for t in window if locked <= t <= released]
     lateness = [
         row.lateness.total_seconds()
-        for row in Claim.objects.filter(job="tick", scheduled_for__in=locked_window)
+        for row in Run.objects.filter(job="tick", scheduled_for__in=locked_window)
         if row.lateness is not None
     ]
     figures(
@@ -257,9 +257,9 @@ def test_one_clock_far_ahead_erases_nothing(fleet: FleetFactory) -> None:
     assert duplicates(instances) == []
     lost = missed(instances, "tick", window)
     assert lost == [], lost
-    wrongly_missed = Claim.objects.filter(job="tick", status="missed", scheduled_for__in=window)
+    wrongly_missed = Run.objects.filter(job="tick", status="missed", scheduled_for__in=window)
     assert not wrongly_missed.exists()
-    assert not Claim.objects.filter(
+    assert not Run.objects.filter(
         job="tick", scheduled_for__gt=window_end + timedelta(seconds=5)
     ).exists()
     figures(
@@ -274,13 +274,13 @@ def test_an_instance_restarted_under_its_owner_settles_what_it_left(fleet: Fleet
     jobs = {"slow": {"func": "tests.jobs.sleep_then_record", "args": [60], **at(2)}}
     instances = fleet(jobs, {"OWNER": "pod-0", **FAST_HEARTBEAT})
     (first,) = instances.start()
-    wait_for(Claim.objects.filter(job="slow", status="running").exists, 10, "the slow job")
+    wait_for(Run.objects.filter(job="slow", status="running").exists, 10, "the slow job")
     first.process.send_signal(signal.SIGKILL)
     first.process.wait(5)
 
     instances.start()
-    row = Claim.objects.get(job="slow")
-    wait_for(lambda: Claim.objects.get(pk=row.pk).status == "abandoned", 10, "the row settled")
+    row = Run.objects.get(job="slow")
+    wait_for(lambda: Run.objects.get(pk=row.pk).status == "abandoned", 10, "the row settled")
     assert instances.stop() == [-signal.SIGKILL, 0], instances.logs()
     row.refresh_from_db()
     assert row.error == "Abandoned: pod-0 restarted while running it."
@@ -300,13 +300,13 @@ def test_a_deploy_that_changes_the_heartbeat_settings_reruns_nothing(fleet: Flee
     instances = fleet(jobs)
     old = {"HEARTBEAT_INTERVAL": 4, "HEARTBEAT_TIMEOUT": 12}
     (running,) = instances.start(env={"ONCEJOB_TEST_SETTINGS": json.dumps(old)})
-    wait_for(Claim.objects.filter(job="slow", status="running").exists, 10, "the slow job")
+    wait_for(Run.objects.filter(job="slow", status="running").exists, 10, "the slow job")
     instances.start(2, env={"ONCEJOB_TEST_SETTINGS": json.dumps(FAST_HEARTBEAT)})
-    wait_for(lambda: Claim.objects.get(job="slow").status != "running", 20, "the slow job's end")
+    wait_for(lambda: Run.objects.get(job="slow").status != "running", 20, "the slow job's end")
     assert instances.stop() == [0, 0, 0], instances.logs()
 
-    assert instances.run_counts()[("slow", Claim.objects.get().scheduled_for)] == 1
-    row = Claim.objects.get()
+    assert instances.run_counts()[("slow", Run.objects.get().scheduled_for)] == 1
+    row = Run.objects.get()
     assert (row.status, row.attempts, row.owner.endswith(f":{running.pid}")) == (
         "succeeded",
         1,

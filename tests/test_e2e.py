@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from django_oncejob.jobstore import _score
-from django_oncejob.models import Claim, Instance
+from django_oncejob.models import Instance, Run
 from tests.processes import ROOT, Fleet, wait_for
 
 pytestmark = pytest.mark.processes
@@ -59,9 +59,9 @@ def test_eight_instances_run_each_occurrence_exactly_once(fleet: FleetFactory) -
     evens = seconds_between(window_start, window_end, step=2)
     assert [t for t in evens if counts[("every-2s", t)] != 1] == []
 
-    rows = list(Claim.objects.values_list("job", "scheduled_for", "owner", "status"))
+    rows = list(Run.objects.values_list("job", "scheduled_for", "owner", "status"))
     assert sorted((job, when) for job, when, _, _ in rows) == sorted(counts)
-    assert {status for *_, status in rows} == {Claim.Status.SUCCEEDED}
+    assert {status for *_, status in rows} == {Run.Status.SUCCEEDED}
     owner_by_run = {(job, when): pid for job, when, pid in instances.runs()}
     for job, when, owner, _ in rows:
         assert owner.endswith(f":{owner_by_run[(job, when)]}")
@@ -92,7 +92,7 @@ def test_database_fence_stops_a_second_run_when_claim_keys_are_lost(
     counts = first.run_counts()
     assert len(counts) >= 4 * count
     assert [key for key, runs in counts.items() if runs > 1] == []
-    assert Claim.objects.count() == len(counts)
+    assert Run.objects.count() == len(counts)
     logs = first.logs(tail=None) + second.logs(tail=None)
     assert "already in the history; not running it again" in logs
 
@@ -117,9 +117,9 @@ def test_jobs_due_together_are_claimed_and_fenced_in_batches_exactly_once(
     seconds = seconds_between(window_start, window_end)
     assert len(seconds) >= 5
     assert [(job, t) for job in jobs for t in seconds if counts[(job, t)] != 1] == []
-    rows = Claim.objects.values_list("job", "scheduled_for", "status")
+    rows = Run.objects.values_list("job", "scheduled_for", "status")
     assert sorted((job, when) for job, when, _ in rows) == sorted(counts)
-    assert {status for *_, status in rows} == {Claim.Status.SUCCEEDED}
+    assert {status for *_, status in rows} == {Run.Status.SUCCEEDED}
     assert len({pid for *_, pid in instances.runs()}) > 1
     assert "already in the history" not in instances.logs(tail=None)
 
@@ -141,7 +141,7 @@ def test_each_instance_claims_first_the_jobs_it_is_the_first_choice_for(
     window_end = now()
     assert instances.stop() == [0, 0], instances.logs()
 
-    rows = Claim.objects.filter(scheduled_for__gt=window_start, scheduled_for__lt=window_end)
+    rows = Run.objects.filter(scheduled_for__gt=window_start, scheduled_for__lt=window_end)
     owners = sorted(Instance.objects.values_list("owner", flat=True))
     assert len(owners) == 2
     first_choice = {job: max(owners, key=lambda owner: _score(job, owner)) for job in jobs}
@@ -164,13 +164,13 @@ def test_sigterm_lets_the_running_job_finish(fleet: FleetFactory) -> None:
         }
     )
     (instance,) = instances.start()
-    wait_for(lambda: Claim.objects.filter(status="running").exists(), 10, "the job to start")
+    wait_for(lambda: Run.objects.filter(status="running").exists(), 10, "the job to start")
     signalled = now()
     instance.process.send_signal(signal.SIGTERM)
 
     assert instance.process.wait(15) == 0, instance.output()
-    (row,) = Claim.objects.all()
-    assert row.status == Claim.Status.SUCCEEDED
+    (row,) = Run.objects.all()
+    assert row.status == Run.Status.SUCCEEDED
     assert row.scheduled_for < signalled
     assert [job for job, *_ in instances.runs()] == ["slow"]
     assert "stopping; no new occurrence will be claimed" in instance.output()
@@ -182,14 +182,14 @@ def test_shutdown_timeout_marks_the_running_job_interrupted(fleet: FleetFactory)
         {"SHUTDOWN_TIMEOUT": 1},
     )
     (instance,) = instances.start()
-    wait_for(lambda: Claim.objects.filter(status="running").exists(), 10, "the job to start")
+    wait_for(lambda: Run.objects.filter(status="running").exists(), 10, "the job to start")
     started = time.monotonic()
     instance.process.send_signal(signal.SIGTERM)
 
     assert instance.process.wait(15) == 1
     assert time.monotonic() - started < 5
-    (row,) = Claim.objects.all()
-    assert row.status == Claim.Status.FAILED
+    (row,) = Run.objects.all()
+    assert row.status == Run.Status.FAILED
     assert row.error.startswith("Interrupted")
     assert instances.runs() == []
 
@@ -200,7 +200,7 @@ def test_second_signal_stops_at_once(fleet: FleetFactory) -> None:
         {"SHUTDOWN_TIMEOUT": 120},
     )
     (instance,) = instances.start()
-    wait_for(lambda: Claim.objects.filter(status="running").exists(), 10, "the job to start")
+    wait_for(lambda: Run.objects.filter(status="running").exists(), 10, "the job to start")
     instance.process.send_signal(signal.SIGTERM)
     wait_for(lambda: "stopping" in instance.output(), 5, "the first signal to be handled")
     started = time.monotonic()
@@ -208,7 +208,7 @@ def test_second_signal_stops_at_once(fleet: FleetFactory) -> None:
 
     assert instance.process.wait(10) == 1
     assert time.monotonic() - started < 3
-    assert Claim.objects.get().status == Claim.Status.FAILED
+    assert Run.objects.get().status == Run.Status.FAILED
 
 
 def test_failing_and_async_jobs_in_a_real_process(fleet: FleetFactory) -> None:
@@ -221,15 +221,15 @@ def test_failing_and_async_jobs_in_a_real_process(fleet: FleetFactory) -> None:
     instances.start()
     wait_for(
         lambda: (
-            Claim.objects.filter(job="broken", status="failed").count() >= 2
-            and Claim.objects.filter(job="async", status="succeeded").count() >= 2
+            Run.objects.filter(job="broken", status="failed").count() >= 2
+            and Run.objects.filter(job="async", status="succeeded").count() >= 2
         ),
         10,
         "two failures and two async runs",
     )
 
     assert instances.stop() == [0]
-    failure = Claim.objects.filter(job="broken").first()
+    failure = Run.objects.filter(job="broken").first()
     assert failure is not None
     assert failure.error == "RuntimeError: the job broke"
     assert 'raise RuntimeError("the job broke")' in failure.traceback
@@ -260,7 +260,7 @@ def test_instances_sharing_one_sqlite_file(fleet: FleetFactory, tmp_path: Path) 
     assert len(counts) >= 12
     assert [key for key, count in counts.items() if count > 1] == []
     with sqlite3.connect(database) as db:
-        rows = db.execute("SELECT job, scheduled_for, status FROM django_oncejob_claim").fetchall()
+        rows = db.execute("SELECT job, scheduled_for, status FROM django_oncejob_run").fetchall()
     assert len(rows) == len(counts)
     assert {status for *_, status in rows} == {"succeeded"}
     assert "database is locked" not in instances.logs(tail=None)

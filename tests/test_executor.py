@@ -25,7 +25,7 @@ from django_oncejob import executor as executor_module
 from django_oncejob import history
 from django_oncejob.claim import ClaimResult, claim
 from django_oncejob.executor import BATCH_SIZE, BATCHES_IN_FLIGHT, ClaimingExecutor
-from django_oncejob.models import Claim
+from django_oncejob.models import Run
 from django_oncejob.pipeline import Pipeline
 from django_oncejob.registry import parse_job
 from django_oncejob.scheduler import ClaimingScheduler
@@ -151,7 +151,7 @@ def test_a_thread_freed_claims_what_waited_for_it(
 
     HELD.set()
     wait_for(lambda: ran(record_file) == ["busy", "later"], 15, "the job that waited")
-    assert Claim.objects.get(job="later").status == Claim.Status.SUCCEEDED
+    assert Run.objects.get(job="later").status == Run.Status.SUCCEEDED
 
 
 def test_claims_go_out_a_few_batches_at_a_time(
@@ -220,7 +220,7 @@ def test_jobs_waiting_for_a_thread_are_left_to_others_on_shutdown(
         assert one.executor.wait(10)
     assert f"Job 'later' at {when.isoformat()} left to other instances" in caplog.text
     assert ran(record_file) == ["busy"]
-    assert not Claim.objects.filter(job="later").exists()
+    assert not Run.objects.filter(job="later").exists()
     assert claim("later", when, "host-b:2") is ClaimResult.WON
 
 

@@ -21,8 +21,8 @@ import redis
 from django.conf import settings
 from django.core.cache import caches
 
-from django_oncejob.claim import KEY_VERSION
-from django_oncejob.models import Claim
+from django_oncejob.cache.atomic import KEY_VERSION
+from django_oncejob.models import Run
 from tests.processes import Fleet, Instance, clock_offset, faketime_env, wait_for
 
 pytestmark = pytest.mark.processes
@@ -224,7 +224,7 @@ def test_instances_killed_one_after_another(fleet: FleetFactory) -> None:
     assert terminate(survivors) == [0] * len(survivors), instances.logs()
     assert duplicates(instances) == []
     killed_pids = {i.pid for i in killed}
-    rows = {row.scheduled_for: row for row in Claim.objects.filter(job="tick")}
+    rows = {row.scheduled_for: row for row in Run.objects.filter(job="tick")}
     window = ticks(window_start, window_end)
     explained_by_row, explained_by_key, unexplained = [], [], []
     for when in missed(instances, "tick", window):
@@ -238,7 +238,7 @@ def test_instances_killed_one_after_another(fleet: FleetFactory) -> None:
             explained_by_key.append(when)
         else:
             unexplained.append(when)
-    left_running = [r for r in rows.values() if r.status != Claim.Status.SUCCEEDED]
+    left_running = [r for r in rows.values() if r.status != Run.Status.SUCCEEDED]
     figures(
         "instances killed",
         kills=len(killed),
@@ -302,7 +302,7 @@ def test_cache_losing_claims_while_one_instance_lags(fleet: FleetFactory) -> Non
     assert 0.35 < clock.lag < 0.6
     # The laggard finds the key gone nearly every second; only the history stops it.
     assert fenced[laggard.pid] >= 5
-    assert Claim.objects.filter(job="tick").count() == len(instances.run_counts())
+    assert Run.objects.filter(job="tick").count() == len(instances.run_counts())
 
 
 def test_cache_unreachable(fleet: FleetFactory, throwaway_redis: RedisServer) -> None:
@@ -346,9 +346,7 @@ def test_cache_unreachable(fleet: FleetFactory, throwaway_redis: RedisServer) ->
     assert len(after) >= 2
     assert [t for t in after if f"tick:{t.isoformat()}" not in keys] == []
     rows_after = set(
-        Claim.objects.filter(job="tick", scheduled_for__gt=up).values_list(
-            "scheduled_for", flat=True
-        )
+        Run.objects.filter(job="tick", scheduled_for__gt=up).values_list("scheduled_for", flat=True)
     )
     assert set(after) <= rows_after
     # With 'skip', nothing ran while the cache was down, and everything ran again after.
@@ -407,7 +405,7 @@ def test_shutdown_under_load(fleet: FleetFactory) -> None:
     }
     instances = fleet(jobs, {"MAX_WORKERS": 16})
     stopping, staying = instances.start(2, stagger=0.3)
-    mine = Claim.objects.filter(owner__endswith=f":{stopping.pid}")
+    mine = Run.objects.filter(owner__endswith=f":{stopping.pid}")
     running = mine.filter(status="running")
     wait_for(lambda: running.count() >= 2, 10, "two running jobs")
     # The instances' start-up may outlast the first jobs, so signal only when one of the
@@ -427,7 +425,7 @@ def test_shutdown_under_load(fleet: FleetFactory) -> None:
     assert terminate([staying]) == [0], staying.output()
 
     assert duplicates(instances) == []
-    assert {row.status for row in Claim.objects.all()} == {Claim.Status.SUCCEEDED}
+    assert {row.status for row in Run.objects.all()} == {Run.Status.SUCCEEDED}
     finished_after_signal = [r for r in mine if r.finished_at and r.finished_at > signalled]
     assert len(finished_after_signal) >= 1
     margin = signalled + timedelta(seconds=1)
@@ -435,7 +433,7 @@ def test_shutdown_under_load(fleet: FleetFactory) -> None:
     assert [r.claimed_at for r in mine if r.claimed_at > signalled + timedelta(seconds=0.5)] == []
     recorded = {(job, when) for job, when, pid in instances.runs() if pid == stopping.pid}
     assert recorded == {(r.job, r.scheduled_for) for r in mine}
-    later = Claim.objects.filter(scheduled_for__gt=margin)
+    later = Run.objects.filter(scheduled_for__gt=margin)
     assert {pid_of(owner) for owner in later.values_list("owner", flat=True)} == {staying.pid}
     assert set(later.values_list("job", flat=True)) == set(jobs)
     figures(
@@ -459,7 +457,7 @@ def test_second_sigterm_stops_at_once(fleet: FleetFactory) -> None:
     }
     instances = fleet(jobs, {"SHUTDOWN_TIMEOUT": 120})
     (instance,) = instances.start()
-    wait_for(lambda: Claim.objects.filter(status="running").count() == 3, 10, "3 running jobs")
+    wait_for(lambda: Run.objects.filter(status="running").count() == 3, 10, "3 running jobs")
     instance.process.send_signal(signal.SIGTERM)
     wait_for(lambda: "stopping" in instance.output(), 5, "the first SIGTERM to be handled")
     started = time.monotonic()
@@ -468,9 +466,9 @@ def test_second_sigterm_stops_at_once(fleet: FleetFactory) -> None:
     assert instance.process.wait(10) == 1, instance.output()
     elapsed = time.monotonic() - started
     assert elapsed < 3
-    rows = list(Claim.objects.all())
+    rows = list(Run.objects.all())
     assert len(rows) == 3
-    assert {row.status for row in rows} == {Claim.Status.FAILED}
+    assert {row.status for row in rows} == {Run.Status.FAILED}
     assert all(row.error.startswith("Interrupted") for row in rows)
     assert instances.runs() == []
     assert "stopped with 3 job(s) still running" in instance.output()
@@ -492,7 +490,7 @@ def test_a_busy_instance_claims_no_more_than_it_can_start(fleet: FleetFactory) -
     # The first occurrence both instances were up for: one due while the second was
     # still starting had only the first's two threads.
     ready = now()
-    after = Claim.objects.filter(status="succeeded", scheduled_for__gt=ready)
+    after = Run.objects.filter(status="succeeded", scheduled_for__gt=ready)
     wait_for(lambda: after.count() >= 8, 30, "one round")
     assert instances.stop() == [0, 0], instances.logs()
 
@@ -508,7 +506,7 @@ def test_a_busy_instance_claims_no_more_than_it_can_start(fleet: FleetFactory) -
     # Before: one instance won all eight and started the last of them 6 s late.
     assert len(lateness) == 8 and lateness[-1] < 3, lateness
     assert duplicates(instances) == []
-    owners = Claim.objects.filter(scheduled_for=first).values_list("owner", flat=True)
+    owners = Run.objects.filter(scheduled_for=first).values_list("owner", flat=True)
     figures(
         "busy instance",
         lateness_seconds=[round(late, 1) for late in lateness],

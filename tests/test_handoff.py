@@ -29,10 +29,10 @@ from django.utils import timezone
 from django_oncejob import current_occurrence, enqueue, handoff, heartbeat, history, signals
 from django_oncejob.conf import conf
 from django_oncejob.handoff import HandedOff, celery_installed, tasks_module_name
-from django_oncejob.models import Claim
 from django_oncejob.models import Instance as InstanceRow
+from django_oncejob.models import Run
 from django_oncejob.occurrence import Occurrence
-from django_oncejob.pipeline import Outcome, Pipeline, run_occurrence
+from django_oncejob.pipeline import Outcome, Pipeline, claim_and_run
 from django_oncejob.registry import parse_job
 from django_oncejob.spec import JobSpec
 from django_oncejob.worker import OccurrenceFailed, occurrence_task, run_handed_off
@@ -109,13 +109,13 @@ def dummy_results() -> list[Any]:
 def test_immediate_backend_runs_the_whole_hand_off_here(record_file: Path) -> None:
     definition = {"func": "tests.jobs.record", "enqueue": "tasks", "backend": "immediate"}
     with jobs_setting(report=definition):
-        assert run_occurrence(spec(definition), WHEN, "host-a:1") is Outcome.ENQUEUED
+        assert claim_and_run(spec(definition), WHEN, "host-a:1") is Outcome.ENQUEUED
 
     (line,) = runs(record_file)
     assert line == f"report {WHEN.isoformat()} {os.getpid()}"
-    row = Claim.objects.get()
+    row = Run.objects.get()
     assert (row.status, row.owner, row.task_backend) == (
-        Claim.Status.SUCCEEDED,
+        Run.Status.SUCCEEDED,
         conf.OWNER,
         "tasks:immediate",
     )
@@ -126,12 +126,12 @@ def test_immediate_backend_runs_the_whole_hand_off_here(record_file: Path) -> No
 @pytest.mark.usefixtures("tasks_backends")
 def test_dummy_backend_leaves_the_row_enqueued_for_a_worker(record_file: Path) -> None:
     definition = {"func": "tests.jobs.record", "enqueue": "tasks", "backend": "dummy"}
-    assert run_occurrence(spec(definition), WHEN, "host-a:1") is Outcome.ENQUEUED
+    assert claim_and_run(spec(definition), WHEN, "host-a:1") is Outcome.ENQUEUED
 
     (result,) = dummy_results()
-    row = Claim.objects.get()
+    row = Run.objects.get()
     assert (row.status, row.owner, row.task_backend, row.task_id) == (
-        Claim.Status.ENQUEUED,
+        Run.Status.ENQUEUED,
         "host-a:1",
         "tasks:dummy",
         result.id,
@@ -141,22 +141,22 @@ def test_dummy_backend_leaves_the_row_enqueued_for_a_worker(record_file: Path) -
     assert runs(record_file) == []
     # Not abandoned while it waits in the queue, however long.
     assert heartbeat.reap("me:3", 0, {}) == []
-    assert Claim.objects.get().status == Claim.Status.ENQUEUED
+    assert Run.objects.get().status == Run.Status.ENQUEUED
 
 
 @pytest.mark.usefixtures("tasks_backends")
 def test_a_task_delivered_twice_runs_the_job_once(record_file: Path) -> None:
     definition = {"func": "tests.jobs.record", "enqueue": "tasks", "backend": "dummy"}
     with jobs_setting(report=definition):
-        run_occurrence(spec(definition), WHEN, "host-a:1")
+        claim_and_run(spec(definition), WHEN, "host-a:1")
         (result,) = dummy_results()
 
         assert result.task.call(*result.args) == "succeeded"
         assert result.task.call(*result.args) == "fenced"
 
     assert len(runs(record_file)) == 1
-    row = Claim.objects.get()
-    assert (row.status, row.owner) == (Claim.Status.SUCCEEDED, conf.OWNER)
+    row = Run.objects.get()
+    assert (row.status, row.owner) == (Run.Status.SUCCEEDED, conf.OWNER)
 
 
 @pytest.mark.usefixtures("tasks_backends")
@@ -174,7 +174,7 @@ def test_the_worker_sets_current_occurrence_and_sends_the_signals() -> None:
     signals.occurrence_succeeded.connect(succeeded)
     try:
         with jobs_setting(report=definition):
-            run_occurrence(spec(definition), WHEN, "host-a:1")
+            claim_and_run(spec(definition), WHEN, "host-a:1")
             (result,) = dummy_results()
             result.task.call(*result.args)
     finally:
@@ -187,26 +187,26 @@ def test_the_worker_sets_current_occurrence_and_sends_the_signals() -> None:
 def test_a_failing_job_fails_its_row_and_its_task() -> None:
     definition = {"func": "tests.jobs.fail", "enqueue": "tasks", "backend": "dummy"}
     with jobs_setting(report=definition):
-        run_occurrence(spec(definition), WHEN, "host-a:1")
+        claim_and_run(spec(definition), WHEN, "host-a:1")
         (result,) = dummy_results()
         with pytest.raises(OccurrenceFailed, match="RuntimeError: the job broke"):
             result.task.call(*result.args)
 
-    row = Claim.objects.get()
-    assert (row.status, row.error) == (Claim.Status.FAILED, "RuntimeError: the job broke")
+    row = Run.objects.get()
+    assert (row.status, row.error) == (Run.Status.FAILED, "RuntimeError: the job broke")
     assert 'raise RuntimeError("the job broke")' in row.traceback
 
 
 @pytest.mark.usefixtures("tasks_backends")
 def test_a_worker_without_the_job_fails_the_row() -> None:
     definition = {"func": "tests.jobs.record", "enqueue": "tasks", "backend": "dummy"}
-    run_occurrence(spec(definition), WHEN, "host-a:1")
+    claim_and_run(spec(definition), WHEN, "host-a:1")
     (result,) = dummy_results()
     with jobs_setting(), pytest.raises(OccurrenceFailed, match="not a valid job"):
         result.task.call(*result.args)
 
-    row = Claim.objects.get()
-    assert row.status == Claim.Status.FAILED
+    row = Run.objects.get()
+    assert row.status == Run.Status.FAILED
     assert "a worker needs the same settings as the runjobs instances" in row.error
 
 
@@ -220,12 +220,12 @@ def test_enqueue_error_is_recorded_as_failed() -> None:
 
     signals.occurrence_failed.connect(failed)
     try:
-        assert run_occurrence(spec(definition), WHEN, "host-a:1") is Outcome.FAILED
+        assert claim_and_run(spec(definition), WHEN, "host-a:1") is Outcome.FAILED
     finally:
         signals.occurrence_failed.disconnect(failed)
 
-    row = Claim.objects.get()
-    assert (row.status, row.task_backend) == (Claim.Status.FAILED, "tasks:broken")
+    row = Run.objects.get()
+    assert (row.status, row.task_backend) == (Run.Status.FAILED, "tasks:broken")
     assert row.error == "Could not enqueue: ConnectionError: the queue is down"
     assert "ConnectionError" in row.traceback
     assert [type(exc) for exc in failures] == [ConnectionError]
@@ -235,15 +235,15 @@ def test_enqueue_error_is_recorded_as_failed() -> None:
 def test_a_task_id_that_cannot_be_recorded_does_not_fail_the_hand_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def database_down(claim: Claim, task_id: str) -> None:
+    def database_down(claim: Run, task_id: str) -> None:
         raise OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(history, "note_task_id", database_down)
     definition = {"func": "tests.jobs.record", "enqueue": "tasks", "backend": "dummy"}
-    assert run_occurrence(spec(definition), WHEN, "host-a:1") is Outcome.ENQUEUED
+    assert claim_and_run(spec(definition), WHEN, "host-a:1") is Outcome.ENQUEUED
 
-    row = Claim.objects.get()
-    assert (row.status, row.task_id) == (Claim.Status.ENQUEUED, "")
+    row = Run.objects.get()
+    assert (row.status, row.task_id) == (Run.Status.ENQUEUED, "")
     assert len(dummy_results()) == 1
 
 
@@ -264,16 +264,16 @@ def test_a_manual_run_is_handed_off_too() -> None:
     outcome = Pipeline("host-a:1").run_manual(spec(definition), timezone.now(), "admin")
 
     assert outcome is Outcome.ENQUEUED
-    row = Claim.objects.get()
-    assert (row.status, row.manual, row.requested_by) == (Claim.Status.ENQUEUED, True, "admin")
+    row = Run.objects.get()
+    assert (row.status, row.manual, row.requested_by) == (Run.Status.ENQUEUED, True, "admin")
     assert len(dummy_results()) == 1
 
 
 def test_rows_run_by_a_worker_are_reaped_once_it_stops_beating() -> None:
     long_ago = timezone.now() - timedelta(seconds=300)
 
-    def worker_row(owner: str, day: int) -> Claim:
-        return Claim.objects.create(
+    def worker_row(owner: str, day: int) -> Run:
+        return Run.objects.create(
             job="report",
             scheduled_for=WHEN + timedelta(days=day),
             owner=owner,
@@ -289,8 +289,8 @@ def test_rows_run_by_a_worker_are_reaped_once_it_stops_beating() -> None:
 
     beating.refresh_from_db()
     gone.refresh_from_db()
-    assert beating.status == Claim.Status.RUNNING
-    assert gone.status == Claim.Status.ABANDONED
+    assert beating.status == Run.Status.RUNNING
+    assert gone.status == Run.Status.ABANDONED
 
 
 def test_a_worker_beats_while_it_runs_a_handed_off_occurrence(record_file: Path) -> None:
@@ -299,11 +299,11 @@ def test_a_worker_beats_while_it_runs_a_handed_off_occurrence(record_file: Path)
 
     def look(sender: str, occurrence: Occurrence, **kwargs: object) -> None:
         row = InstanceRow.objects.get(owner=occurrence.owner)
-        seen.append((row.is_alive(60), Claim.objects.filter(owner=row.owner).count()))
+        seen.append((row.is_alive(60), Run.objects.filter(owner=row.owner).count()))
 
     row = fence("report", WHEN, "host-a:1")
     assert row is not None
-    Claim.objects.filter(pk=row.pk).update(status=Claim.Status.ENQUEUED, task_backend="celery")
+    Run.objects.filter(pk=row.pk).update(status=Run.Status.ENQUEUED, task_backend="celery")
     signals.occurrence_started.connect(look)
     try:
         with jobs_setting(report=definition):
@@ -350,8 +350,8 @@ def test_run_handed_off_without_a_row_still_runs_and_is_recorded(record_file: Pa
         assert run_handed_off(HandedOff("report", WHEN, None)) is Outcome.SUCCEEDED
     assert len(runs(record_file)) == 1
     # Handed off while the history was down: the worker writes the row with its outcome.
-    row = Claim.objects.get()
-    assert (row.job, row.scheduled_for, row.status) == ("report", WHEN, Claim.Status.SUCCEEDED)
+    row = Run.objects.get()
+    assert (row.job, row.scheduled_for, row.status) == ("report", WHEN, Run.Status.SUCCEEDED)
 
 
 # Real processes.
@@ -398,18 +398,16 @@ def stop(worker: Instance) -> int:
 
 
 def settled() -> bool:
-    return not Claim.objects.filter(
-        status__in=[Claim.Status.ENQUEUED, Claim.Status.RUNNING]
-    ).exists()
+    return not Run.objects.filter(status__in=[Run.Status.ENQUEUED, Run.Status.RUNNING]).exists()
 
 
-def assert_each_ran_once_in(worker: Instance, instances: Fleet, rows: list[Claim]) -> None:
+def assert_each_ran_once_in(worker: Instance, instances: Fleet, rows: list[Run]) -> None:
     """Every row ran once, in the worker, as its own occurrence, and succeeded."""
     counts = instances.run_counts()
     assert [key for key, count in counts.items() if count != 1] == []
     assert {pid for *_, pid in instances.runs()} == {worker.pid}
     assert sorted(counts) == sorted((row.job, row.scheduled_for) for row in rows)
-    assert {row.status for row in rows} == {Claim.Status.SUCCEEDED}, [
+    assert {row.status for row in rows} == {Run.Status.SUCCEEDED}, [
         (row.job, row.scheduled_for, row.status, row.error) for row in rows
     ]
     assert {row.owner.rsplit(":", 1)[-1] for row in rows} == {str(worker.pid)}
@@ -437,7 +435,7 @@ def test_database_worker_runs_each_occurrence_once(
     window_start = datetime.now(UTC) + timedelta(seconds=1)
     # No worker yet: the occurrences wait in the queue, enqueued, and nothing runs.
     wait_for(
-        lambda: Claim.objects.filter(status=Claim.Status.ENQUEUED).count() >= 2,
+        lambda: Run.objects.filter(status=Run.Status.ENQUEUED).count() >= 2,
         10,
         "two enqueued occurrences",
     )
@@ -452,7 +450,7 @@ def test_database_worker_runs_each_occurrence_once(
     wait_for(settled, 20, "the queue to drain")
     assert stop(worker) == 0, worker.output()
 
-    rows = list(Claim.objects.order_by("scheduled_for"))
+    rows = list(Run.objects.order_by("scheduled_for"))
     assert_each_ran_once_in(worker, instances, rows)
     counts = instances.run_counts()
     assert [t for t in seconds_between(window_start, window_end) if ("tick", t) not in counts] == []
@@ -488,14 +486,14 @@ def test_a_worker_killed_mid_run_leaves_its_row_abandoned(
     command = [sys.executable, "-m", "django", "db_worker", "--queue-name", "jobs"]
     command += ["--interval", "0.1", "--no-startup-delay", "-v", "2"]
     worker = workers(command, instances.env(), "Starting worker")
-    running = Claim.objects.filter(job="slow", status=Claim.Status.RUNNING)
+    running = Run.objects.filter(job="slow", status=Run.Status.RUNNING)
     wait_for(running.exists, 15, "the worker to take the occurrence")
     worker.process.kill()
     worker.process.wait(5)
 
-    wait_for(lambda: Claim.objects.get().status == Claim.Status.ABANDONED, 15, "the row settled")
+    wait_for(lambda: Run.objects.get().status == Run.Status.ABANDONED, 15, "the row settled")
     assert instances.stop() == [0, 0], instances.logs()
-    row = Claim.objects.get()
+    row = Run.objects.get()
     assert row.error == f"Abandoned: {row.owner} stopped sending heartbeats while running it."
     assert row.owner.endswith(f":{worker.pid}")
 
@@ -560,7 +558,7 @@ def test_celery_worker_runs_each_occurrence_once(
     wait_for(settled, 20, "the queue to drain")
     assert stop(worker) == 0, worker.output()
 
-    rows = list(Claim.objects.order_by("scheduled_for", "job"))
+    rows = list(Run.objects.order_by("scheduled_for", "job"))
     assert_each_ran_once_in(worker, instances, rows)
     counts = instances.run_counts()
     for job in ("tick", "tock"):
@@ -574,7 +572,7 @@ def test_celery_worker_runs_each_occurrence_once(
     assert [row.task_id for row in rows] == expected
     assert {AsyncResult(row.task_id).status for row in rows} == {"SUCCESS"}
     assert "Task oncejob_tests.record[" in worker.output()
-    assert "Task django_oncejob.run_occurrence[" in worker.output()
+    assert "Task django_oncejob.run_handed_off[" in worker.output()
 
 
 @needs_celery
@@ -619,7 +617,7 @@ def test_celery_redelivery_runs_the_job_once(
     assert line == f"report {WHEN.isoformat()} {worker.pid}"
     row.refresh_from_db()
     assert (row.status, row.task_backend, row.task_id) == (
-        Claim.Status.SUCCEEDED,
+        Run.Status.SUCCEEDED,
         "celery",
         task_id,
     )

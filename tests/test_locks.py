@@ -12,17 +12,12 @@ from django.conf import settings
 from django.core.cache import caches
 from django.test.utils import override_settings
 
-from django_oncejob.claim import (
-    KEY_VERSION,
-    ClaimResult,
-    claim,
-    claim_many,
-    lock_key,
-    release_lock,
-)
-from django_oncejob.models import Claim
+from django_oncejob.cache.atomic import KEY_VERSION
+from django_oncejob.claim import ClaimResult, claim, claim_many
+from django_oncejob.locks import lock_key, release_lock
+from django_oncejob.models import Run
 from django_oncejob.occurrence import Occurrence
-from django_oncejob.pipeline import Outcome, lock_token, run_occurrence
+from django_oncejob.pipeline import Outcome, claim_and_run, lock_token
 from django_oncejob.registry import parse_job
 from django_oncejob.spec import JobSpec
 from tests.proxy import TcpProxy
@@ -85,12 +80,12 @@ def test_claims_of_a_batch_whose_reply_was_lost_are_settled_by_what_redis_holds(
 def test_a_lock_left_behind_by_a_run_that_ended_is_broken(record_file: Path) -> None:
     job = spec(lock_timeout=600)
     earlier = WHEN - timedelta(minutes=1)
-    assert run_occurrence(job, earlier, "host-a:1") is Outcome.SUCCEEDED
+    assert claim_and_run(job, earlier, "host-a:1") is Outcome.SUCCEEDED
     # As if that run's release had failed on a Redis hiccup: its lock is still there.
     token = lock_token(Occurrence("report", earlier, "host-a:1"))
     caches["default"].add(lock_key("report"), token, 600, version=KEY_VERSION)
 
-    assert run_occurrence(job, WHEN, "host-b:2") is Outcome.SUCCEEDED
+    assert claim_and_run(job, WHEN, "host-b:2") is Outcome.SUCCEEDED
     assert len(record_file.read_text().splitlines()) == 2
     assert caches["default"].get(lock_key("report"), version=KEY_VERSION) is None
 
@@ -102,8 +97,8 @@ def test_a_lock_held_by_a_run_still_going_is_not_broken() -> None:
     token = lock_token(Occurrence("report", earlier, "host-a:1"))
     caches["default"].add(lock_key("report"), token, 600, version=KEY_VERSION)
 
-    assert run_occurrence(job, WHEN, "host-b:2") is Outcome.SKIPPED
-    assert Claim.objects.get(scheduled_for=WHEN).error == (
+    assert claim_and_run(job, WHEN, "host-b:2") is Outcome.SKIPPED
+    assert Run.objects.get(scheduled_for=WHEN).error == (
         "Skipped: a previous run of this job still holds its lock."
     )
 
@@ -113,8 +108,8 @@ def test_a_lost_lock_key_does_not_let_runs_overlap() -> None:
     job = spec(lock_timeout=600)
     assert fence("report", WHEN - timedelta(minutes=1), "host-a:1") is not None  # running
 
-    assert run_occurrence(job, WHEN, "host-b:2") is Outcome.SKIPPED
-    assert Claim.objects.get(scheduled_for=WHEN).error == (
+    assert claim_and_run(job, WHEN, "host-b:2") is Outcome.SKIPPED
+    assert Run.objects.get(scheduled_for=WHEN).error == (
         "Skipped: a previous run of this job is still running, by the history."
     )
     # The lock this run took for the check is released again.

@@ -16,7 +16,7 @@ from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_oncejob.models import Claim, Instance, JobState, RunRequest
+from django_oncejob.models import Instance, JobState, Run, RunRequest
 from tests.processes import ROOT, Fleet
 
 pytestmark = pytest.mark.django_db
@@ -59,9 +59,9 @@ def instance(
     )
 
 
-def claim(job: str, status: str, ago: timedelta, **fields: Any) -> Claim:
+def claim(job: str, status: str, ago: timedelta, **fields: Any) -> Run:
     when = timezone.now() - ago
-    return Claim.objects.create(
+    return Run.objects.create(
         job=job,
         scheduled_for=when,
         owner=fields.pop("owner", "web-1:41"),
@@ -247,14 +247,14 @@ def test_a_database_error_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_health_runs_few_queries_however_many_jobs_and_rows(settings: Any) -> None:
     def queries(count: int, rows: int) -> int:
-        Claim.objects.all().delete()
+        Run.objects.all().delete()
         jobs = {
             f"job-{i}": {"func": "tests.jobs.record", "cron": "0 * * * *"} for i in range(count)
         }
         settings.ONCEJOB = {"JOBS": jobs}
         now = timezone.now()
-        Claim.objects.bulk_create(
-            Claim(
+        Run.objects.bulk_create(
+            Run(
                 job=f"job-{i % count}",
                 scheduled_for=now - timedelta(minutes=i),
                 owner="w",
@@ -329,7 +329,7 @@ def old_history() -> dict[str, list[int]]:
 
 def survivors() -> dict[str, list[int]]:
     return {
-        "claims": sorted(Claim.objects.values_list("pk", flat=True)),
+        "claims": sorted(Run.objects.values_list("pk", flat=True)),
         "requests": sorted(RunRequest.objects.values_list("pk", flat=True)),
         "instances": sorted(Instance.objects.values_list("pk", flat=True)),
     }
@@ -343,14 +343,14 @@ def test_prune_deletes_what_is_older_than_the_days_in_batches() -> None:
 
     assert (err, code) == ("", 0)
     assert out.splitlines()[-1].startswith(
-        "Deleted 4 claims, 2 run requests and 2 instances from before "
+        "Deleted 4 runs, 2 run requests and 2 instances from before "
     )
     assert out.splitlines()[-1].endswith(" (30 days ago).")
-    assert out.count("Deleted 2 claims (up to id") == 2
+    assert out.count("Deleted 2 runs (up to id") == 2
     assert survivors() == {key: sorted(ids) for key, ids in keep.items()}
     assert JobState.objects.count() == 1
     deletes = [q["sql"] for q in captured if q["sql"].startswith("DELETE")]
-    assert len(deletes) == 2 + 1 + 1  # two batches of claims, one of each other
+    assert len(deletes) == 2 + 1 + 1  # two batches of runs, one of each other
     assert all(" IN (" in sql for sql in deletes)
 
 
@@ -359,11 +359,11 @@ def test_prune_defaults_to_the_retention_setting(settings: Any) -> None:
     settings.ONCEJOB = {"JOBS": JOBS, "RETENTION_DAYS": 30}
     out, _, code = run("oncejob_prune")
     assert code == 0
-    assert out.startswith("Deleted 4 claims, 2 run requests and 2 instances")
+    assert out.startswith("Deleted 4 runs, 2 run requests and 2 instances")
     assert survivors() == {key: sorted(ids) for key, ids in keep.items()}
     # --days wins over the setting.
     out, _, _ = run("oncejob_prune", "--days", "1")
-    assert out.startswith("Deleted 1 claim, 1 run request and 1 instance")
+    assert out.startswith("Deleted 1 run, 1 run request and 1 instance")
 
 
 def test_prune_dry_run_deletes_nothing() -> None:
@@ -371,7 +371,7 @@ def test_prune_dry_run_deletes_nothing() -> None:
     before = survivors()
     out, _, code = run("oncejob_prune", "--days", "30", "--dry-run")
     assert code == 0
-    assert out.startswith("Would delete 4 claims, 2 run requests and 2 instances from before ")
+    assert out.startswith("Would delete 4 runs, 2 run requests and 2 instances from before ")
     assert survivors() == before
 
 
@@ -396,5 +396,5 @@ def test_prune_keeps_claims_that_may_still_fence_an_occurrence(settings: Any) ->
     settings.ONCEJOB = {"JOBS": JOBS, "CLAIM_TIMEOUT": 3 * 86400}
     _, err, code = run("oncejob_prune", "--days", "2")
     assert code == 1
-    assert "would delete claims younger than ONCEJOB['CLAIM_TIMEOUT'] (259200 s)" in err
+    assert "would delete runs younger than ONCEJOB['CLAIM_TIMEOUT'] (259200 s)" in err
     assert run("oncejob_prune", "--days", "3")[2] == 0

@@ -15,11 +15,12 @@ from django.db import transaction
 from django.test.utils import override_settings
 
 from django_oncejob import current_occurrence, history, signals
-from django_oncejob.claim import KEY_VERSION, ClaimResult, claim, claim_key
+from django_oncejob.cache.atomic import KEY_VERSION
+from django_oncejob.claim import ClaimResult, claim, claim_key
 from django_oncejob.history import Ending
-from django_oncejob.models import Claim, JobState
+from django_oncejob.models import JobState, Run
 from django_oncejob.occurrence import Occurrence
-from django_oncejob.pipeline import Outcome, run_occurrence
+from django_oncejob.pipeline import Outcome, claim_and_run
 from django_oncejob.registry import parse_job
 from tests.rows import fence
 
@@ -53,16 +54,16 @@ def runs(path: Path) -> list[str]:
 
 
 def test_winner_runs_and_records(record_file: Path) -> None:
-    assert run_occurrence(spec(), WHEN, "host-a:1") is Outcome.SUCCEEDED
+    assert claim_and_run(spec(), WHEN, "host-a:1") is Outcome.SUCCEEDED
 
     (line,) = runs(record_file)
     assert line.startswith("report 2026-11-26T21:00:00+00:00 ")
-    row = Claim.objects.get()
+    row = Run.objects.get()
     assert (row.job, row.scheduled_for, row.owner, row.status) == (
         "report",
         WHEN,
         "host-a:1",
-        Claim.Status.SUCCEEDED,
+        Run.Status.SUCCEEDED,
     )
     assert row.claimed_at <= row.started_at <= row.finished_at  # type: ignore[operator]
 
@@ -79,14 +80,14 @@ def test_fence_and_ending_rows_are_the_same_on_either_write_path(
     assert row is not None and row.pk is not None and other is not None
     assert fence("report", WHEN, "host-b:2", WHEN) is None  # the fence
     # Taken over by another instance: its ending is not this one's to write.
-    Claim.objects.filter(pk=other.pk).update(owner="host-c:3")
-    endings = [(row, Ending(Claim.Status.FAILED, "E", "T")), (other, Ending("succeeded"))]
+    Run.objects.filter(pk=other.pk).update(owner="host-c:3")
+    endings = [(row, Ending(Run.Status.FAILED, "E", "T")), (other, Ending("succeeded"))]
     assert history.write_endings(endings) == [True, False]
-    stranger = Claim(pk=row.pk, job="report", scheduled_for=WHEN, owner="host-b:2")
-    assert history.write_endings([(stranger, Ending(Claim.Status.SUCCEEDED))]) == [False]
-    Claim.objects.filter(pk=other.pk).delete()
+    stranger = Run(pk=row.pk, job="report", scheduled_for=WHEN, owner="host-b:2")
+    assert history.write_endings([(stranger, Ending(Run.Status.SUCCEEDED))]) == [False]
+    Run.objects.filter(pk=other.pk).delete()
 
-    stored = Claim.objects.get()
+    stored = Run.objects.get()
     assert stored.pk == row.pk
     assert (stored.job, stored.scheduled_for, stored.owner, stored.claimed_at) == (
         "report",
@@ -133,34 +134,34 @@ def test_cache_version_bump_does_not_change_claim_keys() -> None:
 
 
 def test_history_fences_an_occurrence_whose_key_was_lost(record_file: Path) -> None:
-    assert run_occurrence(spec(), WHEN, "host-a:1") is Outcome.SUCCEEDED
+    assert claim_and_run(spec(), WHEN, "host-a:1") is Outcome.SUCCEEDED
     caches["default"].delete(claim_key("report", WHEN), version=KEY_VERSION)
 
-    assert run_occurrence(spec(), WHEN, "host-b:2") is Outcome.FENCED
+    assert claim_and_run(spec(), WHEN, "host-b:2") is Outcome.FENCED
 
     assert len(runs(record_file)) == 1
-    assert Claim.objects.get().owner == "host-a:1"
+    assert Run.objects.get().owner == "host-a:1"
 
 
 def test_next_occurrence_is_a_new_claim(record_file: Path) -> None:
     later = WHEN.replace(day=27)
-    assert run_occurrence(spec(), WHEN, "a") is Outcome.SUCCEEDED
-    assert run_occurrence(spec(), later, "b") is Outcome.SUCCEEDED
+    assert claim_and_run(spec(), WHEN, "a") is Outcome.SUCCEEDED
+    assert claim_and_run(spec(), later, "b") is Outcome.SUCCEEDED
     assert len(runs(record_file)) == 2
 
 
 def test_failure_is_recorded_with_its_traceback() -> None:
-    assert run_occurrence(spec("tests.jobs.fail"), WHEN, "a") is Outcome.FAILED
+    assert claim_and_run(spec("tests.jobs.fail"), WHEN, "a") is Outcome.FAILED
 
-    row = Claim.objects.get()
-    assert row.status == Claim.Status.FAILED
+    row = Run.objects.get()
+    assert row.status == Run.Status.FAILED
     assert row.error == "RuntimeError: the job broke"
     assert "tests/jobs.py" in row.traceback
     assert row.finished_at is not None
 
 
 def test_async_job_is_awaited(record_file: Path) -> None:
-    assert run_occurrence(spec("tests.jobs.async_record"), WHEN, "a") is Outcome.SUCCEEDED
+    assert claim_and_run(spec("tests.jobs.async_record"), WHEN, "a") is Outcome.SUCCEEDED
     (line,) = runs(record_file)
     assert line.startswith("report 2026-11-26T21:00:00+00:00")
 
@@ -174,7 +175,7 @@ def test_current_occurrence_is_set_only_during_the_job() -> None:
     assert current_occurrence() is None
     signals.occurrence_succeeded.connect(receiver)
     try:
-        run_occurrence(spec(), WHEN, "a")
+        claim_and_run(spec(), WHEN, "a")
     finally:
         signals.occurrence_succeeded.disconnect(receiver)
     assert seen == [None]
@@ -183,7 +184,7 @@ def test_current_occurrence_is_set_only_during_the_job() -> None:
 
 def test_args_and_kwargs_reach_the_job(record_file: Path) -> None:
     job = spec("tests.jobs.sleep_then_record", args=[0])
-    assert run_occurrence(job, WHEN, "a") is Outcome.SUCCEEDED
+    assert claim_and_run(job, WHEN, "a") is Outcome.SUCCEEDED
     assert len(runs(record_file)) == 1
 
 
@@ -203,8 +204,8 @@ def test_signals_are_sent_in_order() -> None:
         handlers[name] = handler
         getattr(signals, name).connect(handler)
     try:
-        run_occurrence(spec(), WHEN, "a")
-        run_occurrence(spec("tests.jobs.fail"), WHEN.replace(day=27), "a")
+        claim_and_run(spec(), WHEN, "a")
+        claim_and_run(spec("tests.jobs.fail"), WHEN.replace(day=27), "a")
     finally:
         for name, handler in handlers.items():
             getattr(signals, name).disconnect(handler)
@@ -234,8 +235,8 @@ class TestCacheFailure:
             assert claim("report", WHEN, "a") is ClaimResult.UNAVAILABLE
 
     def test_fence_mode_lets_the_history_decide(self, record_file: Path) -> None:
-        assert run_occurrence(spec(), WHEN, "a") is Outcome.SUCCEEDED
-        assert run_occurrence(spec(), WHEN, "b") is Outcome.FENCED
+        assert claim_and_run(spec(), WHEN, "a") is Outcome.SUCCEEDED
+        assert claim_and_run(spec(), WHEN, "b") is Outcome.FENCED
         assert len(runs(record_file)) == 1
 
     def test_skip_mode_runs_nothing(self, record_file: Path) -> None:
@@ -247,18 +248,18 @@ class TestCacheFailure:
         signals.occurrence_skipped.connect(receiver)
         try:
             with override_settings(ONCEJOB={"ON_CACHE_ERROR": "skip"}):
-                assert run_occurrence(spec(), WHEN, "a") is Outcome.SKIPPED
+                assert claim_and_run(spec(), WHEN, "a") is Outcome.SKIPPED
         finally:
             signals.occurrence_skipped.disconnect(receiver)
         assert skipped == ["cache-error"]
         assert runs(record_file) == []
-        assert not Claim.objects.exists()
+        assert not Run.objects.exists()
 
 
 def test_log_records_carry_structured_fields(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("INFO", logger="django_oncejob"):
-        run_occurrence(spec(), WHEN, "host-a:1")
-        run_occurrence(spec("tests.jobs.fail"), WHEN.replace(day=27), "host-a:1")
+        claim_and_run(spec(), WHEN, "host-a:1")
+        claim_and_run(spec("tests.jobs.fail"), WHEN.replace(day=27), "host-a:1")
 
     events = [
         (r.oncejob_event, r.oncejob_job, r.oncejob_scheduled_for, r.oncejob_owner)  # type: ignore[attr-defined]
@@ -283,20 +284,20 @@ def test_log_records_carry_structured_fields(caplog: pytest.LogCaptureFixture) -
 )
 def test_a_failure_text_no_database_stores_as_it_is_is_recorded(kind: str, error: str) -> None:
     job = spec("tests.jobs.fail_with", args=[kind])
-    assert run_occurrence(job, WHEN, "host-a:1") is Outcome.FAILED
+    assert claim_and_run(job, WHEN, "host-a:1") is Outcome.FAILED
 
-    row = Claim.objects.get()
-    assert (row.status, row.error) == (Claim.Status.FAILED, error)
+    row = Run.objects.get()
+    assert (row.status, row.error) == (Run.Status.FAILED, error)
     assert row.traceback.startswith("Traceback")
 
 
 def test_an_interrupt_is_recorded_and_goes_on() -> None:
     job = spec("tests.jobs.fail_with", args=["interrupt"])
     with pytest.raises(KeyboardInterrupt):
-        run_occurrence(job, WHEN, "host-a:1")
+        claim_and_run(job, WHEN, "host-a:1")
 
-    row = Claim.objects.get()
-    assert (row.status, row.error) == (Claim.Status.FAILED, "KeyboardInterrupt: ")
+    row = Run.objects.get()
+    assert (row.status, row.error) == (Run.Status.FAILED, "KeyboardInterrupt: ")
 
 
 def test_a_run_inside_the_callers_atomic_block_keeps_the_callers_writes(
@@ -304,7 +305,7 @@ def test_a_run_inside_the_callers_atomic_block_keeps_the_callers_writes(
 ) -> None:
     with transaction.atomic():
         JobState.objects.create(job="kept")
-        assert run_occurrence(spec(), WHEN, "host-a:1") is Outcome.SUCCEEDED
+        assert claim_and_run(spec(), WHEN, "host-a:1") is Outcome.SUCCEEDED
         assert JobState.objects.filter(job="kept").exists()
     assert JobState.objects.filter(job="kept").exists()
-    assert Claim.objects.get().status == Claim.Status.SUCCEEDED
+    assert Run.objects.get().status == Run.Status.SUCCEEDED

@@ -21,9 +21,9 @@ from django.test import override_settings
 from django.utils import translation
 
 from django_oncejob import registry
-from django_oncejob.admin import ClaimAdmin
+from django_oncejob.admin import RunAdmin
 from django_oncejob.checks import check_settings
-from django_oncejob.models import Claim
+from django_oncejob.models import Run
 
 PACKAGE = Path(__file__).resolve().parent.parent / "django_oncejob"
 LOCALES = sorted((PACKAGE / "locale").glob("*/LC_MESSAGES/django.po"))
@@ -95,14 +95,14 @@ def test_po_translates_every_marked_string(po: Path, tmp_path: Path) -> None:
 
 def test_models_admin_and_app_speak_chinese() -> None:
     with translation.override("zh-hans"):
-        assert str(Claim._meta.verbose_name) == "认领记录"
-        assert str(Claim._meta.get_field("scheduled_for").verbose_name) == "计划时间"
-        assert str(Claim.Status.SUCCEEDED.label) == "成功"
-        assert str(ClaimAdmin.duration.short_description) == "耗时"  # type: ignore[attr-defined]
+        assert str(Run._meta.verbose_name) == "运行记录"
+        assert str(Run._meta.get_field("scheduled_for").verbose_name) == "计划时间"
+        assert str(Run.Status.SUCCEEDED.label) == "成功"
+        assert str(RunAdmin.duration.short_description) == "耗时"  # type: ignore[attr-defined]
         assert str(apps.get_app_config("django_oncejob").verbose_name) == "定时任务"
-        model_admin = admin.site._registry[Claim]
-        assert str(admin.utils.label_for_field("lateness", Claim, model_admin)) == "延迟"
-    assert str(Claim._meta.verbose_name) == "claim"
+        model_admin = admin.site._registry[Run]
+        assert str(admin.utils.label_for_field("lateness", Run, model_admin)) == "延迟"
+    assert str(Run._meta.verbose_name) == "run"
 
 
 def test_check_messages_speak_chinese() -> None:
@@ -137,8 +137,8 @@ def test_one_parse_of_the_jobs_serves_every_language() -> None:
     broken = {"JOBS": {"report": {"func": "tests.jobs.record", "cron": "0 21 * *"}}}
     with override_settings(ONCEJOB=broken):
         with translation.override("zh-hans"):
-            first = registry.settings_jobs()
-        assert registry.settings_jobs() is first
+            first = registry.parsed_jobs()
+        assert registry.parsed_jobs() is first
         [error] = first[1]
         assert "cron string has 5 fields" in str(error.msg)
         with translation.override("zh-hans"):

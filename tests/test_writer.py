@@ -12,7 +12,7 @@ from django.db import transaction
 
 from django_oncejob import history
 from django_oncejob.history import Ending
-from django_oncejob.models import Claim
+from django_oncejob.models import Run
 from django_oncejob.writer import HistoryWriter
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 WHEN = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-def row(job: str, seconds: int = 0) -> Claim:
+def row(job: str, seconds: int = 0) -> Run:
     return history.running(job, WHEN + timedelta(seconds=seconds), "host-a:1", WHEN)
 
 
@@ -39,15 +39,15 @@ def test_a_fence_does_not_wait_behind_outcomes(writer: HistoryWriter) -> None:
     first = row("first")
     assert writer.fence([first]) == [True]
     with transaction.atomic():
-        Claim.objects.select_for_update().get(pk=first.pk)
-        writer.finish(first, Ending(Claim.Status.SUCCEEDED))
+        Run.objects.select_for_update().get(pk=first.pk)
+        writer.finish(first, Ending(Run.Status.SUCCEEDED))
         time.sleep(0.5)  # the outcome's UPDATE is now waiting for the row lock
         started = time.monotonic()
         # Before: the writer's one thread was in that UPDATE, and the fence timed out.
         assert writer.fence([row("second")]) == [True]
         assert time.monotonic() - started < 0.5
     assert writer.stop(10)
-    assert Claim.objects.get(pk=first.pk).status == Claim.Status.SUCCEEDED
+    assert Run.objects.get(pk=first.pk).status == Run.Status.SUCCEEDED
 
 
 def test_outcomes_that_end_together_go_in_together(writer: HistoryWriter) -> None:
@@ -55,12 +55,12 @@ def test_outcomes_that_end_together_go_in_together(writer: HistoryWriter) -> Non
     assert writer.fence(rows) == [True] * 50
     with mock.patch.object(history, "write_endings", wraps=history.write_endings) as written:
         for each in rows:  # over about 60 ms, as runs of a burst end
-            writer.finish(each, Ending(Claim.Status.SUCCEEDED))
+            writer.finish(each, Ending(Run.Status.SUCCEEDED))
             time.sleep(0.001)
         assert writer.stop(10)
     # Before: the writer woke for each outcome and wrote what had come, often one.
     assert written.call_count <= 2, [len(call.args[0]) for call in written.call_args_list]
-    assert Claim.objects.filter(status=Claim.Status.SUCCEEDED).count() == 50
+    assert Run.objects.filter(status=Run.Status.SUCCEEDED).count() == 50
 
 
 def test_an_outcome_waits_for_its_fence_still_in_flight() -> None:
@@ -69,12 +69,12 @@ def test_an_outcome_waits_for_its_fence_still_in_flight() -> None:
     events: list[str] = []
     insert_running, write_endings = history.insert_running, history.write_endings
 
-    def insert(rows: list[Claim]) -> list[bool]:
+    def insert(rows: list[Run]) -> list[bool]:
         inserted = insert_running(rows)
         events.append("fenced")
         return inserted
 
-    def write(endings: list[tuple[Claim, Ending]]) -> list[bool]:
+    def write(endings: list[tuple[Run, Ending]]) -> list[bool]:
         events.append("outcome")
         return write_endings(endings)
 
@@ -89,12 +89,12 @@ def test_an_outcome_waits_for_its_fence_still_in_flight() -> None:
                 row("late").save()
                 late = row("late")
                 assert slow.fence([late]) is None  # timed out: the cache claim alone decides
-                slow.finish(late, Ending(Claim.Status.SUCCEEDED))
+                slow.finish(late, Ending(Run.Status.SUCCEEDED))
                 time.sleep(0.3)
                 transaction.set_rollback(True)
             assert slow.stop(10)
         finally:
             slow.stop(1)
     assert events == ["fenced", "outcome"]
-    [stored] = Claim.objects.filter(job="late")
-    assert (stored.owner, stored.status) == ("host-a:1", Claim.Status.SUCCEEDED)
+    [stored] = Run.objects.filter(job="late")
+    assert (stored.owner, stored.status) == ("host-a:1", Run.Status.SUCCEEDED)

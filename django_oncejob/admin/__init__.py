@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from django_oncejob.admin.history import ClaimAdmin
+from django_oncejob.admin.history import RunAdmin
 from django_oncejob.admin.instances import InstanceAdmin
 from django_oncejob.admin.jobs import JobStateAdmin
 
-__all__ = ["ClaimAdmin", "InstanceAdmin", "JobStateAdmin"]
+__all__ = ["RunAdmin", "InstanceAdmin", "JobStateAdmin"]

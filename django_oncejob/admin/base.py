@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext
 
-from django_oncejob.models import Claim
+from django_oncejob.models import Run
 
 M = TypeVar("M", bound=models.Model)
 
@@ -40,14 +40,14 @@ class ReadOnlyAdmin(_ModelAdmin[M]):
 
 #: The symbol shown before each status, so that it never rests on colour alone.
 STATUS_ICONS: dict[str, str] = {
-    Claim.Status.RUNNING: "▶",
-    Claim.Status.SUCCEEDED: "✓",
-    Claim.Status.FAILED: "✗",
-    Claim.Status.ABANDONED: "⚠",
-    Claim.Status.SKIPPED: "↷",
-    Claim.Status.PAUSED: "‖",
-    Claim.Status.MISSED: "⊘",
-    Claim.Status.ENQUEUED: "⇢",
+    Run.Status.RUNNING: "▶",
+    Run.Status.SUCCEEDED: "✓",
+    Run.Status.FAILED: "✗",
+    Run.Status.ABANDONED: "⚠",
+    Run.Status.SKIPPED: "↷",
+    Run.Status.PAUSED: "‖",
+    Run.Status.MISSED: "⊘",
+    Run.Status.ENQUEUED: "⇢",
 }
 
 
@@ -62,8 +62,8 @@ def badge(kind: str, icon: str, text: object) -> SafeString:
 
 
 def status_badge(value: str) -> SafeString:
-    """The badge of a :class:`Claim` status."""
-    label = Claim.Status(value).label if value in Claim.Status.values else value
+    """The badge of a :class:`Run` status."""
+    label = Run.Status(value).label if value in Run.Status.values else value
     return badge(value, STATUS_ICONS.get(value, "•"), label)
 
 

@@ -14,7 +14,7 @@ from django.utils.translation import gettext_lazy as _
 
 from django_oncejob import registry
 from django_oncejob.admin.base import ReadOnlyAdmin, seconds, status_badge, when
-from django_oncejob.models import Claim
+from django_oncejob.models import Run
 from django_oncejob.pagination import CappedPaginator
 
 
@@ -25,7 +25,7 @@ class JobFilter(admin.SimpleListFilter):
     parameter_name = "job"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        jobs, _errors = registry.settings_jobs()
+        jobs, _errors = registry.parsed_jobs()
         choices = [(job_id, job_id) for job_id in jobs]
         # A job gone from settings keeps its history: filtering by it must still work.
         value = self.value()
@@ -53,8 +53,8 @@ class StartedByFilter(admin.SimpleListFilter):
         return queryset
 
 
-@admin.register(Claim)
-class ClaimAdmin(ReadOnlyAdmin[Claim]):
+@admin.register(Run)
+class RunAdmin(ReadOnlyAdmin[Run]):
     """The history: every occurrence claimed, read-only.
 
     Its rows are the fence against a second run, so none is added, changed or deleted
@@ -109,47 +109,47 @@ class ClaimAdmin(ReadOnlyAdmin[Claim]):
         return super().changelist_view(request, {"title": _("History"), **(extra_context or {})})
 
     @admin.display(description=_("scheduled for"), ordering="scheduled_for")
-    def scheduled(self, obj: Claim) -> str:
+    def scheduled(self, obj: Run) -> str:
         return when(obj.scheduled_for)
 
     @admin.display(description=_("claimed at"))
-    def claimed(self, obj: Claim) -> str:
+    def claimed(self, obj: Run) -> str:
         return when(obj.claimed_at)
 
     @admin.display(description=_("started at"))
-    def started(self, obj: Claim) -> str:
+    def started(self, obj: Run) -> str:
         return when(obj.started_at)
 
     @admin.display(description=_("finished at"))
-    def finished(self, obj: Claim) -> str:
+    def finished(self, obj: Run) -> str:
         return when(obj.finished_at)
 
     @admin.display(description=_("status"), ordering="status")
-    def status_label(self, obj: Claim) -> SafeString:
+    def status_label(self, obj: Run) -> SafeString:
         return status_badge(obj.status)
 
     @admin.display(description=_("duration"))
-    def duration(self, obj: Claim) -> str:
+    def duration(self, obj: Run) -> str:
         return seconds(obj.duration)
 
     @admin.display(description=_("lateness"))
-    def lateness(self, obj: Claim) -> str:
+    def lateness(self, obj: Run) -> str:
         return seconds(obj.lateness)
 
     @admin.display(description=_("started by"), ordering="manual")
-    def requested(self, obj: Claim) -> str:
+    def requested(self, obj: Run) -> str:
         if obj.manual:
             return gettext("manual, by %(user)s") % {"user": obj.requested_by or "?"}
         return gettext("schedule")
 
     @admin.display(description=_("error"))
-    def error_text(self, obj: Claim) -> SafeString | str:
+    def error_text(self, obj: Run) -> SafeString | str:
         if not obj.error:
             return "–"
         return format_html('<pre class="oncejob-pre">{}</pre>', obj.error)
 
     @admin.display(description=_("traceback"))
-    def traceback_text(self, obj: Claim) -> SafeString | str:
+    def traceback_text(self, obj: Run) -> SafeString | str:
         if not obj.traceback:
             return "–"
         return format_html('<pre class="oncejob-pre oncejob-traceback">{}</pre>', obj.traceback)

@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy as _
 
 from django_oncejob.admin.base import ReadOnlyAdmin, badge, when
 from django_oncejob.conf import conf
-from django_oncejob.models import Claim, Instance, InstanceQuerySet
+from django_oncejob.models import Instance, InstanceQuerySet, Run
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -68,7 +68,7 @@ class InstanceAdmin(ReadOnlyAdmin[Instance]):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Instance]:
         running = (
-            Claim.objects.filter(owner=OuterRef("owner"), status=Claim.Status.RUNNING)
+            Run.objects.filter(owner=OuterRef("owner"), status=Run.Status.RUNNING)
             .order_by()
             .values("owner")
             .annotate(count=Count("pk"))

@@ -24,10 +24,10 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
-from django_oncejob import registry, status, triggers
+from django_oncejob import registry, triggers
 from django_oncejob.admin.base import ReadOnlyAdmin, seconds, status_badge
 from django_oncejob.conf import conf
-from django_oncejob.models import Claim, Instance, JobState, RunRequest
+from django_oncejob.models import Counts, Instance, JobState, Run, RunRequest
 from django_oncejob.spec import JobSpec
 
 #: How far back the jobs overview counts successes, failures and misses.
@@ -43,8 +43,8 @@ class JobRow:
     spec: JobSpec
     state: JobState | None
     next_times: list[datetime]
-    last: Claim | None
-    counts: status.Counts
+    last: Run | None
+    counts: Counts
     history_url: str
     last_url: str = ""
     urls: dict[str, str] = field(default_factory=dict)
@@ -103,14 +103,14 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
     ) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
-        jobs, errors = registry.settings_jobs()
+        jobs, errors = registry.parsed_jobs()
         ids = list(jobs)
         now = timezone.now()
         states = {state.job: state for state in JobState.objects.filter(job__in=ids)}
-        last = status.last_rows(ids)
-        counts = status.recent_counts(ids, now - RECENT)
+        last = Run.objects.latest_per_job(ids)
+        counts = Run.objects.counts_per_job(ids, now - RECENT)
         alive = Instance.objects.alive(conf.HEARTBEAT_TIMEOUT).count()
-        history_url = self._url("django_oncejob_claim_changelist")
+        history_url = self._url("django_oncejob_run_changelist")
         rows = []
         for job in jobs.values():
             row = JobRow(
@@ -120,11 +120,11 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
                     list(triggers.fire_times(job.trigger, now, NEXT_TIMES)) if job.enabled else []
                 ),
                 last=last.get(job.id),
-                counts=counts.get(job.id, status.Counts()),
+                counts=counts.get(job.id, Counts()),
                 history_url=f"{history_url}?{urlencode({'job': job.id})}",
             )
             if row.last is not None:
-                row.last_url = self._url("django_oncejob_claim_change", row.last.pk)
+                row.last_url = self._url("django_oncejob_run_change", row.last.pk)
             row.urls = {
                 "failed": f"{row.history_url}&status__in=failed,abandoned",
                 "missed": f"{row.history_url}&status__exact=missed",
@@ -240,7 +240,7 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
 
     def _job(self, request: HttpRequest, job_id: str, *, enabled: bool) -> JobSpec | None:
         """The job ``job_id`` from settings, or ``None`` with an error message."""
-        jobs, _errors = registry.settings_jobs()
+        jobs, _errors = registry.parsed_jobs()
         job = jobs.get(job_id)
         if job is None:
             self.message_user(

@@ -25,11 +25,11 @@ TASKS_MODULES = ("django.tasks", "django_tasks")
 DEFAULT_TASKS_ALIAS = DEFAULT_TASKS_QUEUE = "default"
 
 #: The name oncejob's own Celery task is registered under, in :mod:`django_oncejob.tasks`.
-CELERY_TASK_NAME = "django_oncejob.run_occurrence"
+CELERY_TASK_NAME = "django_oncejob.run_handed_off"
 #: Headers of every Celery task oncejob sends: the occurrence, and its history row.
 HEADER_JOB = "oncejob_job"
 HEADER_SCHEDULED_FOR = "oncejob_scheduled_for"
-HEADER_CLAIM = "oncejob_claim"
+HEADER_RUN = "oncejob_run"
 #: Namespace of the Celery task ids, which are derived from the claim key.
 TASK_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://django-oncejob.readthedocs.io/")
 
@@ -43,7 +43,7 @@ class HandedOff:
     #: The scheduled fire time, an aware datetime in UTC.
     scheduled_for: datetime
     #: The primary key of its history row, or ``None`` if the database could not record it.
-    claim_id: int | None
+    run_id: int | None
 
 
 def celery_task_id(handed: HandedOff, attempt: int) -> str:
@@ -57,7 +57,7 @@ def headers(handed: HandedOff) -> dict[str, Any]:
     return {
         HEADER_JOB: handed.job,
         HEADER_SCHEDULED_FOR: handed.scheduled_for.isoformat(),
-        HEADER_CLAIM: handed.claim_id,
+        HEADER_RUN: handed.run_id,
     }
 
 
@@ -69,11 +69,11 @@ def occurrence_from_headers(values: Mapping[str, Any] | None) -> HandedOff | Non
     """
     if not values or not values.get(HEADER_JOB) or not values.get(HEADER_SCHEDULED_FOR):
         return None
-    claim_id = values.get(HEADER_CLAIM)
+    run_id = values.get(HEADER_RUN)
     return HandedOff(
         job=str(values[HEADER_JOB]),
         scheduled_for=datetime.fromisoformat(str(values[HEADER_SCHEDULED_FOR])),
-        claim_id=None if claim_id is None else int(claim_id),
+        run_id=None if run_id is None else int(run_id),
     )
 
 

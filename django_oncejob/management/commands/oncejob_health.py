@@ -11,10 +11,10 @@ from django.db.models import Count
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_lazy, ngettext
 
-from django_oncejob import registry, status
+from django_oncejob import registry
 from django_oncejob.conf import conf
 from django_oncejob.management.base import TranslatedCommand
-from django_oncejob.models import Claim, Instance
+from django_oncejob.models import Instance, Run
 
 CHECKS = ("instances", "failures", "missed")
 
@@ -95,7 +95,7 @@ class Command(TranslatedCommand):
     ) -> None:
         if check is None:
             check = ["instances"] if instance is not None else list(CHECKS)
-        jobs, errors = registry.settings_jobs()
+        jobs, errors = registry.parsed_jobs()
         if errors:
             raise CommandError(
                 gettext(
@@ -166,17 +166,17 @@ class Command(TranslatedCommand):
             problems.append(dead_text % values)
 
     def check_failures(self, jobs: list[str], problems: list[str], fine: list[str]) -> None:
-        last = status.last_rows(jobs, status.ENDED)
-        failed = [row for row in last.values() if row.status in status.FAILURES]
+        last = Run.objects.latest_per_job(jobs, Run.ENDED)
+        failed = [row for row in last.values() if row.status in Run.FAILURES]
         if not failed:
             fine.append(gettext("no job's last run failed"))
             return
         failed.sort(key=lambda row: row.job)
         first = failed[0]
-        if first.status == Claim.Status.FAILED and first.error:
+        if first.status == Run.Status.FAILED and first.error:
             # Translators: error is the first line of the job's exception.
             text = gettext("The last run of job %(job)s failed at %(when)s on %(owner)s: %(error)s")
-        elif first.status == Claim.Status.FAILED:
+        elif first.status == Run.Status.FAILED:
             text = gettext("The last run of job %(job)s failed at %(when)s on %(owner)s")
         elif first.error:
             text = gettext(
@@ -204,9 +204,9 @@ class Command(TranslatedCommand):
         self, jobs: list[str], since: int, problems: list[str], fine: list[str]
     ) -> None:
         rows = (
-            Claim.objects.filter(
+            Run.objects.filter(
                 job__in=jobs,
-                status=Claim.Status.MISSED,
+                status=Run.Status.MISSED,
                 scheduled_for__gte=timezone.now() - timedelta(seconds=since),
             )
             .order_by("job")

@@ -11,12 +11,12 @@ from django.utils.translation import gettext, gettext_lazy, gettext_noop, ngette
 
 from django_oncejob.conf import conf
 from django_oncejob.management.base import TranslatedCommand
-from django_oncejob.models import Claim, Instance, RunRequest
+from django_oncejob.models import Instance, Run, RunRequest
 
 
 class Command(TranslatedCommand):
     help = gettext_lazy(
-        "Delete the job history older than a number of days, in batches: claims (never "
+        "Delete the job history older than a number of days, in batches: runs (never "
         "running or enqueued ones), run requests, and instances stopped or silent since "
         "before then."
     )
@@ -60,7 +60,7 @@ class Command(TranslatedCommand):
             raise CommandError(
                 gettext(
                     # Translators: timeout is a number of seconds.
-                    "Keeping %(days)s day(s) would delete claims younger than "
+                    "Keeping %(days)s day(s) would delete runs younger than "
                     "ONCEJOB['CLAIM_TIMEOUT'] (%(timeout)s s), which may still stop an "
                     "occurrence from running twice. Keep more days."
                 )
@@ -71,10 +71,10 @@ class Command(TranslatedCommand):
         # Each with the line that -v 2 writes per batch it deletes.
         targets: list[tuple[QuerySet[Any], str]] = [
             (
-                Claim.objects.filter(scheduled_for__lt=cutoff).exclude(
-                    status__in=[Claim.Status.RUNNING, Claim.Status.ENQUEUED]
+                Run.objects.filter(scheduled_for__lt=cutoff).exclude(
+                    status__in=[Run.Status.RUNNING, Run.Status.ENQUEUED]
                 ),
-                gettext_noop("Deleted %(count)s claims (up to id %(id)s)."),
+                gettext_noop("Deleted %(count)s runs (up to id %(id)s)."),
             ),
             (
                 RunRequest.objects.filter(requested_at__lt=cutoff),
@@ -85,33 +85,32 @@ class Command(TranslatedCommand):
                 gettext_noop("Deleted %(count)s instances (up to id %(id)s)."),
             ),
         ]
-        claims, requests, instances = (
+        runs, requests, instances = (
             queryset.count() if dry_run else self.delete(queryset, batch_size, progress)
             for queryset, progress in targets
         )
         if dry_run:
             summary = ngettext(
-                # Translators: claims, requests and instances are counts of rows, e.g. "3 claims".
-                "Would delete %(claims)s, %(requests)s and %(instances)s from before "
+                # Translators: runs, requests and instances are counts of rows, e.g. "3 runs".
+                "Would delete %(runs)s, %(requests)s and %(instances)s from before "
                 "%(cutoff)s (%(days)s day ago).",
-                "Would delete %(claims)s, %(requests)s and %(instances)s from before "
+                "Would delete %(runs)s, %(requests)s and %(instances)s from before "
                 "%(cutoff)s (%(days)s days ago).",
                 days,
             )
         else:
             summary = ngettext(
-                # Translators: claims, requests and instances are counts of rows, e.g. "3 claims".
-                "Deleted %(claims)s, %(requests)s and %(instances)s from before %(cutoff)s "
+                # Translators: runs, requests and instances are counts of rows, e.g. "3 runs".
+                "Deleted %(runs)s, %(requests)s and %(instances)s from before %(cutoff)s "
                 "(%(days)s day ago).",
-                "Deleted %(claims)s, %(requests)s and %(instances)s from before %(cutoff)s "
+                "Deleted %(runs)s, %(requests)s and %(instances)s from before %(cutoff)s "
                 "(%(days)s days ago).",
                 days,
             )
         self.stdout.write(
             summary
             % {
-                "claims": ngettext("%(count)s claim", "%(count)s claims", claims)
-                % {"count": claims},
+                "runs": ngettext("%(count)s run", "%(count)s runs", runs) % {"count": runs},
                 "requests": ngettext("%(count)s run request", "%(count)s run requests", requests)
                 % {"count": requests},
                 "instances": ngettext("%(count)s instance", "%(count)s instances", instances)

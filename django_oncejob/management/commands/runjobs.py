@@ -18,12 +18,12 @@ from django.utils import timezone
 from django.utils.translation import gettext, gettext_lazy, ngettext
 
 from django_oncejob import triggers
+from django_oncejob.cache.eviction import eviction_warning
 from django_oncejob.checks import check_settings
 from django_oncejob.conf import conf
 from django_oncejob.management.base import TranslatedCommand
 from django_oncejob.pipeline import Outcome, Pipeline
-from django_oncejob.redis_policy import eviction_warning
-from django_oncejob.registry import load_jobs
+from django_oncejob.registry import get_jobs
 from django_oncejob.scheduler import JobScheduler
 from django_oncejob.spec import JobSpec
 
@@ -84,7 +84,7 @@ class Command(TranslatedCommand):
                 gettext("ONCEJOB is not valid; nothing was started:")
                 + "".join(f"\n  {e.id}: {e.msg} HINT: {e.hint}" for e in errors)
             )
-        jobs = load_jobs()
+        jobs = get_jobs()
         if list_jobs:
             self.print_jobs(jobs.values(), count)
             return

@@ -16,7 +16,7 @@ import pytest
 import redis
 from django.test import override_settings
 
-from django_oncejob.redis_policy import eviction_warning
+from django_oncejob.cache.eviction import eviction_warning
 from tests.processes import Fleet
 
 TIMEOUTS = {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2}

@@ -10,7 +10,7 @@ from django_oncejob.db import close_own_connections, drop_broken_connections
 logger = logging.getLogger("django_oncejob")
 
 
-class PeriodicThread(threading.Thread):
+class BackgroundThread(threading.Thread):
     """Calls :meth:`work` now and then every ``interval`` seconds, until :meth:`stop`.
 
     Whatever a round raises costs that round only: it is logged with :attr:`failure`

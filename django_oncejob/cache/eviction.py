@@ -7,13 +7,10 @@ with a timeout, ``allkeys-*`` among all keys.
 
 from __future__ import annotations
 
-from typing import Any
-
 import redis
 from django.core.cache import caches
-from django.core.cache.backends.redis import RedisCache
-from django_redis.cache import RedisCache as DjangoRedisCache
-from django_redis.client import ShardClient
+
+from django_oncejob.cache import adapter
 
 
 def eviction_warning(alias: str) -> str | None:
@@ -23,7 +20,7 @@ def eviction_warning(alias: str) -> str | None:
     since nothing can then be said about its policy. Caches that are not Redis
     give ``None``.
     """
-    clients = _redis_clients(alias)
+    clients = adapter(alias).redis_clients(caches[alias])
     where = f"Redis of CACHES[{alias!r}]"
     for client in clients:
         try:
@@ -53,14 +50,3 @@ def eviction_warning(alias: str) -> str | None:
                 "noeviction, and in redis.conf)."
             )
     return None
-
-
-def _redis_clients(alias: str) -> list[Any]:
-    cache = caches[alias]
-    if isinstance(cache, DjangoRedisCache):
-        if isinstance(cache.client, ShardClient):
-            return list(cache.client._serverdict.values())
-        return [cache.client.get_client(write=True)]
-    if isinstance(cache, RedisCache):
-        return [cache._cache.get_client(write=True)]
-    return []

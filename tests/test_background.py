@@ -7,11 +7,11 @@ import threading
 import pytest
 from django.db import InterfaceError, OperationalError
 
-from django_oncejob.periodic import PeriodicThread
+from django_oncejob.background import BackgroundThread
 from tests.processes import wait_for
 
 
-class Failing(PeriodicThread):
+class Failing(BackgroundThread):
     """Raises each of ``errors`` in turn, then counts quiet rounds."""
 
     def __init__(self, errors: list[BaseException]) -> None:
