@@ -25,8 +25,8 @@ from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from django_oncejob import history  # noqa: E402
 from django_oncejob.models import Run  # noqa: E402
+from django_oncejob.running import history  # noqa: E402
 
 
 def fence_inserts(count: int) -> dict[str, float]:

@@ -11,8 +11,8 @@ class OncejobConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django_oncejob import enqueue
         from django_oncejob.checks import check_settings
+        from django_oncejob.handoff import enqueue
 
         checks.register(check_settings)
         enqueue.connect()

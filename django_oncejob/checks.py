@@ -19,11 +19,12 @@ from django.core import checks
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from django_oncejob import cache, registry
+from django_oncejob import cache
 from django_oncejob.conf import DEFAULTS, SCHEMA, conf
 from django_oncejob.handoff import checks as handoff_checks
+from django_oncejob.jobs import registry
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.messages import interpolate
-from django_oncejob.spec import JobSpec
 
 
 def check_settings(

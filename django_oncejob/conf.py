@@ -295,7 +295,7 @@ class Settings:
 
     @property
     def JOBS(self) -> Any:
-        """The raw job definitions; :mod:`django_oncejob.registry` validates them."""
+        """The raw job definitions; :mod:`django_oncejob.jobs.registry` validates them."""
         return get_config()["JOBS"]
 
 

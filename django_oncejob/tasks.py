@@ -16,7 +16,7 @@ from django.conf import settings
 
 from django_oncejob import handoff
 from django_oncejob.handoff import CELERY_TASK_NAME, HandedOff, tasks_module
-from django_oncejob.worker import run_handed_off
+from django_oncejob.handoff.worker import run_handed_off
 
 
 def _run(job_id: str, scheduled_for: str, run_id: int | None) -> str:

@@ -7,8 +7,8 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from django_oncejob import history
 from django_oncejob.models import Run
+from django_oncejob.running import history
 
 
 def fence_many(

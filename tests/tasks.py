@@ -9,7 +9,7 @@ from typing import Any
 
 from celery import shared_task
 
-from django_oncejob.worker import occurrence_task
+from django_oncejob.handoff.worker import occurrence_task
 from tests import jobs
 
 

@@ -15,13 +15,13 @@ from django.core.cache import caches
 from django.test.utils import override_settings
 from django.utils import timezone
 
-from django_oncejob import heartbeat
 from django_oncejob.cache.atomic import KEY_VERSION
-from django_oncejob.locks import lock_key
+from django_oncejob.cache.locks import lock_key
+from django_oncejob.fleet import heartbeat
+from django_oncejob.jobs.parser import parse_job
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Instance, Run
-from django_oncejob.pipeline import Outcome, claim_and_run
-from django_oncejob.registry import parse_job
-from django_oncejob.spec import JobSpec
+from django_oncejob.running.pipeline import Outcome, claim_and_run
 from tests.processes import Fleet, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -13,8 +13,8 @@ from django.test import Client, RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from django_oncejob.admin.pagination import CappedPaginator
 from django_oncejob.models import Run
-from django_oncejob.pagination import CappedPaginator
 from django_oncejob.templatetags.oncejob_history import date_hierarchy
 
 pytestmark = pytest.mark.django_db

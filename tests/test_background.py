@@ -7,7 +7,7 @@ import threading
 import pytest
 from django.db import InterfaceError, OperationalError
 
-from django_oncejob.background import BackgroundThread
+from django_oncejob.fleet.background import BackgroundThread
 from tests.processes import wait_for
 
 

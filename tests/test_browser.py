@@ -21,9 +21,9 @@ import django.contrib.admin
 import pytest
 from django.utils import timezone
 
-from django_oncejob import triggers
+from django_oncejob.jobs import triggers
+from django_oncejob.jobs.registry import parse_jobs
 from django_oncejob.models import Instance, JobState, Run
-from django_oncejob.registry import parse_jobs
 from tests.processes import ROOT, Fleet, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]

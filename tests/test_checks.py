@@ -16,7 +16,8 @@ from django.utils import timezone
 from django_oncejob import handoff
 from django_oncejob.checks import check_settings
 from django_oncejob.conf import DEFAULTS
-from django_oncejob.registry import JOB_KEYS, parse_jobs
+from django_oncejob.jobs.parser import JOB_KEYS
+from django_oncejob.jobs.registry import parse_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,14 +15,14 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_oncejob import missed
-from django_oncejob.claim import claim
-from django_oncejob.clock import DatabaseClock
-from django_oncejob.control import Control
+from django_oncejob.cache.claim import claim
+from django_oncejob.fleet import missed
+from django_oncejob.fleet.clock import DatabaseClock
+from django_oncejob.fleet.control import Control
+from django_oncejob.jobs.parser import parse_job
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import JobState, Run, RunRequest
-from django_oncejob.pipeline import Outcome, Pipeline, claim_and_run
-from django_oncejob.registry import parse_job
-from django_oncejob.spec import JobSpec
+from django_oncejob.running.pipeline import Outcome, Pipeline, claim_and_run
 from tests.processes import Fleet, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

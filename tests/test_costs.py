@@ -31,16 +31,16 @@ from django.db.backends.utils import CursorWrapper
 from django.test.utils import CaptureQueriesContext, override_settings
 from django.utils import timezone
 
-from django_oncejob import history
 from django_oncejob.cache.atomic import KEY_VERSION
-from django_oncejob.claim import ClaimResult, claim, claim_key, claim_many
-from django_oncejob.executor import BATCH_SIZE, ClaimingExecutor
+from django_oncejob.cache.claim import ClaimResult, claim, claim_key, claim_many
+from django_oncejob.jobs.parser import parse_job
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Run
-from django_oncejob.pipeline import Outcome, Pipeline, claim_and_run
-from django_oncejob.registry import parse_job
-from django_oncejob.scheduler import ClaimingScheduler
-from django_oncejob.spec import JobSpec
-from django_oncejob.writer import HistoryWriter
+from django_oncejob.running import history
+from django_oncejob.running.history_writer import HistoryWriter
+from django_oncejob.running.pipeline import Outcome, Pipeline, claim_and_run
+from django_oncejob.scheduling.executor import BATCH_SIZE, ClaimingExecutor
+from django_oncejob.scheduling.scheduler import ClaimingScheduler
 from tests.rows import fence, fence_many
 
 pytestmark = pytest.mark.django_db(transaction=True)

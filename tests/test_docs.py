@@ -83,8 +83,31 @@ def test_every_setting_is_documented_with_the_schemas_default_and_check_id() -> 
 
 
 def test_every_job_key_is_documented_with_its_type() -> None:
-    from django_oncejob.registry import JOB_KEYS
+    from django_oncejob.jobs.parser import JOB_KEYS
 
     documented = documented_settings()["jobs"]
     assert sorted(documented) == sorted(JOB_KEYS)
     assert [key for key, body in documented.items() if ":Type:" not in body] == []
+
+
+def test_the_layout_lists_every_module_of_the_package() -> None:
+    text = (ROOT / "docs" / "internals.rst").read_text()
+    tree = text.split(".. code-block:: text", 1)[1].split("\n\n", 2)[1]
+    listed, folders = set(), []
+    for line in tree.splitlines()[1:]:
+        name = line.split()[0]
+        depth = (len(line) - len(line.lstrip())) // 2 - 2  # below "django_oncejob/"
+        del folders[depth:]
+        if name.endswith("/"):
+            folders.append(name)
+        else:
+            listed.add("".join(folders) + name)
+    package = ROOT / "django_oncejob"
+    modules = {
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "migrations" not in path.parts
+        # Not the packages that only say what they hold.
+        and not (path.name == "__init__.py" and len(ast.parse(path.read_text()).body) < 2)
+    }
+    assert sorted(listed) == sorted(modules - {"__init__.py", "apps.py", "admin/__init__.py"})

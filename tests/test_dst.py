@@ -21,7 +21,8 @@ from apscheduler.job import Job
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
-from django_oncejob.triggers import cron_trigger, describe, fire_times
+from django_oncejob.jobs.trigger_parser import cron_trigger
+from django_oncejob.jobs.triggers import describe, fire_times
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

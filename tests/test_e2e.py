@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from django_oncejob.jobstore import _score
 from django_oncejob.models import Instance, Run
+from django_oncejob.scheduling.jobstore import _score
 from tests.processes import ROOT, Fleet, wait_for
 
 pytestmark = pytest.mark.processes

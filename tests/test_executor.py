@@ -21,15 +21,15 @@ from apscheduler.triggers.date import DateTrigger
 from django.db import transaction
 from django.utils import timezone
 
-from django_oncejob import executor as executor_module
-from django_oncejob import history
-from django_oncejob.claim import ClaimResult, claim
-from django_oncejob.executor import BATCH_SIZE, BATCHES_IN_FLIGHT, ClaimingExecutor
+from django_oncejob.cache.claim import ClaimResult, claim
+from django_oncejob.jobs.parser import parse_job
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Run
-from django_oncejob.pipeline import Pipeline
-from django_oncejob.registry import parse_job
-from django_oncejob.scheduler import ClaimingScheduler
-from django_oncejob.spec import JobSpec
+from django_oncejob.running import history
+from django_oncejob.running.pipeline import Pipeline
+from django_oncejob.scheduling import executor as executor_module
+from django_oncejob.scheduling.executor import BATCH_SIZE, BATCHES_IN_FLIGHT, ClaimingExecutor
+from django_oncejob.scheduling.scheduler import ClaimingScheduler
 from tests.jobs import record
 from tests.processes import wait_for
 

@@ -26,17 +26,19 @@ from django.db import OperationalError
 from django.test.utils import override_settings
 from django.utils import timezone
 
-from django_oncejob import current_occurrence, enqueue, handoff, heartbeat, history, signals
+from django_oncejob import current_occurrence, handoff, signals
 from django_oncejob.conf import conf
-from django_oncejob.handoff import HandedOff, celery_installed, tasks_module_name
+from django_oncejob.fleet import heartbeat
+from django_oncejob.handoff import HandedOff, celery_installed, enqueue, tasks_module_name
+from django_oncejob.handoff.worker import OccurrenceFailed, occurrence_task, run_handed_off
+from django_oncejob.jobs.parser import parse_job
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Instance as InstanceRow
 from django_oncejob.models import Run
 from django_oncejob.occurrence import Occurrence
-from django_oncejob.pipeline import Outcome, Pipeline, claim_and_run
-from django_oncejob.registry import parse_job
-from django_oncejob.spec import JobSpec
-from django_oncejob.worker import OccurrenceFailed, occurrence_task, run_handed_off
-from django_oncejob.writer import InlineWriter
+from django_oncejob.running import history
+from django_oncejob.running.pipeline import Outcome, Pipeline, claim_and_run
+from django_oncejob.running.writer import InlineWriter
 from tests.processes import ROOT, Fleet, Instance, wait_for
 from tests.rows import fence
 

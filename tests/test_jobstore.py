@@ -11,7 +11,7 @@ from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 
-from django_oncejob.jobstore import RankedMemoryJobStore, _score
+from django_oncejob.scheduling.jobstore import RankedMemoryJobStore, _score
 
 WHEN = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
 

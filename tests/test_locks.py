@@ -13,13 +13,13 @@ from django.core.cache import caches
 from django.test.utils import override_settings
 
 from django_oncejob.cache.atomic import KEY_VERSION
-from django_oncejob.claim import ClaimResult, claim, claim_many
-from django_oncejob.locks import lock_key, release_lock
+from django_oncejob.cache.claim import ClaimResult, claim, claim_many
+from django_oncejob.cache.locks import lock_key, release_lock
+from django_oncejob.jobs.parser import parse_job
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Run
 from django_oncejob.occurrence import Occurrence
-from django_oncejob.pipeline import Outcome, claim_and_run, lock_token
-from django_oncejob.registry import parse_job
-from django_oncejob.spec import JobSpec
+from django_oncejob.running.pipeline import Outcome, claim_and_run, lock_token
 from tests.proxy import TcpProxy
 from tests.rows import fence
 

@@ -14,14 +14,15 @@ from django.core.cache import caches
 from django.db import transaction
 from django.test.utils import override_settings
 
-from django_oncejob import current_occurrence, history, signals
+from django_oncejob import current_occurrence, signals
 from django_oncejob.cache.atomic import KEY_VERSION
-from django_oncejob.claim import ClaimResult, claim, claim_key
-from django_oncejob.history import Ending
+from django_oncejob.cache.claim import ClaimResult, claim, claim_key
+from django_oncejob.jobs.parser import parse_job
 from django_oncejob.models import JobState, Run
 from django_oncejob.occurrence import Occurrence
-from django_oncejob.pipeline import Outcome, claim_and_run
-from django_oncejob.registry import parse_job
+from django_oncejob.running import history
+from django_oncejob.running.history import Ending
+from django_oncejob.running.pipeline import Outcome, claim_and_run
 from tests.rows import fence
 
 pytestmark = pytest.mark.django_db(transaction=True)

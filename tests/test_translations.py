@@ -20,9 +20,9 @@ from django.core.management import CommandError, call_command, load_command_clas
 from django.test import override_settings
 from django.utils import translation
 
-from django_oncejob import registry
 from django_oncejob.admin import RunAdmin
 from django_oncejob.checks import check_settings
+from django_oncejob.jobs import registry
 from django_oncejob.models import Run
 
 PACKAGE = Path(__file__).resolve().parent.parent / "django_oncejob"

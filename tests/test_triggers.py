@@ -8,17 +8,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from apscheduler.triggers.base import BaseTrigger
 
-from django_oncejob.triggers import (
-    AnchoredIntervalTrigger,
+from django_oncejob.jobs.trigger_parser import (
     TriggerError,
     aware_datetime,
     cron_trigger,
     crontab_days,
     date_trigger,
-    describe,
-    fire_times,
     interval_trigger,
 )
+from django_oncejob.jobs.triggers import AnchoredIntervalTrigger, describe, fire_times
 
 PARIS = ZoneInfo("Europe/Paris")
 SHANGHAI = ZoneInfo("Asia/Shanghai")

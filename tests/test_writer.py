@@ -10,10 +10,10 @@ from unittest import mock
 import pytest
 from django.db import transaction
 
-from django_oncejob import history
-from django_oncejob.history import Ending
 from django_oncejob.models import Run
-from django_oncejob.writer import HistoryWriter
+from django_oncejob.running import history
+from django_oncejob.running.history import Ending
+from django_oncejob.running.history_writer import HistoryWriter
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

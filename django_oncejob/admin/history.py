@@ -12,10 +12,10 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from django_oncejob import registry
 from django_oncejob.admin.base import ReadOnlyAdmin, seconds, status_badge, when
+from django_oncejob.admin.pagination import CappedPaginator
+from django_oncejob.jobs import registry
 from django_oncejob.models import Run
-from django_oncejob.pagination import CappedPaginator
 
 
 class JobFilter(admin.SimpleListFilter):

@@ -24,11 +24,11 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
-from django_oncejob import registry, triggers
 from django_oncejob.admin.base import ReadOnlyAdmin, seconds, status_badge
 from django_oncejob.conf import conf
+from django_oncejob.jobs import registry, triggers
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Counts, Instance, JobState, Run, RunRequest
-from django_oncejob.spec import JobSpec
 
 #: How far back the jobs overview counts successes, failures and misses.
 RECENT = timedelta(hours=24)

@@ -1,7 +1,8 @@
-"""The claim cache: which adapter serves it, and its checks.
+"""The shared cache: claims (:mod:`.claim`) and job locks (:mod:`.locks`).
 
-Adapters are imported by name when a cache's ``BACKEND`` needs one, so a project
-without django-redis never imports it.
+Both go through the atomic writes of :mod:`.atomic`, which an adapter per cache
+backend serves and checks. Adapters are imported by name when a cache's
+``BACKEND`` needs one, so a project without django-redis never imports it.
 """
 
 from __future__ import annotations

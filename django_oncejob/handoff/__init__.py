@@ -2,8 +2,8 @@
 
 The claim and the history row decide which one instance has an occurrence, as
 for any job; that instance then sends it to the job's task queue
-(:mod:`django_oncejob.enqueue`), and a worker receives it
-(:mod:`django_oncejob.worker`). Both sides read what travels from here: the task's
+(:mod:`django_oncejob.handoff.enqueue`), and a worker receives it
+(:mod:`django_oncejob.handoff.worker`). Both sides read what travels from here: the task's
 arguments and headers, and the task ids.
 """
 
@@ -17,7 +17,7 @@ from datetime import datetime
 from importlib.util import find_spec
 from typing import Any
 
-from django_oncejob.claim import claim_key
+from django_oncejob.cache.claim import claim_key
 
 #: The tasks framework, by preference: Django's own (6.0+), then the django-tasks backport.
 TASKS_MODULES = ("django.tasks", "django_tasks")
@@ -64,8 +64,9 @@ def headers(handed: HandedOff) -> dict[str, Any]:
 def occurrence_from_headers(values: Mapping[str, Any] | None) -> HandedOff | None:
     """The occurrence a Celery task was sent for, from its headers; ``None`` if not sent by oncejob.
 
-    Pass ``self.request.headers`` in a bound task. :func:`django_oncejob.worker.occurrence_task`
-    does this for you, and runs the task once per occurrence.
+    Pass ``self.request.headers`` in a bound task.
+    :func:`django_oncejob.handoff.worker.occurrence_task` does this for you, and runs
+    the task once per occurrence.
     """
     if not values or not values.get(HEADER_JOB) or not values.get(HEADER_SCHEDULED_FOR):
         return None

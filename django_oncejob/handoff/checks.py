@@ -18,7 +18,7 @@ from django_oncejob.handoff import celery, django_tasks
 from django_oncejob.messages import Reporter
 
 if TYPE_CHECKING:
-    from django_oncejob.spec import JobSpec
+    from django_oncejob.jobs.spec import JobSpec
 
 #: Which ``enqueue`` each hand-off key belongs to.
 FITS = {"backend": ("tasks",), "queue": ("tasks", "celery"), "task": ("celery",)}

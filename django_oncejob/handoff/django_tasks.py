@@ -13,7 +13,7 @@ from django_oncejob import handoff
 from django_oncejob.messages import Reporter, interpolate
 
 if TYPE_CHECKING:
-    from django_oncejob.spec import JobSpec
+    from django_oncejob.jobs.spec import JobSpec
 
 #: django.tasks backends that hand nothing to a worker, and what they do instead.
 NO_WORKER_BACKENDS = {

@@ -11,8 +11,8 @@ from django.db.models import Count
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_lazy, ngettext
 
-from django_oncejob import registry
 from django_oncejob.conf import conf
+from django_oncejob.jobs import registry
 from django_oncejob.management.base import TranslatedCommand
 from django_oncejob.models import Instance, Run
 

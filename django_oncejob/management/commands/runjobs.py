@@ -17,15 +17,15 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_lazy, ngettext
 
-from django_oncejob import triggers
 from django_oncejob.cache.eviction import eviction_warning
 from django_oncejob.checks import check_settings
 from django_oncejob.conf import conf
+from django_oncejob.jobs import triggers
+from django_oncejob.jobs.registry import get_jobs
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.management.base import TranslatedCommand
-from django_oncejob.pipeline import Outcome, Pipeline
-from django_oncejob.registry import get_jobs
-from django_oncejob.scheduler import JobScheduler
-from django_oncejob.spec import JobSpec
+from django_oncejob.running.pipeline import Outcome, Pipeline
+from django_oncejob.scheduling.scheduler import JobScheduler
 
 logger = logging.getLogger("django_oncejob")
 

@@ -25,12 +25,12 @@ from django.core.cache import caches
 from django.db.models import Min, Q
 from django.utils import timezone
 
-from django_oncejob import triggers
 from django_oncejob.cache.atomic import KEY_VERSION
-from django_oncejob.claim import claim_key
+from django_oncejob.cache.claim import claim_key
 from django_oncejob.conf import conf
+from django_oncejob.jobs import triggers
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Instance, JobState, Run
-from django_oncejob.spec import JobSpec
 
 logger = logging.getLogger("django_oncejob")
 

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
-from django_oncejob import missed
-from django_oncejob.background import BackgroundThread
-from django_oncejob.clock import DatabaseClock
+from django_oncejob.fleet import missed
+from django_oncejob.fleet.background import BackgroundThread
+from django_oncejob.fleet.clock import DatabaseClock
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import JobState, RunRequest
-from django_oncejob.spec import JobSpec
 
 if TYPE_CHECKING:
-    from django_oncejob.executor import ClaimingExecutor
+    from django_oncejob.scheduling.executor import ClaimingExecutor
 
 #: Seconds between two sweeps for missed occurrences by one instance.
 SWEEP_INTERVAL = 60.0

@@ -27,11 +27,11 @@ from django.db import IntegrityError
 from django.db.models.functions import Now
 
 import django_oncejob
-from django_oncejob.background import BackgroundThread
-from django_oncejob.clock import DatabaseClock, measure_offset
-from django_oncejob.history import retry_locked
+from django_oncejob.fleet.background import BackgroundThread
+from django_oncejob.fleet.clock import DatabaseClock, measure_offset
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Instance, Run
-from django_oncejob.spec import JobSpec
+from django_oncejob.running.history import retry_locked
 
 logger = logging.getLogger("django_oncejob")
 
@@ -264,5 +264,5 @@ class _Beating(BackgroundThread):
         beat(self.owner, self.timeout)
 
 
-#: This process's, for :mod:`~django_oncejob.worker`.
+#: This process's, for :mod:`~django_oncejob.handoff.worker`.
 worker_heartbeat = WorkerHeartbeat()

@@ -9,7 +9,8 @@ from typing import Any
 from apscheduler.triggers.base import BaseTrigger
 from django.utils.module_loading import import_string
 
-from django_oncejob import handoff, triggers
+from django_oncejob import handoff
+from django_oncejob.jobs import triggers
 
 
 @dataclass(frozen=True)

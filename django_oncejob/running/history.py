@@ -1,7 +1,7 @@
 """The statements that write the history: the rows that fence occurrences, then their outcomes.
 
 Each function runs in whatever thread calls it, on that thread's connection:
-in ``runjobs``, :class:`~django_oncejob.writer.HistoryWriter`'s own.
+in ``runjobs``, :class:`~django_oncejob.running.history_writer.HistoryWriter`'s own.
 """
 
 from __future__ import annotations

@@ -1,30 +1,28 @@
-"""Turns the ``ONCEJOB["JOBS"]`` setting into validated job specs.
+"""Reads one job's definition, key by key, into a :class:`~django_oncejob.jobs.spec.JobSpec`.
 
-Validation and construction are one pass, so the system checks and
-``runjobs`` can never disagree about what a valid job is.
+Validation and construction are one pass, so the system checks and ``runjobs``
+can never disagree about what a valid job is.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
 from django.core import checks
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from django.utils.module_loading import import_string
 from django.utils.translation import gettext_lazy as _
 
-from django_oncejob import handoff, triggers
+from django_oncejob import handoff
 from django_oncejob.conf import conf, time_zone, whole_number
 from django_oncejob.handoff import checks as handoff_checks
+from django_oncejob.jobs import trigger_parser
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.messages import Text, interpolate, job_error
-from django_oncejob.spec import JobSpec
 
 JOB_KEYS = (
     "func",
@@ -45,103 +43,6 @@ JOB_KEYS = (
     "task",
 )
 TRIGGER_KEYS = ("cron", "interval", "at")
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-
-
-_parsed: list[tuple[dict[str, JobSpec], list[checks.CheckMessage]]] = []
-
-
-def parsed_jobs() -> tuple[dict[str, JobSpec], list[checks.CheckMessage]]:
-    """:func:`parse_jobs` of the ``JOBS`` setting, parsed once until a setting changes.
-
-    Parsing imports every job's function and builds its trigger: with thousands of
-    jobs, the system checks, ``runjobs`` and each admin page would otherwise repeat it.
-    The error messages are translated when read, so one parse serves every language.
-    """
-    if not _parsed:
-        _parsed.append(parse_jobs(conf.JOBS))
-    return _parsed[0]
-
-
-@receiver(setting_changed)
-def _forget_parsed_jobs(**kwargs: Any) -> None:
-    _parsed.clear()
-
-
-def get_jobs() -> dict[str, JobSpec]:
-    """The jobs from settings; raises :class:`InvalidJobs` if any definition is invalid."""
-    jobs, errors = parsed_jobs()
-    if errors:
-        raise InvalidJobs(errors)
-    return jobs
-
-
-class InvalidJobs(Exception):
-    def __init__(self, errors: list[checks.CheckMessage]) -> None:
-        super().__init__("\n".join(f"{e.id}: {e.msg}" for e in errors))
-        self.errors = errors
-
-
-def parse_jobs(raw: object) -> tuple[dict[str, JobSpec], list[checks.CheckMessage]]:
-    """Validate ``ONCEJOB["JOBS"]``, returning the valid specs and an error per problem."""
-    if not isinstance(raw, Mapping):
-        return {}, [
-            checks.Error(
-                # Translators: type is a Python type name, e.g. list.
-                interpolate(
-                    _("ONCEJOB['JOBS'] must be a dict of job id to definition, got %(type)s."),
-                    type=type(raw).__name__,
-                ),
-                hint=interpolate(
-                    _("Write ONCEJOB = {'JOBS': {'nightly-report': {'func': ..., 'cron': ...}}}.")
-                ),
-                id="django_oncejob.E020",
-            )
-        ]
-    jobs: dict[str, JobSpec] = {}
-    errors: list[checks.CheckMessage] = []
-    seen: dict[str, str] = {}
-    for job_id, definition in raw.items():
-        if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
-            errors.append(
-                checks.Error(
-                    interpolate(
-                        _("ONCEJOB['JOBS'] has an invalid job id %(job)s."), job=repr(job_id)
-                    ),
-                    hint=interpolate(
-                        _(
-                            "A job id is 1 to 100 letters, digits, '_', '.' or '-', "
-                            "starting with a letter or digit, e.g. 'nightly-report'."
-                        )
-                    ),
-                    id="django_oncejob.E021",
-                )
-            )
-            continue
-        if job_id.lower() in seen:
-            errors.append(
-                checks.Error(
-                    interpolate(
-                        _(
-                            "Job %(job)s duplicates job %(other)s: "
-                            "job ids in ONCEJOB['JOBS'] must differ in more than letter case."
-                        ),
-                        job=repr(job_id),
-                        other=repr(seen[job_id.lower()]),
-                    ),
-                    hint=interpolate(
-                        _("Rename one of them; many databases compare ids without case.")
-                    ),
-                    id="django_oncejob.E022",
-                )
-            )
-            continue
-        seen[job_id.lower()] = job_id
-        spec, job_errors = parse_job(job_id, definition)
-        errors.extend(job_errors)
-        if spec is not None and not job_errors:
-            jobs[job_id] = spec
-    return jobs, errors
 
 
 def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[checks.CheckMessage]]:
@@ -359,7 +260,7 @@ class JobParser:
         build, code = TRIGGERS[kind]
         try:
             return build(definition[kind], timezone)
-        except triggers.TriggerError as exc:
+        except trigger_parser.TriggerError as exc:
             self.error(
                 # Translators: error says what is wrong with the trigger, e.g. "a cron string
                 # has 5 fields (minute hour day month day-of-week), got 4 in '0 21 * *'".
@@ -453,7 +354,7 @@ class JobParser:
 
 #: Each trigger key's builder, and the check id of a value it cannot build.
 TRIGGERS: dict[str, tuple[Callable[[Any, ZoneInfo], BaseTrigger], str]] = {
-    "cron": (triggers.cron_trigger, "E029"),
-    "interval": (triggers.interval_trigger, "E030"),
-    "at": (triggers.date_trigger, "E031"),
+    "cron": (trigger_parser.cron_trigger, "E029"),
+    "interval": (trigger_parser.interval_trigger, "E030"),
+    "at": (trigger_parser.date_trigger, "E031"),
 }

@@ -9,16 +9,17 @@ from typing import Any, NoReturn, TypeVar
 
 from django.utils import timezone
 
-from django_oncejob import history, registry
 from django_oncejob.conf import conf
 from django_oncejob.db import close_old_connections
+from django_oncejob.fleet.heartbeat import worker_heartbeat
 from django_oncejob.handoff import HandedOff, occurrence_from_headers
-from django_oncejob.heartbeat import worker_heartbeat
-from django_oncejob.history import Ending
+from django_oncejob.jobs import registry
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Run
 from django_oncejob.occurrence import Occurrence
-from django_oncejob.pipeline import Fenced, Outcome, Pipeline
-from django_oncejob.spec import JobSpec
+from django_oncejob.running import history
+from django_oncejob.running.history import Ending
+from django_oncejob.running.pipeline import Fenced, Outcome, Pipeline
 
 logger = logging.getLogger("django_oncejob")
 

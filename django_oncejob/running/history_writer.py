@@ -1,18 +1,13 @@
-"""This instance's one writer of the history, on database connections of its own.
+"""The history writer of ``runjobs``, on database connections of its own.
 
-Every occurrence an instance wins passes the database twice: its fence row goes
-in before it runs, its outcome after. ``runjobs`` sends fences through one thread
-and outcomes through another, each keeping its connection open whatever
-``CONN_MAX_AGE`` says (reopened after an error), so that a won occurrence opens no
-connection of its own. The fences of
+``runjobs`` sends fences through one thread and outcomes through another, each
+keeping its connection open whatever ``CONN_MAX_AGE`` says (reopened after an
+error), so that a won occurrence opens no connection of its own. The fences of
 all the claims waiting at one moment go in together, and a claim waits for its
 fence at most :data:`FENCE_WAIT` seconds: past that, or with the database
 down, the cache claim alone decides, as it would without a history. Outcomes
 are queued and written in batches, and retried until the database answers, so
 that no outcome is lost while its instance lives.
-
-:class:`InlineWriter` does the same work in the calling thread, for one
-occurrence at a time: ``runjobs --run``, a task worker, a library call.
 """
 
 from __future__ import annotations
@@ -30,10 +25,11 @@ from typing import Any, TypeVar
 from django.db import connections, router
 from django.utils import timezone
 
-from django_oncejob import history
 from django_oncejob.db import close_own_connections, drop_broken_connections, is_connection_error
-from django_oncejob.history import Ending
 from django_oncejob.models import Run
+from django_oncejob.running import history
+from django_oncejob.running.history import Ending
+from django_oncejob.running.writer import RETRY_DELAYS, Writer, log_lost, log_taken_over
 
 T = TypeVar("T")
 
@@ -47,114 +43,6 @@ ENDINGS_PER_COMMIT = 200
 ENDINGS_WAIT = 0.1
 #: Outcomes kept for a database that does not answer; past this, the oldest are dropped, loudly.
 MAX_QUEUED = 100_000
-#: Pauses between tries while the database fails, then the last one again and again.
-RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
-
-
-class Writer:
-    """What the pipeline asks of the history: fence rows, record endings, run a statement.
-
-    Both writers keep the rows fenced here whose ending is not recorded yet, for a
-    shutdown that cannot wait for them.
-    """
-
-    def __init__(self) -> None:
-        self._running: dict[int, Run] = {}
-        self._running_lock = threading.Lock()
-
-    def fence(self, rows: Sequence[Run]) -> list[bool] | None:
-        """Insert the rows; ``False`` for each another instance holds, ``None`` for no answer."""
-        raise NotImplementedError
-
-    def finish(self, row: Run, ending: Ending) -> None:
-        """Record how the occurrence of ``row`` ended, however long the database takes."""
-        raise NotImplementedError
-
-    def call(self, func: Callable[[], T]) -> T:
-        """Run ``func`` on the history's connection and return what it returns, or raise."""
-        raise NotImplementedError
-
-    def running(self) -> list[Run]:
-        """The rows fenced here whose ending is not recorded yet."""
-        with self._running_lock:
-            return list(self._running.values())
-
-    def adopt(self, row: Run) -> None:
-        """Count ``row``, taken over in the history, among the ones running here."""
-        with self._running_lock:
-            self._running[id(row)] = row
-
-    def forget(self, row: Run) -> None:
-        """``row`` is settled elsewhere from now on: a task worker runs it, or it ended."""
-        with self._running_lock:
-            self._running.pop(id(row), None)
-
-    def _fenced(self, rows: Sequence[Run], inserted: Sequence[bool]) -> None:
-        with self._running_lock:
-            for row, done in zip(rows, inserted, strict=True):
-                if done:
-                    self._running[id(row)] = row
-
-
-def _taken_over(row: Run) -> None:
-    logger.warning(
-        "Job %r at %s ended %s here, but another instance had taken it over; its record stands.",
-        row.job,
-        row.scheduled_for.isoformat(),
-        row.status,
-        extra={"oncejob_event": "taken-over", "oncejob_job": row.job},
-    )
-
-
-def _lost(row: Run, ending: Ending, exc: BaseException | None, why: str) -> None:
-    logger.error(
-        "Job %r at %s ended %s, but the history could not record it (%s): %s",
-        row.job,
-        row.scheduled_for.isoformat(),
-        ending.status,
-        why,
-        ending.error or "no error",
-        exc_info=exc,
-        extra={"oncejob_event": "history-error", "oncejob_job": row.job},
-    )
-
-
-class InlineWriter(Writer):
-    """Writes in the calling thread, on its connection, trying a failed outcome a few times."""
-
-    def __init__(self, retry_delays: Sequence[float] = RETRY_DELAYS) -> None:
-        super().__init__()
-        self.retry_delays = retry_delays
-
-    def fence(self, rows: Sequence[Run]) -> list[bool] | None:
-        try:
-            inserted = history.insert_running(rows)
-        except Exception:
-            logger.warning(
-                "Could not fence %d occurrence(s) in the history.", len(rows), exc_info=True
-            )
-            return None
-        self._fenced(rows, inserted)
-        return inserted
-
-    def finish(self, row: Run, ending: Ending) -> None:
-        self.forget(row)
-        ending.finished_at = ending.finished_at or timezone.now()
-        for delay in (*self.retry_delays, None):
-            try:
-                [ours] = history.write_endings([(row, ending)])
-            except Exception as exc:
-                if delay is None or not is_connection_error(exc):
-                    _lost(row, ending, exc, "the database failed")
-                    return
-                time.sleep(delay)
-                continue
-            if not ours:
-                _taken_over(row)
-            return
-
-    def call(self, func: Callable[[], T]) -> T:
-        return func()
 
 
 @dataclass
@@ -256,7 +144,7 @@ class HistoryWriter(Writer):
             self._endings.append((row, ending))
             if len(self._endings) > self.max_queued:
                 dropped, lost = self._endings.popleft()
-                _lost(dropped, lost, None, f"more than {self.max_queued} outcomes waiting")
+                log_lost(dropped, lost, None, f"more than {self.max_queued} outcomes waiting")
             # The recorder wakes for the first outcome's deadline by itself; waking it for
             # each one would take the processor from the claims and fences of a burst.
             if len(self._endings) in (1, ENDINGS_PER_COMMIT):
@@ -287,7 +175,7 @@ class HistoryWriter(Writer):
         with self._lock:
             left = list(self._endings)
         for row, ending in left:
-            _lost(row, ending, None, "runjobs stopped before the database answered")
+            log_lost(row, ending, None, "runjobs stopped before the database answered")
         return not left
 
     # --- the writer's own threads ------------------------------------------------------
@@ -407,11 +295,11 @@ class HistoryWriter(Writer):
                         with self._lock:
                             self._endings.extendleft(reversed(endings[len(ours) :]))
                         break
-                    _lost(*one, error, "the database refused it")
+                    log_lost(*one, error, "the database refused it")
                     ours.append(True)
         for (row, _ending), mine in zip(endings, ours, strict=False):
             if not mine:
-                _taken_over(row)
+                log_taken_over(row)
 
     def _try(self, func: Callable[[], T]) -> T:
         """``func`` on this thread's connection, again at once on a fresh one if the old one failed.

@@ -8,17 +8,17 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from django_oncejob import control, heartbeat
-from django_oncejob.clock import DatabaseClock
 from django_oncejob.conf import conf
 from django_oncejob.db import close_old_connections
-from django_oncejob.executor import ClaimingExecutor
-from django_oncejob.history import Ending
-from django_oncejob.jobstore import RankedMemoryJobStore
+from django_oncejob.fleet import control, heartbeat
+from django_oncejob.fleet.clock import DatabaseClock
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Run
-from django_oncejob.pipeline import Pipeline
-from django_oncejob.spec import JobSpec
-from django_oncejob.writer import HistoryWriter
+from django_oncejob.running.history import Ending
+from django_oncejob.running.history_writer import HistoryWriter
+from django_oncejob.running.pipeline import Pipeline
+from django_oncejob.scheduling.executor import ClaimingExecutor
+from django_oncejob.scheduling.jobstore import RankedMemoryJobStore
 
 logger = logging.getLogger("django_oncejob")
 

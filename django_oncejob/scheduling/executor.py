@@ -19,11 +19,11 @@ from apscheduler.events import (
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.job import Job
 
-from django_oncejob.claim import ClaimResult, claim_many
-from django_oncejob.clock import DatabaseClock
+from django_oncejob.cache.claim import ClaimResult, claim_many
+from django_oncejob.fleet.clock import DatabaseClock
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Run, RunRequest
-from django_oncejob.pipeline import Claimed, Fenced, Outcome, Pipeline
-from django_oncejob.spec import JobSpec
+from django_oncejob.running.pipeline import Claimed, Fenced, Outcome, Pipeline
 
 logger = logging.getLogger("django_oncejob")
 
@@ -39,7 +39,7 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
     """Claims the due occurrences together, then runs the ones won in a thread pool.
 
     The scheduler hands over the due jobs, and a pool task claims a batch of them
-    together (:func:`~django_oncejob.claim.claim_many`), has the pipeline fence the
+    together (:func:`~django_oncejob.cache.claim.claim_many`), has the pipeline fence the
     ones won, and runs each on a thread, the first on its own. A batch holds no
     more jobs than there are threads free to start them now: an instance whose
     threads are all taken claims nothing until one is free, and leaves what falls

@@ -1,6 +1,6 @@
 """The one path of an occurrence: claim it, fence it in the history, run it, record its ending.
 
-``runjobs`` (through :mod:`~django_oncejob.executor`), a manual run, a re-run of
+``runjobs`` (through :mod:`~django_oncejob.scheduling.executor`), a manual run, a re-run of
 an abandoned occurrence and a task worker's run of a handed-off one all go
 through :class:`Pipeline`; only the writer differs, a thread of its own in
 ``runjobs`` and the calling thread elsewhere.
@@ -21,23 +21,24 @@ from asgiref.sync import async_to_sync
 from django.dispatch import Signal
 from django.utils import timezone
 
-from django_oncejob import history, signals
-from django_oncejob.claim import ClaimResult, claim
+from django_oncejob import signals
+from django_oncejob.cache.claim import ClaimResult, claim
+from django_oncejob.cache.locks import LockResult, break_lock, lock_holder, release_lock, take_lock
 from django_oncejob.conf import conf
 from django_oncejob.db import close_old_connections
-from django_oncejob.history import Ending
-from django_oncejob.locks import LockResult, break_lock, lock_holder, release_lock, take_lock
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Run
 from django_oncejob.occurrence import Occurrence, _current
-from django_oncejob.spec import JobSpec
-from django_oncejob.writer import InlineWriter, Writer
+from django_oncejob.running import history
+from django_oncejob.running.history import Ending
+from django_oncejob.running.writer import InlineWriter, Writer
 
 logger = logging.getLogger("django_oncejob")
 
 #: Sends an occurrence to its job's task queue and returns the task id, or ``None`` if
 #: another instance took its row (``None`` for a row the history could not record).
 Sender = Callable[[JobSpec, Occurrence, Run | None, Writer], str | None]
-#: The senders by a job's ``enqueue``, added by :mod:`django_oncejob.enqueue` when the
+#: The senders by a job's ``enqueue``, added by :mod:`django_oncejob.handoff.enqueue` when the
 #: app is ready: the pipeline does not import the task queues whose workers run it.
 SENDERS: dict[str, Sender] = {}
 
@@ -95,7 +96,7 @@ class Pipeline:
 
         A ``paused`` job's occurrence is still claimed, so that exactly one instance
         records it as skipped. ``runjobs`` takes the same steps for all the jobs due
-        at once: :func:`~django_oncejob.claim.claim_many`, :meth:`fence`, then
+        at once: :func:`~django_oncejob.cache.claim.claim_many`, :meth:`fence`, then
         :meth:`run` for each.
         """
         scheduled_for = scheduled_for.astimezone(UTC)

@@ -1,7 +1,7 @@
 """Sends a claimed occurrence to its job's task queue (django.tasks, Celery) to run there.
 
 The row is marked ``enqueued`` before the task is sent, and a worker takes it
-with one conditional UPDATE to ``running`` (:mod:`django_oncejob.worker`), so a
+with one conditional UPDATE to ``running`` (:mod:`django_oncejob.handoff.worker`), so a
 task delivered twice runs the job once.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django_oncejob import history
 from django_oncejob.handoff import (
     CELERY_TASK_NAME,
     DEFAULT_TASKS_QUEUE,
@@ -18,11 +17,12 @@ from django_oncejob.handoff import (
     celery_task_id,
     headers,
 )
+from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Run
 from django_oncejob.occurrence import Occurrence
-from django_oncejob.pipeline import SENDERS
-from django_oncejob.spec import JobSpec
-from django_oncejob.writer import Writer
+from django_oncejob.running import history
+from django_oncejob.running.pipeline import SENDERS
+from django_oncejob.running.writer import Writer
 
 logger = logging.getLogger("django_oncejob")
 

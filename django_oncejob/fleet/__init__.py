@@ -1,0 +1,1 @@
+"""The instances together: heartbeats, run-now and pause, missed occurrences, the clock."""

@@ -1,0 +1,213 @@
+"""Deterministic APScheduler triggers: every instance computes the same fire times.
+
+A claim key carries the occurrence's scheduled time, so two instances only
+compete for one occurrence if they compute the very same datetime for it.
+Hence no jitter, no "start from now", and one time zone for all.
+:mod:`~django_oncejob.jobs.trigger_parser` builds them from a job's definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+
+#: Where an interval without ``start_date`` is counted from, in the job's time zone.
+DEFAULT_ANCHOR = datetime(2000, 1, 1)
+
+
+class AnchoredIntervalTrigger(BaseTrigger):  # type: ignore[misc]
+    """Fires at ``anchor + n * interval``, computed in exact integer microseconds.
+
+    APScheduler's IntervalTrigger counts from "now" by default and adds float
+    timestamps, so two instances can disagree on a fire time by a microsecond.
+    """
+
+    __slots__ = ("anchor", "interval", "timezone")
+
+    def __init__(self, interval: timedelta, anchor: datetime, timezone: tzinfo) -> None:
+        self.interval = interval
+        self.anchor = anchor
+        self.timezone = timezone
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        if previous_fire_time is not None:
+            steps = (previous_fire_time - self.anchor) // self.interval + 1
+        elif now <= self.anchor:
+            steps = 0
+        else:
+            steps = -((self.anchor - now) // self.interval)  # ceiling division
+        return (self.anchor + steps * self.interval).astimezone(self.timezone)
+
+    def __str__(self) -> str:
+        return f"interval[{self.interval}]"
+
+
+class WallClockCronTrigger(CronTrigger):  # type: ignore[misc]
+    """A CronTrigger with one defined behaviour across daylight saving time changes.
+
+    A job whose hour field matches every hour runs on elapsed time, as APScheduler's
+    CronTrigger does: in both passes of an hour repeated in autumn, and not at the
+    times a spring change skips. Any other job runs once per matching wall-clock time,
+    read as ``datetime(..., tzinfo=zone)`` reads it (``fold=0``): a repeated time at
+    its first occurrence only, a skipped time with the UTC offset from before the
+    change (02:30 skipped in Europe/Berlin runs at 03:30 CEST).
+    """
+
+    __slots__ = ("_every_hour", "_wall_fields", "_wall_clock")
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        hour = self.fields[self.FIELD_NAMES.index("hour")]
+        self._every_hour = all(hour.get_next_value(datetime(2000, 1, 1, h)) == h for h in range(24))
+        self._wall_fields = {key: item for key, item in options.items() if key in self.FIELD_NAMES}
+        # Built when first asked for a fire time: validating settings never needs it,
+        # and parsing the fields a second time is most of what a job costs to check.
+        self._wall_clock: CronTrigger | None = None
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        if self._every_hour:
+            return super().get_next_fire_time(previous_fire_time, now)  # type: ignore[no-any-return]
+        if previous_fire_time is not None:
+            start = previous_fire_time.astimezone(UTC) + timedelta(microseconds=1)
+        else:
+            start = now.astimezone(UTC)
+            if self.start_date is not None:
+                start = max(start, self.start_date.astimezone(UTC))
+        start_wall = _wall_time(start, self.timezone)
+        # Just after a spring change, times it skipped may still be due.
+        wall = start_wall - _recent_jump(start, self.timezone)
+        while (match := self._next_wall_time(wall)) is not None:
+            fire = match.replace(tzinfo=self.timezone).astimezone(UTC)
+            if fire < start:
+                # Passed already, or a repeated time whose first occurrence has passed.
+                wall = max(match + timedelta(seconds=1), start_wall)
+                continue
+            fire_wall = _wall_time(fire, self.timezone)
+            if fire_wall != match:
+                # Skipped by a spring change, so it runs at ``fire_wall``, later than
+                # ``match``: a time on the clock after the change may come first.
+                change = _clock_change(
+                    match.replace(tzinfo=self.timezone, fold=1), fire, self.timezone
+                )
+                after = self._next_wall_time(max(_wall_time(change, self.timezone), start_wall))
+                if after is not None and after < fire_wall:
+                    fire = after.replace(tzinfo=self.timezone).astimezone(UTC)
+            if self.end_date is not None and fire > self.end_date:
+                return None
+            return fire.astimezone(self.timezone)
+        return None
+
+    def _next_wall_time(self, wall: datetime) -> datetime | None:
+        if self._wall_clock is None:
+            # The same fields on a clock that never changes: it finds wall-clock times.
+            self._wall_clock = CronTrigger(**self._wall_fields, timezone=UTC)
+        match: datetime | None = self._wall_clock.get_next_fire_time(None, wall.replace(tzinfo=UTC))
+        return None if match is None else match.replace(tzinfo=None)
+
+
+def _wall_time(instant: datetime, timezone: tzinfo) -> datetime:
+    return instant.astimezone(timezone).replace(tzinfo=None)
+
+
+def _offset(instant: datetime, timezone: tzinfo) -> timedelta | None:
+    return instant.astimezone(timezone).utcoffset()
+
+
+#: Longer than any jump of a clock in the tz database (Antarctica/Troll jumps 2 hours).
+_LONGEST_JUMP = timedelta(hours=3)
+
+
+def _recent_jump(instant: datetime, timezone: tzinfo) -> timedelta:
+    """How far the clock jumped forward, if it did so less than that long before ``instant``."""
+    offset, earlier = _offset(instant, timezone), _offset(instant - _LONGEST_JUMP, timezone)
+    assert offset is not None and earlier is not None
+    jump = offset - earlier
+    if jump > timedelta(0) and _offset(instant - jump, timezone) != offset:
+        return jump
+    return timedelta(0)
+
+
+def _clock_change(before: datetime, after: datetime, timezone: tzinfo) -> datetime:
+    """The whole second in ``(before, after]`` at which ``timezone`` changes its offset."""
+    low, high = before.astimezone(UTC), after.astimezone(UTC)
+    while high - low > timedelta(seconds=1):
+        middle = low + (high - low) // 2
+        middle -= timedelta(microseconds=middle.microsecond)
+        if _offset(middle, timezone) == _offset(low, timezone):
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def fire_times(trigger: BaseTrigger, now: datetime, count: int) -> Iterator[datetime]:
+    """The trigger's next ``count`` fire times after ``now``."""
+    previous: datetime | None = None
+    for _ in range(count):
+        fire_time: datetime | None = trigger.get_next_fire_time(previous, now)
+        # A DateTrigger answers with its date even when that has passed.
+        if fire_time is None or (previous is None and fire_time < now):
+            return
+        yield fire_time
+        previous = fire_time
+        # CronTrigger starts from min(now, previous + 1 µs): move now along too.
+        # In UTC: local arithmetic would drop the fold of an autumn repeated hour.
+        now = fire_time.astimezone(UTC) + timedelta(microseconds=1)
+
+
+def describe(trigger: BaseTrigger) -> str:
+    """The trigger in words, for ``runjobs --list`` and the admin."""
+    if isinstance(trigger, AnchoredIntervalTrigger):
+        start = trigger.anchor.astimezone(trigger.timezone)
+        return f"every {_duration(trigger.interval)} from {start.isoformat(' ')}"
+    if isinstance(trigger, DateTrigger):
+        return f"once at {trigger.run_date.isoformat(' ')}"
+    if isinstance(trigger, CronTrigger):
+        return f"{_cron_words(trigger)} ({trigger.timezone})"
+    return str(trigger)
+
+
+def _duration(interval: timedelta) -> str:
+    remaining = int(interval.total_seconds())
+    milliseconds = interval.microseconds // 1000
+    parts = []
+    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        amount, remaining = divmod(remaining, size)
+        if amount:
+            parts.append(f"{amount} {unit}{'s' if amount != 1 else ''}")
+    if remaining or milliseconds or not parts:
+        seconds = f"{remaining}.{milliseconds:03d}" if milliseconds else str(remaining)
+        parts.append(f"{seconds} second{'s' if seconds != '1' else ''}")
+    return " ".join(parts)
+
+
+def _cron_words(trigger: CronTrigger) -> str:
+    fields: dict[str, Any] = {field.name: str(field) for field in trigger.fields}
+    date_part = {key: fields[key] for key in ("year", "month", "day", "week", "day_of_week")}
+    every_day = all(value == "*" for value in date_part.values())
+    hour, minute, second = fields["hour"], fields["minute"], fields["second"]
+    if every_day and (hour, minute, second) == ("*", "*", "*"):
+        return "every second"
+    if every_day and (hour, minute, second) == ("*", "*", "0"):
+        return "every minute"
+    if every_day and hour == "*" and minute.isdigit() and second == "0":
+        return f"every hour at minute {minute}"
+    if hour.isdigit() and minute.isdigit() and second.isdigit():
+        at = f"{int(hour):02d}:{int(minute):02d}" + (f":{int(second):02d}" if second != "0" else "")
+        if every_day:
+            return f"every day at {at}"
+        others = [f"{k.replace('_', ' ')} {v}" for k, v in date_part.items() if v != "*"]
+        return f"at {at} on {', '.join(others)}"
+    described = [
+        f"{name.replace('_', ' ')} {value}" for name, value in fields.items() if value != "*"
+    ]
+    return "cron: " + ", ".join(described)

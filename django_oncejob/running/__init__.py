@@ -1,0 +1,1 @@
+"""An occurrence from its claim to its recorded ending: fence, run, record."""

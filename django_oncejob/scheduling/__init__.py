@@ -1,0 +1,1 @@
+"""Jobs to due occurrences: APScheduler, its job store, and the executor that claims."""
