@@ -45,6 +45,7 @@ def check_settings(
         ]
     jobs, job_errors = registry.parsed_jobs()
     return [
+        *_check_use_tz(),
         *_check_keys(raw),
         *_check_values(raw),
         *cache.check(raw.get("CACHE", DEFAULTS["CACHE"])),
@@ -53,6 +54,24 @@ def check_settings(
         *_check_claim_timeout(raw, jobs.values()),
         *_check_past_dates(jobs.values()),
         *handoff_checks.check_jobs(jobs.values()),
+    ]
+
+
+def _check_use_tz() -> list[checks.CheckMessage]:
+    if settings.USE_TZ:
+        return []
+    return [
+        checks.Error(
+            _(
+                "django-oncejob needs USE_TZ = True: occurrences, heartbeats and the history "
+                "are aware datetimes, compared across instances in UTC."
+            ),
+            hint=_(
+                "Set USE_TZ = True in your settings (Django's default from 5.0); Django's "
+                "time zone documentation says what else it changes in a project."
+            ),
+            id="django_oncejob.E052",
+        )
     ]
 
 

@@ -329,6 +329,14 @@ class RunRequest(models.Model):
         verbose_name = _("run request")
         verbose_name_plural = _("run requests")
         ordering = ["-requested_at"]
+        # One waiting request per job: a double click, or two people at once, run it once.
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job"],
+                condition=models.Q(taken_at__isnull=True),
+                name="oncejob_runrequest_one_waiting",
+            )
+        ]
         indexes = [
             models.Index(
                 fields=["requested_at"],

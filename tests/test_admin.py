@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -415,6 +416,33 @@ def test_run_now_asks_a_live_instance_to_run_the_job(
     response = admin_client.post(run_url("nightly-report"))
     assert "already waiting to run" in notes(response)[0]
     assert RunRequest.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_double_click_on_run_now_asks_for_one_run(
+    jobs: dict[str, Any], live: Instance, admin_user: Any
+) -> None:
+    """Both presses in flight at once: the database's constraint lets one request in."""
+
+    def press(barrier: threading.Barrier, codes: list[int]) -> None:
+        client = Client()
+        client.force_login(admin_user)
+        try:
+            barrier.wait(timeout=10)
+            codes.append(client.post(run_url("nightly-report")).status_code)
+        finally:
+            connection.close()
+
+    for _ in range(20):
+        RunRequest.objects.all().delete()
+        barrier, codes = threading.Barrier(2), []
+        threads = [threading.Thread(target=press, args=(barrier, codes)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert codes == [302, 302]
+        assert RunRequest.objects.count() == 1
 
 
 def test_run_now_needs_the_run_job_permission(

@@ -129,6 +129,13 @@ def test_missing_setting_gives_no_errors() -> None:
         assert check_settings() == []
 
 
+def test_e052_use_tz_false_is_refused() -> None:
+    error = only(run({}, USE_TZ=False), "E052")
+    assert "USE_TZ = True" in error.msg
+    with override_settings(USE_TZ=False), pytest.raises(SystemCheckError, match="E052"):
+        call_command("check")
+
+
 def test_checks_are_bound() -> None:
     with override_settings(ONCEJOB={"CLAIM_TIMEOUT": 0}), pytest.raises(SystemCheckError) as info:
         call_command("check")
@@ -656,6 +663,13 @@ def test_e040_accepts_a_bool(value: bool) -> None:
 def test_e038_arguments_do_not_fit_the_function(func: str, extra: dict[str, Any]) -> None:
     msg = only_job_error(run_job(cron_job(func=func, **extra)), "E038", "args")
     assert f"do not fit {func}(" in msg
+
+
+def test_e038_suggests_the_parameter_a_misspelled_kwarg_means() -> None:
+    errors = run_job(cron_job(func="tests.jobs.sleep_then_record", kwargs={"second": 1}))
+    [error] = errors
+    assert error.id == "django_oncejob.E038"
+    assert error.hint == "Did you mean 'seconds' for 'second' in 'kwargs'?"
 
 
 def test_e038_not_reported_on_top_of_other_errors() -> None:

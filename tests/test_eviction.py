@@ -158,6 +158,7 @@ def test_redis_not_reachable() -> None:
     )
     assert "connect" in message.lower()
     assert "ONCEJOB['ON_CACHE_ERROR']" in message
+    assert ".." not in message
 
 
 def test_a_cache_that_is_not_redis() -> None:

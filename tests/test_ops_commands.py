@@ -141,6 +141,7 @@ def test_several_problems_on_one_line() -> None:
 
     assert code == 1
     assert err.count("; ") == 2
+    assert ".;" not in err
     assert "\n" not in err
     assert err.startswith("No runjobs instance is alive")
     assert "(and the last runs of 'sync' failed too)" in err
@@ -311,8 +312,9 @@ def old_history() -> dict[str, list[int]]:
     keep["claims"].append(claim("report", "failed", timedelta(hours=1)).pk)
     now = timezone.now()
     for days in (31, 40):
+        asked = now - timedelta(days=days)
         RunRequest.objects.create(
-            job="sync", requested_by="a", requested_at=now - timedelta(days=days)
+            job="sync", requested_by="a", requested_at=asked, taken_by="web-1:1", taken_at=asked
         )
     keep["requests"].append(
         RunRequest.objects.create(

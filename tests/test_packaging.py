@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 import tomllib
 import zipfile
@@ -99,6 +100,16 @@ def test_wheel_holds_the_package_and_its_data_only(dist: Path) -> None:
     } <= names
     top = {name.split("/")[0] for name in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"django_oncejob"}
+
+
+@pytest.mark.packaging
+def test_both_carry_the_licence_and_the_sdist_the_docs_and_changelog(dist: Path) -> None:
+    wheel = set(zipfile.ZipFile(only(dist.glob("*.whl"))).namelist())
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in wheel)
+    with tarfile.open(only(dist.glob("*.tar.gz"))) as sdist:
+        names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    assert {"LICENSE", "CHANGELOG.md", "docs/index.rst", "docs/conf.py"} <= names
+    assert not any(name.startswith("docs/_build") for name in names)
 
 
 @pytest.mark.packaging

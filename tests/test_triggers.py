@@ -167,6 +167,7 @@ def test_anchored_interval_accepts_an_aware_datetime_start_date() -> None:
     ("value", "detail"),
     [
         ({"seconds": 0.999}, "at least one second"),
+        ({"seconds": -5}, "got {'seconds': -5}"),
         ({"seconds": 1.0001}, "whole milliseconds"),
         ({"minutes": 1, "start_date": "2026-01-01T00:00:00"}, "no UTC offset"),
         ({"minute": 1}, "unknown interval field 'minute'"),
@@ -362,3 +363,27 @@ def test_aware_datetime_accepts_an_offset(value: object, expected: datetime) -> 
 def test_aware_datetime_rejects_other_values(value: object, detail: str) -> None:
     with pytest.raises(TriggerError, match=detail):
         aware_datetime(value, "start_date")
+
+
+@pytest.mark.parametrize(
+    ("shortcut", "fields"),
+    [
+        ("@yearly", "0 0 1 1 *"),
+        ("@annually", "0 0 1 1 *"),
+        ("@monthly", "0 0 1 * *"),
+        ("@weekly", "0 0 * * 0"),
+        ("@daily", "0 0 * * *"),
+        ("@midnight", "0 0 * * *"),
+        ("@hourly", "0 * * * *"),
+    ],
+)
+def test_crontab_shortcuts_mean_their_five_fields(shortcut: str, fields: str) -> None:
+    now = at("2026-02-03T04:05:06+00:00")
+    given = list(fire_times(cron_trigger(shortcut, UTC_ZONE), now, 5))
+    assert given == list(fire_times(cron_trigger(fields, UTC_ZONE), now, 5))
+    assert len(given) == 5
+
+
+def test_reboot_is_not_a_schedule() -> None:
+    with pytest.raises(TriggerError, match="5 fields"):
+        cron_trigger("@reboot", UTC_ZONE)

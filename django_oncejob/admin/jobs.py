@@ -14,6 +14,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, router, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -173,8 +174,17 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
                 messages.ERROR,
             )
             return self._back()
-        waiting = RunRequest.objects.filter(job=job.id, taken_at__isnull=True).first()
-        if waiting is not None:
+        try:
+            # A savepoint: a refused insert must not break a project's ATOMIC_REQUESTS.
+            with transaction.atomic(using=router.db_for_write(RunRequest)):
+                RunRequest.objects.create(
+                    job=job.id, requested_by=request.user.get_username(), requested_at=now
+                )
+        except IntegrityError:
+            # Taken by an instance since, the waiting request was most likely this user's.
+            waiting = RunRequest.objects.filter(job=job.id, taken_at__isnull=True).first() or (
+                RunRequest(requested_by=request.user.get_username(), requested_at=now)
+            )
             self.message_user(
                 request,
                 gettext(
@@ -189,9 +199,6 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
                 messages.WARNING,
             )
             return self._back()
-        RunRequest.objects.create(
-            job=job.id, requested_by=request.user.get_username(), requested_at=now
-        )
         self.message_user(
             request,
             gettext(

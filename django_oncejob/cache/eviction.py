@@ -28,13 +28,13 @@ def eviction_warning(alias: str) -> str | None:
         except redis.ResponseError as exc:
             return (
                 f"Could not ask the {where} for its maxmemory-policy: the server refused "
-                f"CONFIG GET ({exc}). Make sure it is 'noeviction', or claim keys may be evicted "
-                "when Redis runs out of memory."
+                f"CONFIG GET ({_sentence(exc)}). Make sure it is 'noeviction', or claim keys "
+                "may be evicted when Redis runs out of memory."
             )
         except (redis.RedisError, OSError) as exc:
             return (
-                f"Could not ask the {where} for its maxmemory-policy: {exc}. Claims fail until "
-                "it answers; ONCEJOB['ON_CACHE_ERROR'] says what happens meanwhile."
+                f"Could not ask the {where} for its maxmemory-policy: {_sentence(exc)}. Claims "
+                "fail until it answers; ONCEJOB['ON_CACHE_ERROR'] says what happens meanwhile."
             )
         if policy is None:
             return (
@@ -50,3 +50,8 @@ def eviction_warning(alias: str) -> str | None:
                 "noeviction, and in redis.conf)."
             )
     return None
+
+
+def _sentence(exc: BaseException) -> str:
+    """The error's text, without the full stop that redis-py sometimes ends it with."""
+    return str(exc).rstrip(".")

@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from django.db import IntegrityError
 from django.utils import timezone
 
 from django_oncejob.fleet import missed
@@ -76,6 +77,10 @@ class Control(BackgroundThread):
             try:
                 self.executor.submit_manual(self.jobs[request.job], request)
             except RuntimeError:
-                # Shutting down after all: the request goes back to the other instances.
-                RunRequest.objects.filter(pk=request.pk).update(taken_by="", taken_at=None)
+                # Shutting down after all: the request goes back to the other instances,
+                # unless a new one for the job came in meanwhile, which then stands for it.
+                try:
+                    RunRequest.objects.filter(pk=request.pk).update(taken_by="", taken_at=None)
+                except IntegrityError:
+                    RunRequest.objects.filter(pk=request.pk).delete()
                 raise

@@ -299,14 +299,23 @@ class JobParser:
         try:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
+            hint = _("Give the arguments the function takes, or change its parameters.")
+            names = list(signature.parameters)
+            unknown = [key for key in kwargs if key not in names]
+            close = difflib.get_close_matches(unknown[0], names, n=1) if unknown else []
+            if close:
+                # Translators: key is the kwargs key as given, close the parameter it may mean.
+                hint = _("Did you mean %(close)s for %(key)s in 'kwargs'?")
             self.error(
                 # Translators: function is the function with its parameters, e.g.
                 # tests.jobs.record(value); error is Python's, e.g. missing a required argument.
                 _("%(where)s['args'] and ['kwargs'] do not fit %(function)s: %(error)s."),
-                _("Give the arguments the function takes, or change its parameters."),
+                hint,
                 "E038",
                 function=f"{path}{signature}",
                 error=exc,
+                key=repr(unknown[0]) if unknown else "",
+                close=repr(close[0]) if close else "",
             )
 
     def whole_seconds(

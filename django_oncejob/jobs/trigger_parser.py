@@ -49,10 +49,22 @@ class TriggerError(ValueError):
         self.hint = hint
 
 
+#: crontab's @ shortcuts, as the five fields they stand for (@reboot has no schedule).
+SHORTCUTS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
 def cron_trigger(value: object, timezone: ZoneInfo) -> WallClockCronTrigger:
     """Build a cron trigger from a crontab string or a dict of CronTrigger fields."""
     if isinstance(value, str):
-        fields = value.split()
+        fields = SHORTCUTS.get(value.strip().lower(), value).split()
         if len(fields) != 5:
             raise TriggerError(
                 interpolate(
@@ -244,11 +256,11 @@ def interval_trigger(value: object, timezone: ZoneInfo) -> AnchoredIntervalTrigg
         raise TriggerError(
             interpolate(
                 gettext_lazy(
-                    # Translators: interval is a duration such as 0:00:00.500000.
+                    # Translators: interval is the interval as written, e.g. {'seconds': -5}.
                     "an interval must be at least one second in whole milliseconds, "
                     "got %(interval)s"
                 ),
-                interval=interval,
+                interval=repr(dict(lengths)),
             ),
             gettext_lazy("Write e.g. {'seconds': 30} or {'minutes': 5}."),
         )

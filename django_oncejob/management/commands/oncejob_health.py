@@ -13,7 +13,7 @@ from django.utils.translation import gettext, gettext_lazy, ngettext
 
 from django_oncejob.conf import conf
 from django_oncejob.jobs import registry
-from django_oncejob.management.base import TranslatedCommand
+from django_oncejob.management.base import TranslatedCommand, require_migrated
 from django_oncejob.models import Instance, Run
 
 CHECKS = ("instances", "failures", "missed")
@@ -115,12 +115,18 @@ class Command(TranslatedCommand):
             if "missed" in check:
                 self.check_missed(enabled, since, problems, fine)
         except DatabaseError as exc:
+            # Looked at only now: a probe that passes costs no more queries for it.
+            require_migrated()
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise CommandError(
                 gettext("The database did not answer: %(reason)s") % {"reason": reason}
             ) from exc
         if problems:
-            raise CommandError("; ".join(problems))
+            # Translators: between the problems found, each a sentence without its full stop.
+            if len(problems) == 1:
+                raise CommandError(problems[0])
+            separator = gettext("; ")
+            raise CommandError(separator.join(problem.rstrip(".。") for problem in problems))
         if options["verbosity"] > 0:
             self.stdout.write(gettext("Healthy: %(checks)s.") % {"checks": "; ".join(fine)})
 

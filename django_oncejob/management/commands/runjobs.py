@@ -19,11 +19,12 @@ from django.utils.translation import gettext, gettext_lazy, ngettext
 
 from django_oncejob.cache.eviction import eviction_warning
 from django_oncejob.checks import check_settings
-from django_oncejob.conf import conf
+from django_oncejob.conf import conf, text
 from django_oncejob.jobs import triggers
 from django_oncejob.jobs.registry import get_jobs
 from django_oncejob.jobs.spec import JobSpec
-from django_oncejob.management.base import TranslatedCommand
+from django_oncejob.management.base import TranslatedCommand, require_migrated
+from django_oncejob.models import Run
 from django_oncejob.running.pipeline import Outcome, Pipeline
 from django_oncejob.scheduling.scheduler import JobScheduler
 
@@ -49,7 +50,6 @@ class Command(TranslatedCommand):
         parser.add_argument(
             "--count",
             type=int,
-            default=3,
             help=gettext("With --list, how many next fire times to print per job (default 3)."),
         )
         parser.add_argument(
@@ -73,11 +73,12 @@ class Command(TranslatedCommand):
         self,
         *,
         list_jobs: bool,
-        count: int,
+        count: int | None,
         run_job: str | None,
         owner: str | None,
         **options: Any,
     ) -> None:
+        self.check_options(list_jobs, count, run_job, owner)
         errors = [e for e in check_settings() if e.level >= checks.ERROR]
         if errors:
             raise CommandError(
@@ -85,13 +86,42 @@ class Command(TranslatedCommand):
                 + "".join(f"\n  {e.id}: {e.msg} HINT: {e.hint}" for e in errors)
             )
         jobs = get_jobs()
+        if not list_jobs:
+            require_migrated()
         if list_jobs:
-            self.print_jobs(jobs.values(), count)
+            try:
+                self.print_jobs(jobs.values(), 3 if count is None else count)
+            except BrokenPipeError:
+                # The reader stopped reading (| head): leave quietly, and keep Python's
+                # flush at exit from failing again on the broken pipe.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return
         if run_job is not None:
             self.run_once(jobs, run_job, owner or conf.OWNER, options["verbosity"])
             return
         self.run(jobs.values(), owner or conf.OWNER, options["verbosity"])
+
+    def check_options(
+        self, list_jobs: bool, count: int | None, run_job: str | None, owner: str | None
+    ) -> None:
+        if count is not None and not list_jobs:
+            raise CommandError(gettext("--count goes with --list."))
+        if list_jobs and run_job is not None:
+            raise CommandError(gettext("--list and --run cannot be given together."))
+        if count is not None and count < 0:
+            raise CommandError(gettext("--count must be 0 or more."))
+        longest = Run._meta.get_field("owner").max_length
+        if owner is not None and not text(max_length=longest)(owner):
+            raise CommandError(
+                gettext(
+                    "--owner must be a non-empty string of at most %(longest)s characters, "
+                    "got %(value)s."
+                )
+                % {
+                    "longest": longest,
+                    "value": repr(owner) if len(owner) <= 60 else f"{len(owner)} characters",
+                }
+            )
 
     def run_once(self, jobs: dict[str, JobSpec], job_id: str, owner: str, verbosity: int) -> None:
         if job_id not in jobs:
@@ -119,8 +149,6 @@ class Command(TranslatedCommand):
         self.stdout.write(gettext("Job %(job)s succeeded.") % {"job": repr(job_id)})
 
     def print_jobs(self, jobs: Collection[JobSpec], count: int) -> None:
-        if count < 0:
-            raise CommandError(gettext("--count must be 0 or more."))
         now = timezone.now()
         for job in jobs:
             if job.enabled:
@@ -131,6 +159,9 @@ class Command(TranslatedCommand):
                     % {"job": job.id, "trigger": job.trigger_text}
                 )
             self.stdout.write("    " + gettext("runs %(target)s") % {"target": job.target})
+            if not job.enabled:
+                self.stdout.write("    " + gettext("next: none, the job is disabled"))
+                continue
             times = [t.isoformat(" ") for t in triggers.fire_times(job.trigger, now, count)]
             if times:
                 self.stdout.write("    " + gettext("next: %(times)s") % {"times": ", ".join(times)})
