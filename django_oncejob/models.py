@@ -7,8 +7,13 @@ from datetime import datetime, timedelta
 from django.db import connections, models
 from django.db.models import Count, F, Q, Window
 from django.db.models.functions import Now, RowNumber
+from django.db.models.query import RawQuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+#: Jobs per query of :meth:`RunQuerySet.latest_per_job` on a database other than
+#: PostgreSQL: SQLite allows 500 terms in a compound SELECT.
+LATEST_PER_QUERY = 200
 
 
 class RunQuerySet(models.QuerySet["Run"]):
@@ -48,31 +53,54 @@ class RunQuerySet(models.QuerySet["Run"]):
     def latest_per_job(
         self, job_ids: Collection[str], statuses: Collection[str] | None = None
     ) -> dict[str, Run]:
-        """Each job's latest row among ``statuses`` (by default, the started ones), in one query."""
+        """Each job's latest row among ``statuses`` (by default, the started ones)."""
         ids = sorted(set(job_ids))
+        wanted = [str(status) for status in (Run.STARTED if statuses is None else statuses)]
         if not ids:
             return {}
-        wanted = list(Run.STARTED if statuses is None else statuses)
-        found: models.QuerySet[Run]
+        connection = connections[self.db]
+        if connection.vendor == "postgresql":
+            return {row.job: row for row in self._latest_by_lateral_join(ids, wanted)}
+        found: dict[str, Run] = {}
+        for start in range(0, len(ids), LATEST_PER_QUERY):
+            chunk = ids[start : start + LATEST_PER_QUERY]
+            found.update((row.job, row) for row in self._latest_by_union(chunk, wanted))
+        return found
+
+    def _latest_by_lateral_join(self, ids: list[str], wanted: list[str]) -> RawQuerySet[Run]:
+        # One query for any number of jobs, each walking the (job, scheduled_for) index
+        # from its end: a UNION of one "LIMIT 1" per job overflows PostgreSQL's stack
+        # depth at a few thousand jobs.
+        quote = connections[self.db].ops.quote_name
+        columns = ", ".join(
+            quote(str(field.column))
+            for field in Run._meta.concrete_fields
+            if field.name != "traceback"
+        )
+        sql = (
+            f"SELECT latest.* FROM unnest(%s::text[]) AS wanted(job) CROSS JOIN LATERAL ("
+            f"SELECT {columns} FROM {quote(Run._meta.db_table)} "
+            f"WHERE {quote('job')} = wanted.job AND {quote('status')} = ANY(%s::text[]) "
+            f"ORDER BY {quote('scheduled_for')} DESC LIMIT 1) AS latest"
+        )
+        return self.raw(sql, [ids, wanted])
+
+    def _latest_by_union(self, ids: list[str], wanted: list[str]) -> models.QuerySet[Run]:
         if connections[self.db].features.supports_slicing_ordering_in_compound:
-            # One "ORDER BY ... LIMIT 1" per job, each walking the (job, scheduled_for)
-            # index from its end: cheap however long the history is.
             parts = [
                 self.filter(job=job, status__in=wanted)
                 .defer("traceback")
                 .order_by("-scheduled_for")[:1]
                 for job in ids
             ]
-            found = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
-        else:
-            rank = Window(RowNumber(), partition_by=[F("job")], order_by=F("scheduled_for").desc())
-            found = (
-                self.filter(job__in=ids, status__in=wanted)
-                .defer("traceback")
-                .annotate(rank=rank)
-                .filter(rank=1)
-            )
-        return {row.job: row for row in found}
+            return parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
+        rank = Window(RowNumber(), partition_by=[F("job")], order_by=F("scheduled_for").desc())
+        return (
+            self.filter(job__in=ids, status__in=wanted)
+            .defer("traceback")
+            .annotate(rank=rank)
+            .filter(rank=1)
+        )
 
     def counts_per_job(self, job_ids: Collection[str], since: datetime) -> dict[str, Counts]:
         """Successes, failures and misses of each job scheduled since ``since``, in one query."""

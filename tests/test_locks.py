@@ -122,3 +122,17 @@ def test_a_lock_is_released_only_by_the_run_that_holds_it() -> None:
     assert caches["default"].get(lock_key("report"), version=KEY_VERSION) == "host-a:1@then"
     assert release_lock("report", "host-a:1@then") is True
     assert caches["default"].get(lock_key("report"), version=KEY_VERSION) is None
+
+
+def test_a_cache_outage_is_logged_when_it_starts_and_when_it_ends(
+    lossy_cache: TcpProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    lossy_cache.cut()
+    for n in range(5):
+        assert claim("report", WHEN + timedelta(seconds=n), "host-a:1") is ClaimResult.UNAVAILABLE
+    failed = [r for r in caplog.records if "Could not claim" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is not None
+    lossy_cache.restore()
+    caches["lossy"].close()
+    assert claim("report", WHEN + timedelta(seconds=9), "host-a:1") is ClaimResult.WON
+    assert "answers again, after 5 failed claims" in caplog.text

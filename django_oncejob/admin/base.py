@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext
 
 from django_oncejob.models import Run
@@ -79,3 +80,19 @@ def seconds(value: timedelta | None) -> str:
         return "–"
     # Translators: a duration in seconds, to the millisecond, e.g. 1.250 s.
     return gettext("%(seconds)s s") % {"seconds": f"{value.total_seconds():.3f}"}
+
+
+def ago(value: datetime) -> str:
+    """How long ago ``value`` was: in seconds under two minutes, where "0 minutes" says nothing."""
+    elapsed = max(0, int((timezone.now() - value).total_seconds()))
+    if elapsed < 120:
+        return gettext("%(seconds)s s ago") % {"seconds": elapsed}
+    return gettext("%(time)s ago") % {"time": timesince(value)}
+
+
+def until(value: datetime) -> str:
+    """How long until ``value``, as :func:`ago` counts it."""
+    left = max(0, int((value - timezone.now()).total_seconds()))
+    if left < 120:
+        return gettext("in %(seconds)s s") % {"seconds": left}
+    return gettext("in %(time)s") % {"time": timeuntil(value)}

@@ -65,7 +65,7 @@ class RunAdmin(ReadOnlyAdmin[Run]):
         "job",
         "scheduled",
         "status_label",
-        "owner",
+        "owner_label",
         "duration",
         "lateness",
         "requested",
@@ -77,10 +77,19 @@ class RunAdmin(ReadOnlyAdmin[Run]):
     show_full_result_count = False
     paginator = CappedPaginator
     fieldsets = (
-        (None, {"fields": ("job", "scheduled", "status_label", "owner", "requested")}),
+        (None, {"fields": ("job", "scheduled", "status_label", "owner_label", "requested")}),
         (
             _("Timing"),
-            {"fields": ("claimed", "started", "finished", "duration", "lateness", "attempts")},
+            {
+                "fields": (
+                    "claimed",
+                    "started",
+                    "finished",
+                    "duration",
+                    "lateness",
+                    "attempts_label",
+                )
+            },
         ),
         (_("Hand-off"), {"fields": ("task_backend", "task_id")}),
         (_("Error"), {"fields": ("error_text", "traceback_text")}),
@@ -89,14 +98,14 @@ class RunAdmin(ReadOnlyAdmin[Run]):
         "job",
         "scheduled",
         "status_label",
-        "owner",
+        "owner_label",
         "requested",
         "claimed",
         "started",
         "finished",
         "duration",
         "lateness",
-        "attempts",
+        "attempts_label",
         "task_backend",
         "task_id",
         "error_text",
@@ -112,9 +121,20 @@ class RunAdmin(ReadOnlyAdmin[Run]):
     def scheduled(self, obj: Run) -> str:
         return when(obj.scheduled_for)
 
+    @admin.display(description=_("owner"), ordering="owner")
+    def owner_label(self, obj: Run) -> str:
+        if obj.status == Run.Status.MISSED:
+            # Nobody claimed it: the row's owner is the instance that noticed.
+            return gettext("none (noticed by %(owner)s)") % {"owner": obj.owner}
+        return obj.owner
+
     @admin.display(description=_("claimed at"))
     def claimed(self, obj: Run) -> str:
-        return when(obj.claimed_at)
+        return "–" if obj.status == Run.Status.MISSED else when(obj.claimed_at)
+
+    @admin.display(description=_("attempts"))
+    def attempts_label(self, obj: Run) -> str:
+        return "–" if obj.status == Run.Status.MISSED else str(obj.attempts)
 
     @admin.display(description=_("started at"))
     def started(self, obj: Run) -> str:

@@ -8,13 +8,10 @@ from django.contrib import admin
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
-from django.utils import timezone
 from django.utils.safestring import SafeString
-from django.utils.timesince import timesince
-from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from django_oncejob.admin.base import ReadOnlyAdmin, badge, when
+from django_oncejob.admin.base import ReadOnlyAdmin, ago, badge, when
 from django_oncejob.conf import conf
 from django_oncejob.models import Instance, InstanceQuerySet, Run
 
@@ -98,12 +95,7 @@ class InstanceAdmin(ReadOnlyAdmin[Instance]):
 
     @admin.display(description=_("last heartbeat"), ordering="heartbeat_at")
     def heartbeat(self, obj: Instance) -> str:
-        seconds = max(0, int((timezone.now() - obj.heartbeat_at).total_seconds()))
-        if seconds < 120:
-            ago = gettext("%(seconds)s s ago") % {"seconds": seconds}
-        else:
-            ago = gettext("%(time)s ago") % {"time": timesince(obj.heartbeat_at)}
-        return f"{when(obj.heartbeat_at)} ({ago})"
+        return f"{when(obj.heartbeat_at)} ({ago(obj.heartbeat_at)})"
 
     @admin.display(description=_("stopped at"))
     def stopped(self, obj: Instance) -> str:

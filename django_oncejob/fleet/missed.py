@@ -182,6 +182,7 @@ def _row(job_id: str, fire_time: datetime, claimer: str | None, owner: str, now:
         owner=claimer or owner,
         status=Run.Status.ABANDONED if claimer else Run.Status.MISSED,
         claimed_at=now,
+        attempts=1 if claimer else 0,
         finished_at=now,
         error=(
             f"Abandoned: claimed by {claimer}, which recorded no outcome "

@@ -8,6 +8,7 @@ Hence no jitter, no "start from now", and one time zone for all.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -167,8 +168,11 @@ def fire_times(trigger: BaseTrigger, now: datetime, count: int) -> Iterator[date
 def describe(trigger: BaseTrigger) -> str:
     """The trigger in words, for ``runjobs --list`` and the admin."""
     if isinstance(trigger, AnchoredIntervalTrigger):
+        every = f"every {_duration(trigger.interval)}"
+        if trigger.anchor == DEFAULT_ANCHOR.replace(tzinfo=trigger.timezone):
+            return every  # counted from the default start: nothing to say of it
         start = trigger.anchor.astimezone(trigger.timezone)
-        return f"every {_duration(trigger.interval)} from {start.isoformat(' ')}"
+        return f"{every} from {start.isoformat(' ')}"
     if isinstance(trigger, DateTrigger):
         return f"once at {trigger.run_date.isoformat(' ')}"
     if isinstance(trigger, CronTrigger):
@@ -201,6 +205,15 @@ def _cron_words(trigger: CronTrigger) -> str:
         return "every minute"
     if every_day and hour == "*" and minute.isdigit() and second == "0":
         return f"every hour at minute {minute}"
+    # A step in one field, the finer ones at their start: "every 20 seconds".
+    for unit, step, finer, coarser in (
+        ("second", second, (), (minute, hour)),
+        ("minute", minute, (second,), (hour,)),
+        ("hour", hour, (second, minute), ()),
+    ):
+        plain = all(v == "0" for v in finer) and all(v == "*" for v in coarser)
+        if every_day and plain and re.fullmatch(r"\*/\d+", step):
+            return f"every {step[2:]} {unit}s"
     if hour.isdigit() and minute.isdigit() and second.isdigit():
         at = f"{int(hour):02d}:{int(minute):02d}" + (f":{int(second):02d}" if second != "0" else "")
         if every_day:
