@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.utils import flatten_fieldsets
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
@@ -94,23 +95,8 @@ class RunAdmin(ReadOnlyAdmin[Run]):
         (_("Hand-off"), {"fields": ("task_backend", "task_id")}),
         (_("Error"), {"fields": ("error_text", "traceback_text")}),
     )
-    readonly_fields = (
-        "job",
-        "scheduled",
-        "status_label",
-        "owner_label",
-        "requested",
-        "claimed",
-        "started",
-        "finished",
-        "duration",
-        "lateness",
-        "attempts_label",
-        "task_backend",
-        "task_id",
-        "error_text",
-        "traceback_text",
-    )
+    # Every field the page shows, and none of them editable.
+    readonly_fields = tuple(flatten_fieldsets(fieldsets))
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
