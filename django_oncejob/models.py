@@ -290,6 +290,14 @@ class Instance(models.Model):
             "HEARTBEAT_TIMEOUT, on the database's clock."
         ),
     )
+    clean_stop = models.BooleanField(
+        _("stopped cleanly"),
+        default=False,
+        help_text=_(
+            "It stopped on SIGTERM or SIGINT and signed off, rather than going silent: "
+            "killed, or cut off from the database."
+        ),
+    )
     clock_offset = models.FloatField(
         _("clock offset"),
         default=0.0,
@@ -375,3 +383,22 @@ class RunRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job} ({self.requested_by})"
+
+
+class Deployment(models.Model):
+    """The deployment whose history this database holds: one row, made by ``migrate``.
+
+    Its ``key`` is in every claim and lock key, so that two deployments sharing one
+    cache (staging and production on one Redis) never take each other's occurrences,
+    while every instance of one deployment, reading the same row, shares its claims.
+    """
+
+    key = models.CharField(_("key"), max_length=32, unique=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("deployment")
+        verbose_name_plural = _("deployments")
+
+    def __str__(self) -> str:
+        return self.key

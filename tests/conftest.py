@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import connection
 
+from django_oncejob.cache import deployment
 from tests.processes import Fleet
 from tests.proxy import TcpProxy
 
@@ -51,9 +52,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 @pytest.fixture(autouse=True)
 def _clean_claims() -> None:
-    """Each test starts with no claim keys under the test prefix."""
+    """Each test starts with no claim keys under the test prefix.
+
+    It also reads the deployment key afresh: a test that flushes the tables leaves
+    the next one to make another.
+    """
     cache = caches["default"]
     cache.delete_pattern(f"*{settings.ONCEJOB['KEY_PREFIX']}:*")  # type: ignore[attr-defined]
+    deployment.forget()
 
 
 @pytest.fixture

@@ -54,12 +54,15 @@ def test_beat_registers_then_refreshes() -> None:
     first = Instance.objects.get()
     assert (first.owner, first.pid, first.stopped_at) == ("web-1:10", os.getpid(), None)
     heartbeat.sign_off("web-1:10")
-    assert Instance.objects.get().stopped_at is not None
+    signed_off = Instance.objects.get()
+    assert signed_off.stopped_at is not None
+    assert signed_off.clean_stop
 
     heartbeat.beat("web-1:10", 60)
     again = Instance.objects.get()
     assert again.heartbeat_at > first.heartbeat_at
     assert again.stopped_at is None
+    assert not again.clean_stop
 
 
 def test_reap_abandons_the_rows_of_a_silent_instance() -> None:
@@ -78,6 +81,18 @@ def test_reap_abandons_the_rows_of_a_silent_instance() -> None:
     assert alive_row.status == Run.Status.RUNNING
     assert Instance.objects.get(owner="dead:1").stopped_at is not None
     assert Instance.objects.get(owner="alive:2").stopped_at is None
+
+
+def test_reap_deletes_the_rows_of_instances_gone_for_a_day() -> None:
+    instance("restarted:1", silent_for=2 * 86400)
+    two_days_ago = timezone.now() - timedelta(days=2)
+    Instance.objects.filter(owner="restarted:1").update(stopped_at=two_days_ago)
+    instance("stopped:2", silent_for=600)
+    Instance.objects.filter(owner="stopped:2").update(stopped_at=timezone.now())
+
+    heartbeat.reap("me:3", 60, {})
+
+    assert sorted(Instance.objects.values_list("owner", flat=True)) == ["stopped:2"]
 
 
 def test_reap_covers_rows_whose_owner_never_registered() -> None:

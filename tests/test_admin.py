@@ -631,10 +631,10 @@ def test_pause_takes_only_jobs_from_settings(admin_client: Client, jobs: dict[st
 
 def test_instances_are_listed_alive_or_gone_with_their_running_jobs(admin_client: Client) -> None:
     now = timezone.now()
-    for owner, silent, stopped in [
-        ("web-1:1", 2, None),
-        ("web-2:2", 600, None),
-        ("web-3:3", 1, now),
+    for owner, silent, stopped, clean_stop in [
+        ("web-1:1", 2, None, False),
+        ("web-2:2", 600, None, False),
+        ("web-3:3", 1, now, True),
     ]:
         beat = now - timedelta(seconds=silent)
         Instance.objects.create(
@@ -645,6 +645,7 @@ def test_instances_are_listed_alive_or_gone_with_their_running_jobs(admin_client
             started_at=beat,
             heartbeat_at=beat,
             stopped_at=stopped,
+            clean_stop=clean_stop,
         )
     for minutes_ago in (1, 2):
         claim("sync", "running", minutes_ago, owner="web-1:1")
@@ -658,7 +659,8 @@ def test_instances_are_listed_alive_or_gone_with_their_running_jobs(admin_client
     assert rows == {"web-1:1": (True, 2), "web-2:2": (False, 1), "web-3:3": (False, 0)}
     content = response.content.decode()
     assert content.count('<span aria-hidden="true">●</span> alive</span>') == 1
-    assert content.count('<span aria-hidden="true">○</span> gone</span>') == 2
+    assert content.count('<span aria-hidden="true">○</span> went silent</span>') == 1
+    assert content.count('<span aria-hidden="true">○</span> stopped</span>') == 1
     assert " s ago)" in content
     assert admin_client.get(reverse("admin:django_oncejob_instance_add")).status_code == 403
     alive = admin_client.get(url, {"state": "alive"}).context["cl"].result_list

@@ -35,6 +35,7 @@ from django.db import connection
 from django.utils.module_loading import import_string
 
 from django_oncejob.cache.atomic import KEY_VERSION
+from django_oncejob.cache.deployment import deployment_key
 from django_oncejob.models import Run
 from tests.processes import Fleet, wait_for
 
@@ -92,7 +93,7 @@ def backend(config: dict[str, Any]) -> BaseCache:
 
 
 def claim_key(fleet: Fleet, job: str, scheduled_for: datetime) -> str:
-    return f"{fleet.prefix}:{job}:{scheduled_for.isoformat()}"
+    return f"{fleet.prefix}:{deployment_key()}:{job}:{scheduled_for.isoformat()}"
 
 
 @dataclass

@@ -22,6 +22,8 @@ from django.conf import settings
 from django.core.cache import caches
 
 from django_oncejob.cache.atomic import KEY_VERSION
+from django_oncejob.cache.deployment import deployment_key
+from django_oncejob.models import Instance as InstanceRow
 from django_oncejob.models import Run
 from tests.processes import Fleet, Instance, clock_offset, faketime_env, wait_for
 
@@ -93,9 +95,10 @@ def free_port() -> int:
 
 
 def keys_of(client: redis.Redis, prefix: str) -> list[str]:
-    """The claim keys under ``prefix``, without the cache's own key prefix and version."""
+    """The claim keys under ``prefix``, without the cache's own key prefix and version, nor
+    the deployment: ``<job id>:<scheduled time>``."""
     return [
-        key.decode().split(f"{prefix}:", 1)[1]
+        key.decode().split(f"{prefix}:{deployment_key()}:", 1)[1]
         for key in client.scan_iter(match=f"*{prefix}:*", count=1000)
     ]
 
@@ -224,12 +227,16 @@ def test_instances_killed_one_after_another(fleet: FleetFactory) -> None:
     assert terminate(survivors) == [0] * len(survivors), instances.logs()
     assert duplicates(instances) == []
     killed_pids = {i.pid for i in killed}
+    # The admin tells the killed from the stopped.
+    clean_stops = dict(InstanceRow.objects.values_list("pid", "clean_stop"))
+    assert [clean_stops.get(i.pid) for i in survivors] == [True] * len(survivors)
+    assert not any(clean_stops.get(pid) for pid in killed_pids)
     rows = {row.scheduled_for: row for row in Run.objects.filter(job="tick")}
     window = ticks(window_start, window_end)
     explained_by_row, explained_by_key, unexplained = [], [], []
     for when in missed(instances, "tick", window):
         row = rows.get(when)
-        key = f"{instances.prefix}:tick:{when.isoformat()}"
+        key = f"{instances.prefix}:{deployment_key()}:tick:{when.isoformat()}"
         key_owner = caches["default"].get(key, version=KEY_VERSION)
         if row is not None and pid_of(row.owner) in killed_pids and row.status in UNFINISHED:
             explained_by_row.append(when)

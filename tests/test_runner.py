@@ -18,7 +18,7 @@ from django_oncejob import current_occurrence, signals
 from django_oncejob.cache.atomic import KEY_VERSION
 from django_oncejob.cache.claim import ClaimResult, claim, claim_key
 from django_oncejob.jobs.parser import parse_job
-from django_oncejob.models import JobState, Run
+from django_oncejob.models import Deployment, JobState, Run
 from django_oncejob.occurrence import Occurrence
 from django_oncejob.running import history
 from django_oncejob.running.history import Ending
@@ -114,7 +114,9 @@ def test_a_fence_whose_answer_was_lost_is_this_instances_on_the_next_try() -> No
 def test_claim_key_holds_job_and_scheduled_time_in_utc() -> None:
     local = WHEN.astimezone(ZoneInfo("Asia/Shanghai"))
     prefix = settings.ONCEJOB["KEY_PREFIX"]
-    assert claim_key("report", local) == f"{prefix}:report:2026-11-26T21:00:00+00:00"
+    key = claim_key("report", local)
+    deployment = Deployment.objects.get().key  # the one row, made at first use if flushed
+    assert key == f"{prefix}:{deployment}:report:2026-11-26T21:00:00+00:00"
     assert claim("report", local, "a") is ClaimResult.WON
     assert caches["default"].get(claim_key("report", WHEN), version=KEY_VERSION) == "a"
 

@@ -87,7 +87,9 @@ class InstanceAdmin(ReadOnlyAdmin[Instance]):
     def state(self, obj: Instance) -> SafeString:
         if obj.is_alive(conf.HEARTBEAT_TIMEOUT):
             return badge("alive", "●", _("alive"))
-        return badge("gone", "○", _("gone"))
+        if obj.clean_stop:
+            return badge("gone", "○", _("stopped"))
+        return badge("gone", "○", _("went silent"))
 
     @admin.display(description=_("started at"), ordering="started_at")
     def started(self, obj: Instance) -> str:

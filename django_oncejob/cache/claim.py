@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from django_oncejob.cache import atomic
+from django_oncejob.cache.deployment import deployment_key
 from django_oncejob.conf import conf
 
 
@@ -22,8 +23,9 @@ _RESULTS = {True: ClaimResult.WON, False: ClaimResult.LOST, None: ClaimResult.UN
 
 
 def claim_key(job_id: str, scheduled_for: datetime) -> str:
-    """``<prefix>:<job id>:<scheduled time in UTC ISO-8601>``."""
-    return f"{conf.KEY_PREFIX}:{job_id}:{scheduled_for.astimezone(UTC).isoformat()}"
+    """``<prefix>:<deployment>:<job id>:<scheduled time in UTC ISO-8601>``."""
+    when = scheduled_for.astimezone(UTC).isoformat()
+    return f"{conf.KEY_PREFIX}:{deployment_key()}:{job_id}:{when}"
 
 
 def claim(job_id: str, scheduled_for: datetime, owner: str) -> ClaimResult:

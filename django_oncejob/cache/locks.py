@@ -7,6 +7,7 @@ import logging
 import time
 
 from django_oncejob.cache import atomic
+from django_oncejob.cache.deployment import deployment_key
 from django_oncejob.conf import conf
 
 logger = logging.getLogger("django_oncejob")
@@ -27,8 +28,9 @@ _RESULTS = {True: LockResult.TAKEN, False: LockResult.HELD, None: LockResult.UNA
 
 
 def lock_key(job_id: str) -> str:
-    """``<prefix>:<job id>:lock``, held while a run of a job with ``lock_timeout`` goes on."""
-    return f"{conf.KEY_PREFIX}:{job_id}:lock"
+    """``<prefix>:<deployment>:<job id>:lock``, held while a run of a job with
+    ``lock_timeout`` goes on."""
+    return f"{conf.KEY_PREFIX}:{deployment_key()}:{job_id}:lock"
 
 
 def take_lock(job_id: str, token: str, timeout: int) -> LockResult:

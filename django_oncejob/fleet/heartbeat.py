@@ -35,6 +35,9 @@ from django_oncejob.running.history import retry_locked
 
 logger = logging.getLogger("django_oncejob")
 
+#: How long the row of an instance that stopped, or went silent, is kept.
+GONE_KEPT = timedelta(days=1)
+
 
 def beat(owner: str, timeout: int) -> tuple[float, float]:
     """Record that this instance is alive for ``timeout`` seconds more, registering it if new.
@@ -51,6 +54,7 @@ def beat(owner: str, timeout: int) -> tuple[float, float]:
             heartbeat_at=Now(),
             expires_at=Now() + timedelta(seconds=timeout),
             stopped_at=None,
+            clean_stop=False,
             clock_offset=offset,
         )
     ):
@@ -96,7 +100,9 @@ def start(
             owner,
             previous.expires_at,
         )
-    updated = Instance.objects.filter(owner=owner).update(**_this_process(timeout), stopped_at=None)
+    updated = Instance.objects.filter(owner=owner).update(
+        **_this_process(timeout), stopped_at=None, clean_stop=False
+    )
     if not updated:
         beat(owner, timeout)
     left = Run.objects.filter(owner=owner, status=Run.Status.RUNNING, task_backend="")
@@ -106,7 +112,7 @@ def start(
 
 def sign_off(owner: str) -> None:
     """Record that this instance stopped on purpose."""
-    Instance.objects.filter(owner=owner).update(stopped_at=Now(), expires_at=Now())
+    Instance.objects.filter(owner=owner).update(stopped_at=Now(), expires_at=Now(), clean_stop=True)
 
 
 def reap(owner: str, timeout: int, jobs: Mapping[str, JobSpec]) -> list[Run]:
@@ -119,6 +125,8 @@ def reap(owner: str, timeout: int, jobs: Mapping[str, JobSpec]) -> list[Run]:
     several instances reap at once, exactly one of them settles it.
     """
     Instance.objects.filter(stopped_at__isnull=True).gone(timeout).update(stopped_at=Now())
+    # Each restart under a new owner (host:pid) adds a row; the history keeps the names.
+    Instance.objects.filter(stopped_at__lt=Now() - GONE_KEPT).delete()
     return _settle(list(Run.objects.orphaned(timeout)), owner, jobs, None)
 
 

@@ -17,6 +17,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_lazy, ngettext
 
+from django_oncejob.cache.deployment import wait_for_deployment_key
 from django_oncejob.cache.eviction import eviction_warning
 from django_oncejob.checks import check_settings
 from django_oncejob.conf import conf, text
@@ -131,6 +132,7 @@ class Command(TranslatedCommand):
                 % {"job": repr(job_id), "jobs": ", ".join(jobs) or _none()}
             )
         self.configure_logging(verbosity)
+        wait_for_deployment_key()
         requested_by = f"runjobs --run ({getpass.getuser()})"
         outcome = Pipeline(owner).run_manual(jobs[job_id], timezone.now(), requested_by)
         if outcome is Outcome.ENQUEUED:
@@ -174,6 +176,7 @@ class Command(TranslatedCommand):
         self.configure_logging(verbosity)
         if eviction := eviction_warning(conf.CACHE):
             self.stderr.write(f"runjobs {owner}: {eviction}")
+        wait_for_deployment_key()
         stopping = threading.Event()
         forced = threading.Event()
         #: When the first signal came, on the monotonic clock: SHUTDOWN_TIMEOUT counts from it.
