@@ -196,6 +196,11 @@ class Run(models.Model):
         _("error"), blank=True, help_text=_("The exception, or why it did not finish.")
     )
     traceback = models.TextField(_("traceback"), blank=True)
+    result = models.TextField(
+        _("result"),
+        blank=True,
+        help_text=_("What the job returned, as repr() shows it; empty when it returned None."),
+    )
     task_backend = models.CharField(
         _("task backend"),
         max_length=120,

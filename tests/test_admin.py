@@ -294,9 +294,10 @@ def test_jobs_overview_lists_every_job_from_settings(
     assert "manual, by bob" in content
     assert "2.750 s · web-2:77" in content
     assert "1 instance alive" in content
-    # Links to the history: the job's, and its failures and misses.
+    # Links to the job's page, and to its runs: succeeded, failed and missed.
     history = reverse(HISTORY)
-    assert f'href="{history}?job=sync"' in content
+    assert f'href="{job_url("sync")}"' in content
+    assert f'href="{history}?job=sync&amp;status__exact=succeeded"' in content
     assert f'href="{history}?job=sync&amp;status__in=failed,abandoned"' in content
     assert f'href="{history}?job=sync&amp;status__exact=missed"' in content
     # No run-now button for the disabled job, and no pause button for it either.
@@ -624,6 +625,108 @@ def test_pause_takes_only_jobs_from_settings(admin_client: Client, jobs: dict[st
     response = admin_client.post(pause_url("nope"))
     assert "There is no valid job “nope”" in notes(response)[0]
     assert JobState.objects.count() == 0
+
+
+# A job's page and its log --------------------------------------------------------
+
+
+def job_url(job: str, view: str = "change") -> str:
+    return reverse(f"admin:django_oncejob_jobstate_{view}", args=[job])
+
+
+def test_each_job_has_a_page_with_its_definition_next_runs_and_runs(
+    admin_client: Client, settings: Any, live: Instance
+) -> None:
+    settings.ONCEJOB = {
+        "JOBS": {
+            "sync": {
+                "func": "tests.jobs.record",
+                "interval": {"seconds": 7},
+                "kwargs": {"full": True},
+                "args": [3],
+                "lock_timeout": 600,
+                "misfire_grace_time": 20,
+                "description": "Pulls the orders.",
+            }
+        }
+    }
+    claim("sync", "succeeded", 3, result="{'rows': 12}")
+    claim("sync", "failed", 8, error="RuntimeError: the job broke")
+
+    response = admin_client.get(job_url("sync"))
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    definition = dict(response.context["definition"])
+    assert definition["Function"] == "tests.jobs.record"
+    assert definition["Arguments"] == "[3]"
+    assert definition["Keyword arguments"] == "{'full': True}"
+    assert definition["Schedule"] == "every 7 seconds"
+    assert definition["Misfire grace time"] == "20 s"
+    assert definition["Lock timeout"] == "600 s: no two runs at once"
+    assert definition["Hand-off"] == "none: it runs in runjobs"
+    assert len(response.context["row"].next_times) == 10
+    assert "Pulls the orders." in content
+    assert "{&#x27;rows&#x27;: 12}" in content
+    assert "RuntimeError: the job broke" in content
+    assert [run.status for run in response.context["runs"]] == ["succeeded", "failed"]
+    assert "Run sync now" in content and "Pause sync" in content
+    # Its object id is its job id: /jobstate/sync/ is this page.
+    assert admin_client.get("/admin/django_oncejob/jobstate/sync/").url == job_url("sync")
+    overview = admin_client.get(reverse(OVERVIEW)).content.decode()
+    assert f'<a href="{job_url("sync")}">sync</a>' in overview
+
+
+def test_the_page_of_a_job_not_in_settings_says_so(
+    admin_client: Client, jobs: dict[str, Any]
+) -> None:
+    response = admin_client.get(job_url("nope"))
+    assert response.status_code == 302
+    assert response.url == reverse(OVERVIEW)
+    assert "There is no valid job “nope” in ONCEJOB['JOBS']" in notes(response)[0]
+    assert admin_client.get(job_url("nope", "history")).status_code == 302
+
+
+def test_run_now_pause_and_resume_are_logged_for_recent_actions(
+    admin_client: Client, jobs: dict[str, Any], live: Instance, admin_user: Any
+) -> None:
+    from django.contrib.admin.models import LogEntry
+
+    response = admin_client.post(run_url("sync"), {"back": "job"})
+    assert response.url == job_url("sync")
+    admin_client.post(pause_url("sync"), {"back": "job"})
+    admin_client.post(pause_url("sync", "resume"))
+
+    entries = LogEntry.objects.order_by("pk")
+    assert [(e.object_id, e.change_message, e.user) for e in entries] == [
+        ("sync", "Asked for a run now.", admin_user),
+        ("sync", "Paused.", admin_user),
+        ("sync", "Resumed.", admin_user),
+    ]
+    assert entries[0].get_admin_url() == job_url("sync")
+    index = admin_client.get(reverse("admin:index")).content.decode()
+    assert "Asked for a run now." not in index  # the index shows the object, not the message
+    assert f'<a href="{job_url("sync")}">sync</a>' in index
+    history = admin_client.get(job_url("sync", "history"))
+    assert history.status_code == 200
+    assert [e.change_message for e in history.context["action_list"]] == [
+        "Asked for a run now.",
+        "Paused.",
+        "Resumed.",
+    ]
+    # A refused request is not an action.
+    admin_client.post(run_url("old-import"))
+    assert LogEntry.objects.count() == 3
+
+
+def test_a_run_links_to_its_job_and_has_no_empty_history_button(
+    admin_client: Client, jobs: dict[str, Any], claims: list[Run]
+) -> None:
+    content = admin_client.get(reverse("admin:django_oncejob_run_change", args=[claims[0].pk]))
+    content = content.content.decode()
+    assert f'href="{job_url("nightly-report")}"' in content
+    assert "Runs of this job" in content
+    assert 'class="historylink"' not in content
 
 
 # Instances ---------------------------------------------------------------------

@@ -87,7 +87,8 @@ JOBS: dict[str, Any] = {
 TRACEBACK = "\n".join(
     [
         "Traceback (most recent call last):",
-        '  File "/srv/shop/django_oncejob/runner.py", line 232, in _call',
+        '  File "/srv/shop/.venv/lib/python3.12/site-packages/django_oncejob/running/'
+        'pipeline.py", line 333, in _call',
         "    value = job.resolve()(*job.args, **job.kwargs)",
         "            ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^",
         '  File "/srv/shop/billing/jobs.py", line 41, in export_invoices',
@@ -220,6 +221,17 @@ def screenshot(driver: Any, name: str, *, full_page: bool = True) -> Path:
     return path
 
 
+def text_of(driver: Any, selector: str) -> str:
+    """The text of the first element ``selector`` finds, ``""`` while the page changes."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return str(driver.find_element(By.CSS_SELECTOR, selector).text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
 def poll(driver: Any, url: str, condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Reload ``url`` until ``condition`` holds, for at most ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -293,6 +305,25 @@ def test_run_now_from_the_jobs_overview_in_a_browser(
     poll(browser, history, manual_row_done, 15, "the manual run in the history")
     browser.get(f"{base}/admin/django_oncejob/run/")
     screenshot(browser, "history", full_page=False)
+
+    # The job's own page: its definition, next runs and runs; paused there, it comes back
+    # to the page, and the pause is among the admin's recent actions.
+    browser.get(overview)
+    browser.find_element(By.LINK_TEXT, "nightly-report").click()
+    wait_for(lambda: text_of(browser, "#content h1") == "nightly-report", 10, "the job's page")
+    definition = browser.find_element(By.CSS_SELECTOR, "table.oncejob-definition").text
+    assert "tests.jobs.record" in definition and "Europe/Paris" in definition
+    runs = browser.find_elements(By.CSS_SELECTOR, "table.oncejob-runs tbody tr")
+    assert "manual, by alice" in runs[0].text
+    browser.find_element(By.CSS_SELECTOR, "[aria-label='Pause nightly-report']").click()
+    wait_for(lambda: "is paused" in text_of(browser, ".messagelist"), 10, "the pause")
+    assert text_of(browser, "#content h1") == "nightly-report"
+    screenshot(browser, "job")
+    browser.find_element(By.CSS_SELECTOR, "[aria-label='Resume nightly-report']").click()
+    wait_for(lambda: "is resumed" in text_of(browser, ".messagelist"), 10, "the resume")
+    browser.get(f"{base}/admin/")
+    recent = browser.find_element(By.ID, "recent-actions-module").text
+    assert recent.count("nightly-report") == 3, recent  # run now, pause, resume
 
     # The failed run's page: the error and the traceback, readable.
     failed = Run.objects.get(job="export-invoices", manual=True)

@@ -65,6 +65,13 @@ def test_eight_instances_run_each_occurrence_exactly_once(fleet: FleetFactory) -
     owner_by_run = {(job, when): pid for job, when, pid in instances.runs()}
     for job, when, owner, _ in rows:
         assert owner.endswith(f":{owner_by_run[(job, when)]}")
+    # What each run returned (the line it recorded) is kept in its row.
+    results = dict(Run.objects.values_list("scheduled_for", "result").filter(job="tick"))
+    assert results == {
+        when: repr(f"tick {when.isoformat()} {pid}\n")
+        for job, when, pid in instances.runs()
+        if job == "tick"
+    }
     # The cache claim decided every occurrence; the history fence never had to.
     assert "already in the history" not in instances.logs(tail=None)
 

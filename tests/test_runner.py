@@ -21,7 +21,7 @@ from django_oncejob.jobs.parser import parse_job
 from django_oncejob.models import Deployment, JobState, Run
 from django_oncejob.occurrence import Occurrence
 from django_oncejob.running import history
-from django_oncejob.running.history import Ending
+from django_oncejob.running.history import RESULT_LENGTH, Ending, result_text
 from django_oncejob.running.pipeline import Outcome, claim_and_run
 from tests.rows import fence
 
@@ -189,6 +189,21 @@ def test_args_and_kwargs_reach_the_job(record_file: Path) -> None:
     job = spec("tests.jobs.sleep_then_record", args=[0])
     assert claim_and_run(job, WHEN, "a") is Outcome.SUCCEEDED
     assert len(runs(record_file)) == 1
+
+
+def test_what_a_job_returns_is_kept_in_its_row() -> None:
+    assert result_text(None) == ""
+    assert result_text({"rows": 12}) == "{'rows': 12}"
+    assert result_text("x" * 5000) == "'" + "x" * (RESULT_LENGTH - 2) + "…"
+    assert len(result_text("x" * 5000)) == RESULT_LENGTH
+
+    class Unprintable:
+        def __repr__(self) -> str:
+            raise ValueError("no")
+
+    assert result_text(Unprintable()) == "<Unprintable whose repr() raised>"
+    assert claim_and_run(spec("tests.jobs.fail"), WHEN, "a") is Outcome.FAILED
+    assert Run.objects.get().result == ""
 
 
 def test_signals_are_sent_in_order() -> None:

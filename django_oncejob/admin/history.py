@@ -93,6 +93,7 @@ class RunAdmin(ReadOnlyAdmin[Run]):
             },
         ),
         (_("Hand-off"), {"fields": ("task_backend", "task_id")}),
+        (_("Result"), {"fields": ("result",)}),
         (_("Error"), {"fields": ("error_text", "traceback_text")}),
     )
     # Every field the page shows, and none of them editable.

@@ -1,18 +1,23 @@
-"""The jobs overview in the admin: the jobs from settings, their state, run now and pause.
+"""The jobs in the admin: the overview, each job's page, run now, pause and resume.
 
 Settings stay the registry of jobs: nothing here edits a job's definition. The
-page only asks for runs (a :class:`~django_oncejob.models.RunRequest` that a live
-instance takes) and pauses or resumes jobs
-(:class:`~django_oncejob.models.JobState`); it never runs a job itself.
+pages only ask for runs (a :class:`~django_oncejob.models.RunRequest` that a live
+instance takes) and pause or resume jobs
+(:class:`~django_oncejob.models.JobState`); they never run a job themselves. Each
+of these actions is logged as a ``LogEntry`` of the job, whose id is its object id.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pprint import pformat
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.utils import unquote
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, router, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -33,8 +38,11 @@ from django_oncejob.models import Counts, Instance, JobState, Run, RunRequest
 
 #: How far back the jobs overview counts successes, failures and misses.
 RECENT = timedelta(hours=24)
-#: Fire times shown per job in the overview.
+#: Fire times shown per job in the overview, and on its page.
 NEXT_TIMES = 3
+PAGE_NEXT_TIMES = 10
+#: Runs shown on a job's page.
+PAGE_RUNS = 20
 
 
 @dataclass
@@ -69,11 +77,49 @@ class JobRow:
         return seconds(self.last.duration) if self.last is not None else "–"
 
 
+def definition(job: JobSpec) -> list[tuple[str, str]]:
+    """A job's settings, labelled, as its page lists them."""
+    if job.enqueue == "tasks":
+        handoff = gettext("django.tasks, backend %(backend)s, queue %(queue)s") % {
+            "backend": repr(job.backend),
+            "queue": repr(job.queue) if job.queue else gettext("its default"),
+        }
+    elif job.enqueue == "celery":
+        handoff = gettext("Celery, queue %(queue)s") % {
+            "queue": repr(job.queue) if job.queue else gettext("its default")
+        }
+    else:
+        handoff = gettext("none: it runs in runjobs")
+    lock = (
+        gettext("none: runs may overlap")
+        if job.lock_timeout is None
+        else gettext("%(seconds)s s: no two runs at once") % {"seconds": job.lock_timeout}
+    )
+    yes, no = gettext("yes"), gettext("no")
+    grace = gettext("%(seconds)s s") % {"seconds": job.misfire_grace_time}
+    rows = [
+        (gettext("Function"), job.func or "–"),
+        (gettext("Celery task"), job.task),
+        (gettext("Arguments"), pformat(list(job.args)) if job.args else "–"),
+        (gettext("Keyword arguments"), pformat(dict(job.kwargs)) if job.kwargs else "–"),
+        (gettext("Schedule"), job.trigger_text),
+        (gettext("Time zone"), job.timezone),
+        (gettext("Misfire grace time"), grace),
+        (gettext("Lock timeout"), lock),
+        (gettext("Run again if abandoned"), yes if job.rerun_abandoned else no),
+        (gettext("Hand-off"), handoff),
+        (gettext("Enabled in settings"), yes if job.enabled else no),
+    ]
+    return [(label, value) for label, value in rows if value]
+
+
 @admin.register(JobState)
 class JobStateAdmin(ReadOnlyAdmin[JobState]):
     """The jobs from settings, titled "Jobs": state, next times, last run, run now, pause."""
 
     change_list_template = "admin/django_oncejob/jobstate/change_list.html"
+    job_template = "admin/django_oncejob/jobstate/job.html"
+    object_history_template = "admin/django_oncejob/jobstate/object_history.html"
 
     def has_view_permission(self, request: HttpRequest, obj: JobState | None = None) -> bool:
         user = request.user
@@ -110,57 +156,125 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
         states = {state.job: state for state in JobState.objects.filter(job__in=ids)}
         last = Run.objects.latest_per_job(ids)
         counts = Run.objects.counts_per_job(ids, now - RECENT)
-        alive = Instance.objects.alive(conf.HEARTBEAT_TIMEOUT).count()
-        history_url = self._url("django_oncejob_run_changelist")
-        rows = []
-        for job in jobs.values():
-            row = JobRow(
-                spec=job,
-                state=states.get(job.id),
-                next_times=(
-                    list(triggers.fire_times(job.trigger, now, NEXT_TIMES)) if job.enabled else []
-                ),
-                last=last.get(job.id),
-                counts=counts.get(job.id, Counts()),
-                history_url=f"{history_url}?{urlencode({'job': job.id})}",
-            )
-            if row.last is not None:
-                row.last_url = self._url("django_oncejob_run_change", row.last.pk)
-            row.urls = {
-                "failed": f"{row.history_url}&status__in=failed,abandoned",
-                "missed": f"{row.history_url}&status__exact=missed",
-                "succeeded": f"{row.history_url}&status__exact=succeeded",
-                **{
-                    name: self._url(f"django_oncejob_jobstate_{name}", job.id)
-                    for name in ("run", "pause", "resume")
-                },
-            }
-            rows.append(row)
+        rows = [
+            self._row(job, states.get(job.id), last.get(job.id), counts, now, NEXT_TIMES)
+            for job in jobs.values()
+        ]
         context = {
-            **self.admin_site.each_context(request),
+            **self._context(request),
             "title": _("Jobs"),
+            "rows": rows,
+            "invalid": len(errors),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, self.change_list_template, context)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        """The page of one job: its definition, next runs, state, recent runs and actions."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        job = self._job(request, unquote(object_id), enabled=False)
+        if job is None:
+            return self._back(request, "")
+        now = timezone.now()
+        row = self._row(
+            job,
+            JobState.objects.filter(job=job.id).first(),
+            Run.objects.latest_per_job([job.id]).get(job.id),
+            Run.objects.counts_per_job([job.id], now - RECENT),
+            now,
+            PAGE_NEXT_TIMES,
+        )
+        runs = list(Run.objects.filter(job=job.id).defer("traceback")[:PAGE_RUNS])
+        for run in runs:
+            run.url = self._url("django_oncejob_run_change", run.pk)  # type: ignore[attr-defined]
+        context = {
+            **self._context(request),
+            "title": job.id,
+            "subtitle": job.description or None,
+            "row": row,
+            "definition": definition(job),
+            "runs": runs,
+            "jobs_url": self._url("django_oncejob_jobstate_changelist"),
+            "actions_url": self._url("django_oncejob_jobstate_history", job.id),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, self.job_template, context)
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> JobState | None:
+        """The state of the job ``object_id`` from settings (unsaved if it has none yet).
+
+        A job's id is its object id, in its URLs and in its ``LogEntry`` rows.
+        """
+        jobs, _errors = registry.parsed_jobs()
+        if object_id not in jobs:
+            return None
+        return JobState.objects.filter(job=object_id).first() or JobState(job=object_id)
+
+    def _row(
+        self,
+        job: JobSpec,
+        state: JobState | None,
+        last: Run | None,
+        counts: dict[str, Counts],
+        now: datetime,
+        next_times: int,
+    ) -> JobRow:
+        runs_url = self._url("django_oncejob_run_changelist")
+        row = JobRow(
+            spec=job,
+            state=state,
+            next_times=(
+                list(triggers.fire_times(job.trigger, now, next_times)) if job.enabled else []
+            ),
+            last=last,
+            counts=counts.get(job.id, Counts()),
+            history_url=f"{runs_url}?{urlencode({'job': job.id})}",
+        )
+        if last is not None:
+            row.last_url = self._url("django_oncejob_run_change", last.pk)
+        row.urls = {
+            "page": self._url("django_oncejob_jobstate_change", job.id),
+            "failed": f"{row.history_url}&status__in=failed,abandoned",
+            "missed": f"{row.history_url}&status__exact=missed",
+            "succeeded": f"{row.history_url}&status__exact=succeeded",
+            **{
+                name: self._url(f"django_oncejob_jobstate_{name}", job.id)
+                for name in ("run", "pause", "resume")
+            },
+        }
+        return row
+
+    def _context(self, request: HttpRequest) -> dict[str, Any]:
+        """What the overview and a job's page both show."""
+        request.current_app = self.admin_site.name
+        return {
+            **self.admin_site.each_context(request),
             "subtitle": None,
             "opts": self.opts,
             "app_label": self.opts.app_label,
-            "rows": rows,
-            "invalid": len(errors),
-            "alive": alive,
+            "alive": Instance.objects.alive(conf.HEARTBEAT_TIMEOUT).count(),
             "heartbeat_timeout": conf.HEARTBEAT_TIMEOUT,
-            "history_url": history_url,
+            "history_url": self._url("django_oncejob_run_changelist"),
             "instances_url": self._url("django_oncejob_instance_changelist"),
             "can_run": request.user.has_perm("django_oncejob.run_job"),
             "can_pause": request.user.has_perm("django_oncejob.pause_job"),
-            **(extra_context or {}),
         }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, self.change_list_template, context)
 
     def run_view(self, request: HttpRequest, job_id: str) -> HttpResponse:
         if not request.user.has_perm("django_oncejob.run_job"):
             raise PermissionDenied
         job = self._job(request, job_id, enabled=True)
         if job is None:
-            return self._back()
+            return self._back(request, job_id)
         now = timezone.now()
         if not Instance.objects.alive(conf.HEARTBEAT_TIMEOUT).exists():
             self.message_user(
@@ -173,7 +287,7 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
                 % {"timeout": conf.HEARTBEAT_TIMEOUT, "job": job.id},
                 messages.ERROR,
             )
-            return self._back()
+            return self._back(request, job.id)
         try:
             # A savepoint: a refused insert must not break a project's ATOMIC_REQUESTS.
             with transaction.atomic(using=router.db_for_write(RunRequest)):
@@ -198,7 +312,8 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
                 },
                 messages.WARNING,
             )
-            return self._back()
+            return self._back(request, job.id)
+        self._log(request, job.id, gettext("Asked for a run now."))
         self.message_user(
             request,
             gettext(
@@ -208,7 +323,7 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
             % {"job": job.id, "interval": conf.CONTROL_INTERVAL},
             messages.SUCCESS,
         )
-        return self._back()
+        return self._back(request, job.id)
 
     def pause_view(self, request: HttpRequest, job_id: str) -> HttpResponse:
         return self._set_paused(request, job_id, paused=True)
@@ -221,7 +336,7 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
             raise PermissionDenied
         job = self._job(request, job_id, enabled=False)
         if job is None:
-            return self._back()
+            return self._back(request, "")
         JobState.objects.update_or_create(
             job=job.id,
             defaults={
@@ -240,10 +355,11 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
                 "Job “%(job)s” is resumed: its next occurrences run as scheduled, from within "
                 "about %(interval)s seconds."
             )
+        self._log(request, job.id, gettext("Paused.") if paused else gettext("Resumed."))
         self.message_user(
             request, text % {"job": job.id, "interval": conf.CONTROL_INTERVAL}, messages.SUCCESS
         )
-        return self._back()
+        return self._back(request, job.id)
 
     def _job(self, request: HttpRequest, job_id: str, *, enabled: bool) -> JobSpec | None:
         """The job ``job_id`` from settings, or ``None`` with an error message."""
@@ -267,7 +383,21 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
             return None
         return job
 
-    def _back(self) -> HttpResponseRedirect:
+    def _log(self, request: HttpRequest, job_id: str, message: str) -> None:
+        """Record what ``request``'s user did to a job, for its history and Recent actions."""
+        LogEntry.objects.create(
+            user_id=request.user.pk,  # type: ignore[misc]  # the admin's user is signed in
+            content_type=ContentType.objects.get_for_model(JobState),
+            object_id=job_id,
+            object_repr=job_id[:200],
+            action_flag=CHANGE,
+            change_message=message,
+        )
+
+    def _back(self, request: HttpRequest, job_id: str) -> HttpResponseRedirect:
+        """To the job's page if the action was taken there, else to the overview."""
+        if job_id and request.POST.get("back") == "job":
+            return HttpResponseRedirect(self._url("django_oncejob_jobstate_change", job_id))
         return HttpResponseRedirect(self._url("django_oncejob_jobstate_changelist"))
 
     def _url(self, name: str, *args: object) -> str:

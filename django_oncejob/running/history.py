@@ -32,6 +32,8 @@ LOCKED_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 #: Statuses of rows that say an occurrence did not run here: recorded only where no row is.
 NOT_RUN = frozenset({Run.Status.PAUSED, Run.Status.SKIPPED, Run.Status.MISSED})
+#: Characters of a job's return value kept in its row.
+RESULT_LENGTH = 2000
 
 
 @dataclass
@@ -41,6 +43,8 @@ class Ending:
     status: str
     error: str = ""
     traceback: str = ""
+    #: What the job returned, as :func:`result_text` writes it.
+    result: str = ""
     finished_at: datetime | None = None
     #: When the job was called, if after the row went in (which sets a first guess).
     started_at: datetime | None = None
@@ -204,6 +208,7 @@ def _apply(row: Run, ending: Ending) -> None:
     row.finished_at = ending.finished_at or timezone.now()
     row.error = storable(ending.error)
     row.traceback = storable(ending.traceback)
+    row.result = storable(ending.result)
     if ending.started_at is not None:
         row.started_at = ending.started_at
 
@@ -250,6 +255,17 @@ def _write_late(row: Run, alias: str) -> bool:
         # should be.
         return row.status in NOT_RUN
     return True
+
+
+def result_text(value: object) -> str:
+    """A job's return value for its row: its ``repr()``, cut at :data:`RESULT_LENGTH`."""
+    if value is None:
+        return ""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__} whose repr() raised>"
+    return text if len(text) <= RESULT_LENGTH else text[: RESULT_LENGTH - 1] + "…"
 
 
 def storable(text: str) -> str:
@@ -318,13 +334,14 @@ _COLUMNS.remove(_PK)
 _JOB = Run._meta.get_field("job")
 _OWNER = Run._meta.get_field("owner")
 #: The columns an ending writes, and their PostgreSQL types, which VALUES does not carry.
-_ENDING = ("status", "started_at", "finished_at", "error", "traceback")
+_ENDING = ("status", "started_at", "finished_at", "error", "traceback", "result")
 _PG_TYPES = {
     "status": "varchar",
     "started_at": "timestamptz",
     "finished_at": "timestamptz",
     "error": "text",
     "traceback": "text",
+    "result": "text",
 }
 #: Multi-row inserts and outcome updates, by vendor and number of rows.
 _bulk_inserts: dict[tuple[str, int], str] = {}

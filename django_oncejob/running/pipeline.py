@@ -30,7 +30,7 @@ from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Run
 from django_oncejob.occurrence import Occurrence, _current
 from django_oncejob.running import history
-from django_oncejob.running.history import Ending
+from django_oncejob.running.history import Ending, result_text
 from django_oncejob.running.writer import InlineWriter, Writer
 
 logger = logging.getLogger("django_oncejob")
@@ -350,7 +350,8 @@ class Pipeline:
             occurrence.scheduled_for.isoformat(),
             extra=_fields(occurrence, "succeeded"),
         )
-        self.writer.finish(step.row, Ending(Run.Status.SUCCEEDED, started_at=started_at))
+        ending = Ending(Run.Status.SUCCEEDED, result=result_text(value), started_at=started_at)
+        self.writer.finish(step.row, ending)
         _send(signals.occurrence_succeeded, occurrence, result=value)
         return Outcome.SUCCEEDED
 

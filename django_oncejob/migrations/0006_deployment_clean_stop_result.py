@@ -55,4 +55,13 @@ class Migration(migrations.Migration):
                 verbose_name="stopped cleanly",
             ),
         ),
+        migrations.AddField(
+            model_name="run",
+            name="result",
+            field=models.TextField(
+                blank=True,
+                help_text="What the job returned, as repr() shows it; empty when it returned None.",
+                verbose_name="result",
+            ),
+        ),
     ]
