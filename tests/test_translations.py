@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from io import StringIO
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,50 @@ def test_check_messages_speak_chinese() -> None:
         "ONCEJOB['JOBS']['report']['cron']: a cron string has 5 fields "
         "(minute hour day month day-of-week), got 4 in '0 21 * *'."
     )
+
+
+@pytest.mark.parametrize(
+    ("cron", "chinese"),
+    [
+        ("0 24 * * *", "无效的 cron 字符串 '0 24 * * *'：时 '24' 无效：可取值为 0-23"),
+        ({"minute": "0-60"}, "无效的 cron 字段 {'minute': '0-60'}：分 '0-60' 无效：可取值为 0-59"),
+        ("0 0 * * funday", "星期 'funday' 无效：可取值为 0-7（从星期日起）或 sun-sat"),
+    ],
+)
+def test_a_bad_cron_field_is_named_in_chinese_not_in_apschedulers_english(
+    cron: object, chinese: str
+) -> None:
+    with override_settings(
+        ONCEJOB={"JOBS": {"report": {"func": "tests.jobs.record", "cron": cron}}}
+    ):
+        [error] = check_settings()
+        with translation.override("zh-hans"):
+            message = str(error.msg)
+    assert error.id == "django_oncejob.E029"
+    assert chinese in message
+    assert not any(word in message for word in ("Error", "value", "higher", "Invalid"))
+
+
+@pytest.mark.parametrize(
+    ("definition", "chinese"),
+    [
+        ({"cron": "0 21 * * *"}, "每天 21:00（UTC）"),
+        ({"cron": {"second": "*/20"}}, "每 20 秒（UTC）"),
+        ({"cron": "*/5 9-17 * * *"}, "cron：时 9-17，分 */5，秒 0（UTC）"),
+        ({"interval": {"minutes": 90}}, "每 1 小时 30 分钟"),
+        ({"at": "2026-12-01T09:00:00+08:00"}, "于 2026-12-01 09:00:00+08:00 运行一次"),
+    ],
+)
+def test_schedules_read_in_chinese(definition: dict[str, object], chinese: str) -> None:
+    with override_settings(
+        ONCEJOB={"JOBS": {"report": {"func": "tests.jobs.record", **definition}}}
+    ):
+        job = registry.get_jobs()["report"]
+        with translation.override("zh-hans"):
+            assert job.trigger_text == chinese
+            out = StringIO()
+            call_command("runjobs", "--list", stdout=out)
+            assert f"report: {chinese}" in out.getvalue()
 
 
 def test_one_parse_of_the_jobs_serves_every_language() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from apscheduler.triggers.base import BaseTrigger
 from django.utils.module_loading import import_string
+from django.utils.translation import gettext
 
 from django_oncejob import handoff
 from django_oncejob.jobs import triggers
@@ -54,11 +55,14 @@ class JobSpec:
     def target(self) -> str:
         """What an occurrence runs, and where, in words."""
         if self.task:
-            return f"Celery task {self.task!r}"
+            return gettext("Celery task %(task)s") % {"task": repr(self.task)}
         if self.enqueue == "tasks":
-            return f"{self.func}, handed to django.tasks backend {self.backend!r}"
+            return gettext("%(func)s, handed to django.tasks backend %(backend)s") % {
+                "func": self.func,
+                "backend": repr(self.backend),
+            }
         if self.enqueue == "celery":
-            return f"{self.func}, handed to Celery"
+            return gettext("%(func)s, handed to Celery") % {"func": self.func}
         return self.func
 
 

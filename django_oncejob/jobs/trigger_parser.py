@@ -6,13 +6,16 @@ parser turns into a system check error.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import cast
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.date import DateTrigger
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy
 
 from django_oncejob.jobs.triggers import (
@@ -102,12 +105,15 @@ def cron_trigger(value: object, timezone: ZoneInfo) -> WallClockCronTrigger:
                 timezone=timezone,
             )
         except ValueError as exc:
+            named = {"minute": minute, "hour": hour, "day": day, "month": month}
+            with contextlib.suppress(ValueError):  # if it raised, exc says why in our words
+                named["day_of_week"] = crontab_days(day_of_week)
             raise TriggerError(
                 interpolate(
-                    # Translators: error is why the cron string is invalid, often from APScheduler.
+                    # Translators: error says which field is invalid, e.g. "hour '24' is not …".
                     gettext_lazy("invalid cron string %(value)s: %(error)s"),
                     value=repr(value),
-                    error=exc,
+                    error=_field_error(named, timezone, exc, crontab=True),
                 ),
                 gettext_lazy(
                     "Fields are minute 0-59, hour 0-23, day 1-31, month 1-12, "
@@ -140,10 +146,10 @@ def cron_trigger(value: object, timezone: ZoneInfo) -> WallClockCronTrigger:
         except (ValueError, TypeError) as exc:
             raise TriggerError(
                 interpolate(
-                    # Translators: error is why the fields are invalid, often from APScheduler.
+                    # Translators: error says which field is invalid, e.g. "hour 25 is not …".
                     gettext_lazy("invalid cron fields %(fields)s: %(error)s"),
                     fields=repr(dict(value)),
-                    error=exc,
+                    error=_field_error(dict(value), timezone, exc),
                 ),
                 gettext_lazy(
                     "See APScheduler's CronTrigger for each field's syntax; day_of_week "
@@ -158,6 +164,47 @@ def cron_trigger(value: object, timezone: ZoneInfo) -> WallClockCronTrigger:
         ),
         gettext_lazy("Write e.g. '0 21 * * *' or {'second': '*'}."),
     )
+
+
+#: Each cron field in words, and the values it takes.
+_CRON_FIELD_WORDS: dict[str, tuple[Text, Text]] = {
+    "year": (gettext_lazy("year"), "1970-9999"),
+    "month": (gettext_lazy("month"), gettext_lazy("1-12 or jan-dec")),
+    "day": (gettext_lazy("day"), "1-31"),
+    "week": (gettext_lazy("week"), "1-53"),
+    "day_of_week": (gettext_lazy("day of week"), gettext_lazy("0-6 from Monday, or mon-sun")),
+    "hour": (gettext_lazy("hour"), "0-23"),
+    "minute": (gettext_lazy("minute"), "0-59"),
+    "second": (gettext_lazy("second"), "0-59"),
+    "start_date": (gettext_lazy("start date"), gettext_lazy("a date and time")),
+    "end_date": (gettext_lazy("end date"), gettext_lazy("a date and time")),
+}
+
+
+def _field_error(
+    fields: Mapping[str, object], timezone: ZoneInfo, exc: Exception, *, crontab: bool = False
+) -> Text:
+    """Which of ``fields`` makes the trigger fail, in words of our own, not APScheduler's.
+
+    ``crontab``: the fields come from a crontab string, whose days count from Sunday.
+    """
+    for name, value in fields.items():
+        try:
+            WallClockCronTrigger(**{name: value}, timezone=timezone)
+        except (ValueError, TypeError):
+            words, values = _CRON_FIELD_WORDS[name]
+            if crontab and name == "day_of_week":
+                values = gettext_lazy("0-7 from Sunday, or sun-sat")
+            return interpolate(
+                # Translators: field is e.g. "hour", values e.g. "0-23".
+                gettext_lazy("%(field)s %(value)s is not valid: it takes %(values)s"),
+                field=words,
+                value=repr(value),
+                values=values,
+            )
+    if exc.args and isinstance(exc.args[0], Promise):
+        return cast("Text", exc.args[0])  # ours, from crontab_days(), still lazy
+    return str(exc)  # only together are the fields wrong, as APScheduler says
 
 
 def _unknown_field(kind: str, key: object, fields: tuple[str, ...]) -> TriggerError:

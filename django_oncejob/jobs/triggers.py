@@ -16,6 +16,7 @@ from typing import Any
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
+from django.utils.translation import gettext, ngettext
 
 #: Where an interval without ``start_date`` is counted from, in the job's time zone.
 DEFAULT_ANCHOR = datetime(2000, 1, 1)
@@ -166,18 +167,36 @@ def fire_times(trigger: BaseTrigger, now: datetime, count: int) -> Iterator[date
 
 
 def describe(trigger: BaseTrigger) -> str:
-    """The trigger in words, for ``runjobs --list`` and the admin."""
+    """The trigger in words, for ``runjobs --list`` and the admin, in the active language."""
     if isinstance(trigger, AnchoredIntervalTrigger):
-        every = f"every {_duration(trigger.interval)}"
+        every = gettext("every %(duration)s") % {"duration": _duration(trigger.interval)}
         if trigger.anchor == DEFAULT_ANCHOR.replace(tzinfo=trigger.timezone):
             return every  # counted from the default start: nothing to say of it
         start = trigger.anchor.astimezone(trigger.timezone)
-        return f"{every} from {start.isoformat(' ')}"
+        # Translators: every is e.g. "every 2 hours", start a date and time.
+        return gettext("%(every)s from %(start)s") % {"every": every, "start": start.isoformat(" ")}
     if isinstance(trigger, DateTrigger):
-        return f"once at {trigger.run_date.isoformat(' ')}"
+        return gettext("once at %(when)s") % {"when": trigger.run_date.isoformat(" ")}
     if isinstance(trigger, CronTrigger):
-        return f"{_cron_words(trigger)} ({trigger.timezone})"
+        # Translators: schedule is e.g. "every day at 21:00", zone a time zone name.
+        return gettext("%(schedule)s (%(zone)s)") % {
+            "schedule": _cron_words(trigger),
+            "zone": trigger.timezone,
+        }
     return str(trigger)
+
+
+def _unit(name: str, amount: int | str) -> str:
+    """``amount`` of a unit of time, in words: "1 hour", "1.500 seconds"."""
+    count = 1 if str(amount) == "1" else 2
+    forms = {
+        "week": ngettext("%(amount)s week", "%(amount)s weeks", count),
+        "day": ngettext("%(amount)s day", "%(amount)s days", count),
+        "hour": ngettext("%(amount)s hour", "%(amount)s hours", count),
+        "minute": ngettext("%(amount)s minute", "%(amount)s minutes", count),
+        "second": ngettext("%(amount)s second", "%(amount)s seconds", count),
+    }
+    return forms[name] % {"amount": amount}
 
 
 def _duration(interval: timedelta) -> str:
@@ -187,11 +206,24 @@ def _duration(interval: timedelta) -> str:
     for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
         amount, remaining = divmod(remaining, size)
         if amount:
-            parts.append(f"{amount} {unit}{'s' if amount != 1 else ''}")
+            parts.append(_unit(unit, amount))
     if remaining or milliseconds or not parts:
         seconds = f"{remaining}.{milliseconds:03d}" if milliseconds else str(remaining)
-        parts.append(f"{seconds} second{'s' if seconds != '1' else ''}")
+        parts.append(_unit("second", seconds))
     return " ".join(parts)
+
+
+def _field_names() -> dict[str, str]:
+    return {
+        "year": gettext("year"),
+        "month": gettext("month"),
+        "day": gettext("day"),
+        "week": gettext("week"),
+        "day_of_week": gettext("day of week"),
+        "hour": gettext("hour"),
+        "minute": gettext("minute"),
+        "second": gettext("second"),
+    }
 
 
 def _cron_words(trigger: CronTrigger) -> str:
@@ -200,11 +232,11 @@ def _cron_words(trigger: CronTrigger) -> str:
     every_day = all(value == "*" for value in date_part.values())
     hour, minute, second = fields["hour"], fields["minute"], fields["second"]
     if every_day and (hour, minute, second) == ("*", "*", "*"):
-        return "every second"
+        return gettext("every second")
     if every_day and (hour, minute, second) == ("*", "*", "0"):
-        return "every minute"
+        return gettext("every minute")
     if every_day and hour == "*" and minute.isdigit() and second == "0":
-        return f"every hour at minute {minute}"
+        return gettext("every hour at minute %(minute)s") % {"minute": minute}
     # A step in one field, the finer ones at their start: "every 20 seconds".
     for unit, step, finer, coarser in (
         ("second", second, (), (minute, hour)),
@@ -213,14 +245,18 @@ def _cron_words(trigger: CronTrigger) -> str:
     ):
         plain = all(v == "0" for v in finer) and all(v == "*" for v in coarser)
         if every_day and plain and re.fullmatch(r"\*/\d+", step):
-            return f"every {step[2:]} {unit}s"
+            return gettext("every %(duration)s") % {"duration": _unit(unit, step[2:])}
+    names = _field_names()
+    # Translators: joins the parts of a schedule, e.g. "month 1, day 1".
+    comma = gettext(", ")
     if hour.isdigit() and minute.isdigit() and second.isdigit():
         at = f"{int(hour):02d}:{int(minute):02d}" + (f":{int(second):02d}" if second != "0" else "")
         if every_day:
-            return f"every day at {at}"
-        others = [f"{k.replace('_', ' ')} {v}" for k, v in date_part.items() if v != "*"]
-        return f"at {at} on {', '.join(others)}"
-    described = [
-        f"{name.replace('_', ' ')} {value}" for name, value in fields.items() if value != "*"
-    ]
-    return "cron: " + ", ".join(described)
+            return gettext("every day at %(time)s") % {"time": at}
+        others = comma.join(f"{names[k]} {v}" for k, v in date_part.items() if v != "*")
+        # Translators: time is e.g. 09:00, days e.g. "day of week mon,tue".
+        return gettext("at %(time)s on %(days)s") % {"time": at, "days": others}
+    described = comma.join(
+        f"{names[name]} {value}" for name, value in fields.items() if value != "*"
+    )
+    return gettext("cron: %(fields)s") % {"fields": described}
