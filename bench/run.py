@@ -15,6 +15,7 @@ Sections (``--only``):
   burst    start lateness when hundreds of jobs are due in the same second
   startup  runjobs ready time, manage.py check time and memory at 1,000 / 10,000 jobs
   history  1,000,000 history rows: fence insert time, EXPLAIN, admin changelist time
+  jobs     10,000 jobs: the Jobs page, a job's page and oncejob_health
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ PEERS_REQUIREMENTS = [
     "apscheduler==3.11.*",
     "psycopg[binary]>=3.1",
 ]
-SECTIONS = ("systems", "micro", "burst", "startup", "history")
+SECTIONS = ("systems", "micro", "burst", "startup", "history", "jobs")
 
 
 # --- The systems ------------------------------------------------------------------------
@@ -493,6 +494,9 @@ def main() -> None:
         if "history" in sections:
             result["history"] = scenarios.history(servers)
             print(json.dumps(result["history"], indent=2))
+        if "jobs" in sections:
+            result["jobs"] = scenarios.many_jobs(servers)
+            print(json.dumps(result["jobs"], indent=2))
     except BaseException as exc:
         log(f"stopping everything after {type(exc).__name__}; partial results are kept")
         result["incomplete"] = f"{type(exc).__name__}: {exc}"

@@ -102,30 +102,40 @@ def startup(servers: Any, counts: tuple[int, ...] = (0, 1000, 10000)) -> list[di
 #: week), 1% failed and 1% missed, as ``generate_series`` writes them in one statement.
 FILL_SQL = """
 INSERT INTO django_oncejob_run (job, scheduled_for, owner, status, claimed_at, started_at,
-    finished_at, manual, requested_by, attempts, error, traceback, task_backend, task_id)
-SELECT 'job-' || lpad((i % 100)::text, 5, '0'),
+    finished_at, manual, requested_by, attempts, error, traceback, result, task_backend,
+    task_id)
+SELECT 'job-' || lpad((i % {jobs})::text, 5, '0'),
        t, 'host-' || (i % 8) || ':1',
        CASE WHEN i % 97 = 0 THEN 'failed' WHEN i % 89 = 0 THEN 'missed' ELSE 'succeeded' END,
        t, t + interval '3 ms', t + interval '9 ms', false, '', 1,
-       CASE WHEN i % 97 = 0 THEN 'RuntimeError: bench' ELSE '' END, '', '', ''
+       CASE WHEN i % 97 = 0 THEN 'RuntimeError: bench' ELSE '' END, '', '', '', ''
 FROM generate_series(0, {rows} - 1) AS i,
-     LATERAL (SELECT timestamptz '2026-01-01 00:00+00' + (i / 100) * interval '1 minute') AS s(t)
+     LATERAL (SELECT timestamptz '2026-01-01 00:00+00' + (i / {jobs}) * interval '1 minute')
+         AS s(t)
 """
 
 
-def history(servers: Any, rows: int = 1_000_000) -> dict[str, Any]:
-    """The fence insert at 0 and at ``rows`` rows, the plans, and the admin's page times."""
-    database = "bench_history"
+def migrated_database(
+    servers: Any, jobs: int, database: str, extra: dict[str, str]
+) -> dict[str, str]:
+    """Make ``database`` afresh and migrate it; returns the environment of its commands."""
     servers.pg.recreate(database)
     env = {
-        **oncejob_env(servers, 100, database),
-        "BENCH_CONN_MAX_AGE": "60",
+        **oncejob_env(servers, jobs, database),
+        **extra,
         "DJANGO_SETTINGS_MODULE": "bench.settings",
     }
     subprocess.run(
         [sys.executable, "-m", "django", "migrate", "-v", "0"],
         env=env, cwd=ROOT, check=True, timeout=300,
     )  # fmt: skip
+    return env
+
+
+def history(servers: Any, rows: int = 1_000_000) -> dict[str, Any]:
+    """The fence insert at 0 and at ``rows`` rows, the plans, and the admin's page times."""
+    database = "bench_history"
+    env = migrated_database(servers, 100, database, {"BENCH_CONN_MAX_AGE": "60"})
 
     def probe(phase: str) -> dict[str, Any]:
         out = subprocess.run(
@@ -138,9 +148,26 @@ def history(servers: Any, rows: int = 1_000_000) -> dict[str, Any]:
     log(f"history: filling {rows:,} rows")
     start = time.perf_counter()
     with servers.pg.connect(database) as conn:
-        conn.execute(FILL_SQL.replace("{rows}", str(int(rows))))
+        conn.execute(FILL_SQL.replace("{rows}", str(int(rows))).replace("{jobs}", "100"))
         conn.execute("VACUUM ANALYZE django_oncejob_run")
     result["fill_s"] = round(time.perf_counter() - start, 1)
     log(f"history: filled in {result['fill_s']} s; probing")
     result["full"] = probe("full")
     return result
+
+
+def many_jobs(servers: Any, jobs: int = 10_000, runs_per_job: int = 20) -> dict[str, Any]:
+    """The Jobs page, a job's page and ``oncejob_health`` with ``jobs`` jobs, each with a
+    history of ``runs_per_job`` runs."""
+    database = "bench_jobs"
+    env = migrated_database(servers, jobs, database, {"BENCH_TRIGGER": "daily"})
+    with servers.pg.connect(database) as conn:
+        sql = FILL_SQL.replace("{rows}", str(jobs * runs_per_job)).replace("{jobs}", str(jobs))
+        conn.execute(sql)
+        conn.execute("VACUUM ANALYZE django_oncejob_run")
+    log(f"jobs: {jobs:,} jobs with {runs_per_job} runs each; probing")
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "jobs_probe.py")],
+        env=env, cwd=ROOT, check=True, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    return dict(json.loads(out.stdout))

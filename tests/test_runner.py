@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,8 @@ from django_oncejob.occurrence import Occurrence
 from django_oncejob.running import history
 from django_oncejob.running.history import RESULT_LENGTH, Ending, result_text
 from django_oncejob.running.pipeline import Outcome, claim_and_run
+from django_oncejob.testing import occurrence
+from tests.jobs import record
 from tests.rows import fence
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -327,3 +330,14 @@ def test_a_run_inside_the_callers_atomic_block_keeps_the_callers_writes(
         assert JobState.objects.filter(job="kept").exists()
     assert JobState.objects.filter(job="kept").exists()
     assert Run.objects.get().status == Run.Status.SUCCEEDED
+
+
+def test_a_projects_test_can_call_a_job_as_one_occurrence_of_it(record_file: Path) -> None:
+    local = WHEN.astimezone(ZoneInfo("Asia/Shanghai"))
+    with occurrence("report", local) as current:
+        line = record()
+        assert current_occurrence() == current
+    assert current == Occurrence("report", WHEN, "test")
+    assert current.scheduled_for.tzinfo is UTC
+    assert line == f"report {WHEN.isoformat()} {os.getpid()}\n"
+    assert current_occurrence() is None
