@@ -364,6 +364,37 @@ def history(jobs: dict[str, Any], rows: int) -> None:
     )
 
 
+def test_jobs_overview_shows_a_page_of_jobs_at_a_time_and_searches_them(
+    admin_client: Client, settings: Any
+) -> None:
+    settings.ONCEJOB = {
+        "JOBS": {
+            f"job-{n:03d}": {
+                "func": "tests.jobs.record",
+                "cron": "0 3 * * *",
+                "description": "Sends the invoices." if n == 7 else "",
+            }
+            for n in range(250)
+        }
+    }
+    first = admin_client.get(reverse(OVERVIEW))
+    last = admin_client.get(reverse(OVERVIEW), {"p": 3})
+    invoices = admin_client.get(reverse(OVERVIEW), {"q": "INVOICES"})
+    by_id = admin_client.get(reverse(OVERVIEW), {"q": "job-24"})
+    nothing = admin_client.get(reverse(OVERVIEW), {"q": "nope"})
+
+    assert [row.spec.id for row in first.context["rows"]][:2] == ["job-000", "job-001"]
+    assert len(first.context["rows"]) == 100
+    assert [row.spec.id for row in last.context["rows"]][-1] == "job-249"
+    assert len(last.context["rows"]) == 50
+    assert "250 jobs" in first.content.decode()
+    assert 'href="?p=3"' in first.content.decode()
+    assert [row.spec.id for row in invoices.context["rows"]] == ["job-007"]
+    assert "1 job found" in invoices.content.decode()
+    assert len(by_id.context["rows"]) == 10
+    assert "No job matches “nope”." in nothing.content.decode()
+
+
 def test_jobs_overview_queries_do_not_grow_with_jobs_or_history(
     admin_client: Client, settings: Any, live: Instance
 ) -> None:

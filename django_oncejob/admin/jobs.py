@@ -17,8 +17,10 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import PAGE_VAR, SEARCH_VAR
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db import IntegrityError, router, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -75,6 +77,12 @@ class JobRow:
     @property
     def last_duration(self) -> str:
         return seconds(self.last.duration) if self.last is not None else "–"
+
+
+def _matches(job: JobSpec, query: str) -> bool:
+    """Whether the search ``query`` is in the job's id or description, in any case."""
+    query = query.casefold()
+    return not query or query in job.id.casefold() or query in job.description.casefold()
 
 
 def definition(job: JobSpec) -> list[tuple[str, str]]:
@@ -151,19 +159,30 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
         if not self.has_view_permission(request):
             raise PermissionDenied
         jobs, errors = registry.parsed_jobs()
-        ids = list(jobs)
+        query = request.GET.get(SEARCH_VAR, "").strip()
+        found = [job for job in jobs.values() if _matches(job, query)]
+        # A page's worth of rows, as every changelist: each row costs its next fire
+        # times, its links and its cells, which thousands of jobs would make seconds.
+        page = Paginator(found, self.list_per_page).get_page(request.GET.get(PAGE_VAR))
+        ids = [job.id for job in page]
         now = timezone.now()
         states = {state.job: state for state in JobState.objects.filter(job__in=ids)}
         last = Run.objects.latest_per_job(ids)
         counts = Run.objects.counts_per_job(ids, now - RECENT)
         rows = [
             self._row(job, states.get(job.id), last.get(job.id), counts, now, NEXT_TIMES)
-            for job in jobs.values()
+            for job in page
         ]
         context = {
             **self._context(request),
             "title": _("Jobs"),
             "rows": rows,
+            "page": page,
+            "page_range": page.paginator.get_elided_page_range(page.number),
+            "search_var": SEARCH_VAR,
+            "page_var": PAGE_VAR,
+            "query": query,
+            "total": len(jobs),
             "invalid": len(errors),
             **(extra_context or {}),
         }
