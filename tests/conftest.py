@@ -23,9 +23,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
     except redis.RedisError as exc:
         pytest.exit(
-            f"Redis is not answering at {url} ({exc}). The tests need a real Redis: start one "
-            "with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' "
-            "--appendonly no`, or point REDIS_URL at one.",
+            f"Redis is not answering at {url} ({exc}). The tests need a real Redis: run them "
+            "with ./scripts/test, which starts a throwaway one, start one with `redis-server "
+            "--daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no`, or "
+            "point REDIS_URL at one.",
             returncode=3,
         )
     database = settings.DATABASES["default"]
@@ -44,7 +45,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         except psycopg.Error as exc:
             pytest.exit(
                 f"PostgreSQL is not answering at {database['HOST']}:{database['PORT']} ({exc}). "
-                "Start it, set PGHOST/PGPORT/PGUSER, or run the suite on SQLite with "
+                "Run the tests with ./scripts/test, which starts a throwaway one, start it, "
+                "set PGHOST/PGPORT/PGUSER, or run the suite on SQLite with "
                 "ONCEJOB_TEST_DB=sqlite.",
                 returncode=3,
             )

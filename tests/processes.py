@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -144,6 +145,22 @@ class Fleet:
         return "\n".join(
             f"--- {i.log.name}\n{i.output()[-tail if tail else 0 :]}" for i in self.instances
         )
+
+
+def redis_server_program() -> str:
+    """The program of the Redis servers a test starts: ONCEJOB_REDIS_SERVER (which
+    scripts/test sets), else redis-server or valkey-server on PATH."""
+    found = (
+        os.environ.get("ONCEJOB_REDIS_SERVER")
+        or shutil.which("redis-server")
+        or shutil.which("valkey-server")
+    )
+    if not found:
+        raise AssertionError(
+            "No redis-server: run the tests with ./scripts/test, which finds or installs one, "
+            "install Redis or Valkey, or set ONCEJOB_REDIS_SERVER to a redis-server program."
+        )
+    return found
 
 
 #: Where Debian and Ubuntu install libfaketime (the ``faketime`` package).

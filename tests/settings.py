@@ -11,6 +11,7 @@ import os
 from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -134,7 +135,10 @@ if TASKS_DATABASE_BACKEND is not None:
 # Hand-off to Celery, with a Redis database of its own as the broker; each test gives
 # its worker a queue of its own, so that concurrent runs never take each other's tasks.
 if find_spec("celery") is not None:
-    CELERY_BROKER_URL = os.environ.get("ONCEJOB_TEST_CELERY_BROKER", "redis://127.0.0.1:6379/14")
+    # Database 14 of the tests' Redis, wherever REDIS_URL puts it.
+    CELERY_BROKER_URL = os.environ.get(
+        "ONCEJOB_TEST_CELERY_BROKER", urlunsplit(urlsplit(REDIS_URL)._replace(path="/14"))
+    )
     CELERY_RESULT_BACKEND = CELERY_BROKER_URL
     CELERY_RESULT_EXPIRES = 3600
     CELERY_TASK_DEFAULT_QUEUE = os.environ.get("ONCEJOB_TEST_CELERY_QUEUE", "oncejob-tests")

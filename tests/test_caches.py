@@ -37,7 +37,7 @@ from django.utils.module_loading import import_string
 from django_oncejob.cache.atomic import KEY_VERSION
 from django_oncejob.cache.deployment import deployment_key
 from django_oncejob.models import Run
-from tests.processes import Fleet, wait_for
+from tests.processes import Fleet, redis_server_program, wait_for
 
 pytestmark = pytest.mark.processes
 
@@ -443,7 +443,7 @@ class SentinelSetup:
 
 def redis_server(port: int, *extra: str) -> list[str]:
     return [
-        require("redis-server"),
+        redis_server_program(),
         "--port",
         str(port),
         "--bind",
@@ -476,7 +476,7 @@ def sentinel_setup(servers: Servers) -> SentinelSetup:
             "sentinel down-after-milliseconds mymaster 1000\n"
             "sentinel failover-timeout mymaster 10000\n"
         )
-        servers.start(f"sentinel-{index}", [require("redis-server"), str(conf), "--sentinel"], port)
+        servers.start(f"sentinel-{index}", [redis_server_program(), str(conf), "--sentinel"], port)
     setup = SentinelSetup(primary, replica, sentinels, servers)
     wait_for(setup.ready, 20, "the sentinels to agree on a quorum and see the replica")
     return setup

@@ -10,7 +10,6 @@ fleet; docs/performance.rst has its figures.
 from __future__ import annotations
 
 import random
-import shutil
 import socket
 import subprocess
 import time
@@ -41,6 +40,7 @@ from django_oncejob.running.history_writer import HistoryWriter
 from django_oncejob.running.pipeline import Outcome, Pipeline, claim_and_run
 from django_oncejob.scheduling.executor import BATCH_SIZE, ClaimingExecutor
 from django_oncejob.scheduling.scheduler import ClaimingScheduler
+from tests.processes import redis_server_program
 from tests.rows import fence, fence_many
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,13 +50,11 @@ WHEN = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def own_redis() -> Iterator[redis.Redis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed: it counts the cache commands here.")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+        [redis_server_program(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
          "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip

@@ -17,7 +17,7 @@ import redis
 from django.test import override_settings
 
 from django_oncejob.cache.eviction import eviction_warning
-from tests.processes import Fleet
+from tests.processes import Fleet, redis_server_program
 
 TIMEOUTS = {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2}
 
@@ -35,7 +35,7 @@ def redis_server() -> Iterator[Callable[..., str]]:
 
     def start(*extra: str) -> str:
         port = free_port()
-        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+        command = [redis_server_program(), "--port", str(port), "--bind", "127.0.0.1"]
         command += ["--save", "", "--appendonly", "no", "--daemonize", "no", *extra]
         processes.append(
             subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

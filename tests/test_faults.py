@@ -25,7 +25,14 @@ from django_oncejob.cache.atomic import KEY_VERSION
 from django_oncejob.cache.deployment import deployment_key
 from django_oncejob.models import Instance as InstanceRow
 from django_oncejob.models import Run
-from tests.processes import Fleet, Instance, clock_offset, faketime_env, wait_for
+from tests.processes import (
+    Fleet,
+    Instance,
+    clock_offset,
+    faketime_env,
+    redis_server_program,
+    wait_for,
+)
 
 pytestmark = pytest.mark.processes
 
@@ -159,7 +166,7 @@ class RedisServer:
         with (self.workdir / f"redis-{self.starts}.log").open("wb") as log:
             self.process = subprocess.Popen(
                 [
-                    "redis-server",
+                    redis_server_program(),
                     "--bind",
                     "127.0.0.1",
                     "--port",
