@@ -230,6 +230,8 @@ def postgresql(workdir: Path) -> dict[str, str]:
 
 def stop(workdir: Path) -> None:
     """Stop every server started in ``workdir``, then remove it."""
+    # A second Ctrl-C must not leave a server running, or its data behind.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     pids = []
     redis_pid = workdir / "redis.pid"
     if redis_pid.exists():
