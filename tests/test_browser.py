@@ -222,13 +222,17 @@ def screenshot(driver: Any, name: str, *, full_page: bool = True) -> Path:
 
 
 def text_of(driver: Any, selector: str) -> str:
-    """The text of the first element ``selector`` finds, ``""`` while the page changes."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    """The text of the first element ``selector`` finds, ``""`` while the page changes.
+
+    A node of the page being left can be missing, stale, or (Chromium's inspector says)
+    no longer of the document: each a WebDriverException.
+    """
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
 
     try:
         return str(driver.find_element(By.CSS_SELECTOR, selector).text)
-    except (NoSuchElementException, StaleElementReferenceException):
+    except WebDriverException:
         return ""
 
 
