@@ -25,6 +25,7 @@ from django_oncejob.handoff import checks as handoff_checks
 from django_oncejob.jobs import registry
 from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.messages import interpolate
+from django_oncejob.monitoring import checks as monitoring_checks
 
 
 def check_settings(
@@ -54,6 +55,7 @@ def check_settings(
         *_check_claim_timeout(raw, jobs.values()),
         *_check_past_dates(jobs.values()),
         *handoff_checks.check_jobs(jobs.values()),
+        *monitoring_checks.check(jobs.values()),
     ]
 
 

@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
@@ -39,6 +40,23 @@ def number(minimum: float, *, exclusive: bool = False) -> Validator:
         and not isinstance(value, bool)
         and (value > minimum if exclusive else value >= minimum)
     )
+
+
+def flag(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+def web_address(value: object) -> bool:
+    """An ``http://`` or ``https://`` URL with a host."""
+    if not isinstance(value, str):
+        return False
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def port(value: object) -> bool:
+    """A TCP port number."""
+    return whole_number(1)(value) and isinstance(value, int) and value <= 65535
 
 
 def one_of(*choices: object) -> Validator:
@@ -179,6 +197,67 @@ SCHEMA = (
             "in runjobs, 'tasks' hands them to django.tasks, 'celery' to Celery."
         ),
     ),
+    Setting(
+        "SENTRY_CRONS",
+        False,
+        flag,
+        "E053",
+        _("ONCEJOB['SENTRY_CRONS'] must be True or False, got %(value)s."),
+        _(
+            "True sends each occurrence's check-ins to Sentry Crons, through the sentry_sdk "
+            "you initialised; a job's 'sentry': False leaves it out."
+        ),
+    ),
+    Setting(
+        "WEBHOOK",
+        None,
+        optional(web_address),
+        "E054",
+        _("ONCEJOB['WEBHOOK'] must be None or an http(s) URL, got %(value)s."),
+        _(
+            "Each job's start and end are POSTed there as JSON, e.g. "
+            "'https://hooks.example.com/oncejob'; a job's own 'webhook' overrides it."
+        ),
+    ),
+    Setting(
+        "MONITOR_TIMEOUT",
+        5,
+        number(0, exclusive=True),
+        "E055",
+        _("ONCEJOB['MONITOR_TIMEOUT'] must be a number of seconds > 0, got %(value)s."),
+        _("It bounds each ping and webhook delivery; the default is 5."),
+    ),
+    Setting("MONITOR_QUEUE_SIZE", 1000, whole_number(1), "E056", WHOLE_NUMBER, THE_DEFAULT),
+    Setting(
+        "METRICS_PORT",
+        None,
+        optional(port),
+        "E057",
+        _("ONCEJOB['METRICS_PORT'] must be None or a port number 1-65535, got %(value)s."),
+        _(
+            "Set the port each runjobs serves Prometheus metrics on, e.g. 9464, "
+            "or None (the default) to serve none."
+        ),
+    ),
+    Setting(
+        "METRICS_ADDRESS",
+        "0.0.0.0",
+        text(spaces=False),
+        "E058",
+        _("ONCEJOB['METRICS_ADDRESS'] must be a host name or address, got %(value)s."),
+        _("The default, '0.0.0.0', serves on every interface; '127.0.0.1' on this host only."),
+    ),
+    Setting(
+        "TRACING",
+        True,
+        flag,
+        "E059",
+        _("ONCEJOB['TRACING'] must be True or False, got %(value)s."),
+        _(
+            "True (the default) records an OpenTelemetry span per occurrence wherever "
+            "opentelemetry-api is installed; False records none."
+        ),
+    ),
     Setting("JOBS", {}),
 )
 
@@ -292,6 +371,43 @@ class Settings:
         """Default of each job's ``enqueue``: ``None`` runs jobs in runjobs' own threads."""
         value = get_config()["ENQUEUE"]
         return None if value is None else str(value)
+
+    @property
+    def SENTRY_CRONS(self) -> bool:
+        """Whether each occurrence's check-ins go to Sentry Crons."""
+        return bool(get_config()["SENTRY_CRONS"])
+
+    @property
+    def WEBHOOK(self) -> str | None:
+        """Default of each job's ``webhook``: where its start and end are POSTed as JSON."""
+        value = get_config()["WEBHOOK"]
+        return None if value is None else str(value)
+
+    @property
+    def MONITOR_TIMEOUT(self) -> float:
+        """Seconds one ping or webhook delivery may take."""
+        return float(get_config()["MONITOR_TIMEOUT"])
+
+    @property
+    def MONITOR_QUEUE_SIZE(self) -> int:
+        """Deliveries waiting to be sent at most; more are dropped, and counted."""
+        return int(get_config()["MONITOR_QUEUE_SIZE"])
+
+    @property
+    def METRICS_PORT(self) -> int | None:
+        """The port each ``runjobs`` serves Prometheus metrics on; ``None``: none."""
+        value = get_config()["METRICS_PORT"]
+        return None if value is None else int(value)
+
+    @property
+    def METRICS_ADDRESS(self) -> str:
+        """The address the metrics server listens on."""
+        return str(get_config()["METRICS_ADDRESS"])
+
+    @property
+    def TRACING(self) -> bool:
+        """Whether occurrences are traced with OpenTelemetry, where it is installed."""
+        return bool(get_config()["TRACING"])
 
     @property
     def JOBS(self) -> Any:

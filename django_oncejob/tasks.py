@@ -19,8 +19,8 @@ from django_oncejob.handoff import CELERY_TASK_NAME, HandedOff, tasks_module
 from django_oncejob.handoff.worker import run_handed_off
 
 
-def _run(job_id: str, scheduled_for: str, run_id: int | None) -> str:
-    handed = HandedOff(job_id, datetime.fromisoformat(scheduled_for), run_id)
+def _run(job_id: str, scheduled_for: str, run_id: int | None, trace: dict[str, str] | None) -> str:
+    handed = HandedOff(job_id, datetime.fromisoformat(scheduled_for), run_id, dict(trace or {}))
     return run_handed_off(handed).value
 
 
@@ -50,12 +50,22 @@ def _celery_task(func: Callable[..., str]) -> Any:
 
 
 @_django_task
-def run_handed_off_task(job_id: str, scheduled_for: str, run_id: int | None) -> str:
-    """Run the occurrence of ``job_id`` at ``scheduled_for`` (ISO-8601) that was handed off."""
-    return _run(job_id, scheduled_for, run_id)
+def run_handed_off_task(
+    job_id: str, scheduled_for: str, run_id: int | None, trace: dict[str, str] | None = None
+) -> str:
+    """Run the occurrence of ``job_id`` at ``scheduled_for`` (ISO-8601) that was handed off.
+
+    ``trace`` is the trace context it was handed off with, where tracing is on.
+    """
+    return _run(job_id, scheduled_for, run_id, trace)
 
 
 @_celery_task
-def run_handed_off_celery_task(job_id: str, scheduled_for: str, run_id: int | None) -> str:
-    """Run the occurrence of ``job_id`` at ``scheduled_for`` (ISO-8601) that was handed off."""
-    return _run(job_id, scheduled_for, run_id)
+def run_handed_off_celery_task(
+    job_id: str, scheduled_for: str, run_id: int | None, trace: dict[str, str] | None = None
+) -> str:
+    """Run the occurrence of ``job_id`` at ``scheduled_for`` (ISO-8601) that was handed off.
+
+    ``trace`` is the trace context it was handed off with, where tracing is on.
+    """
+    return _run(job_id, scheduled_for, run_id, trace)

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -145,6 +146,22 @@ class Fleet:
         return "\n".join(
             f"--- {i.log.name}\n{i.output()[-tail if tail else 0 :]}" for i in self.instances
         )
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that nothing listens on."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
 
 
 def redis_server_program() -> str:

@@ -145,3 +145,14 @@ if find_spec("celery") is not None:
     CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
     CELERY_WORKER_HIJACK_ROOT_LOGGER = False
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
+
+# Monitors (tests/test_monitoring.py): Sentry pointed at a stand-in for its ingest
+# endpoint, and every span written to a file.
+if sentry_dsn := os.environ.get("ONCEJOB_TEST_SENTRY_DSN"):
+    import sentry_sdk
+
+    sentry_sdk.init(dsn=sentry_dsn, default_integrations=False, auto_enabling_integrations=False)
+if spans_file := os.environ.get("ONCEJOB_TEST_SPANS"):
+    from tests.tracing import record_spans
+
+    record_spans(spans_file)

@@ -37,7 +37,7 @@ from django.utils.module_loading import import_string
 from django_oncejob.cache.atomic import KEY_VERSION
 from django_oncejob.cache.deployment import deployment_key
 from django_oncejob.models import Run
-from tests.processes import Fleet, redis_server_program, wait_for
+from tests.processes import Fleet, free_port, free_ports, redis_server_program, wait_for
 
 pytestmark = pytest.mark.processes
 
@@ -59,22 +59,6 @@ def ticks(start: datetime, end: datetime) -> list[datetime]:
     """Every whole second strictly after ``start`` and up to ``end``."""
     first = start.replace(microsecond=0) + timedelta(seconds=1)
     return [first + timedelta(seconds=i) for i in range(int((end - first).total_seconds()) + 1)]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct loopback ports that nothing listens on."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
 
 
 def answers(port: int) -> bool:

@@ -10,7 +10,6 @@ fleet; docs/performance.rst has its figures.
 from __future__ import annotations
 
 import random
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -40,7 +39,7 @@ from django_oncejob.running.history_writer import HistoryWriter
 from django_oncejob.running.pipeline import Outcome, Pipeline, claim_and_run
 from django_oncejob.scheduling.executor import BATCH_SIZE, ClaimingExecutor
 from django_oncejob.scheduling.scheduler import ClaimingScheduler
-from tests.processes import redis_server_program
+from tests.processes import free_port, redis_server_program
 from tests.rows import fence, fence_many
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,9 +49,7 @@ WHEN = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def own_redis() -> Iterator[redis.Redis]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [redis_server_program(), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
          "--appendonly", "no"],
@@ -209,9 +206,7 @@ def test_claims_of_a_burst_go_out_in_one_round_trip(commands: Any, pipelines: li
 
 
 def test_claims_of_a_burst_are_unavailable_when_redis_is(caplog: pytest.LogCaptureFixture) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
+    closed = free_port()
     config = {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": f"redis://127.0.0.1:{closed}/0",

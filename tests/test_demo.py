@@ -17,18 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import ROOT
+from tests.processes import ROOT, free_port
 
 pytestmark = pytest.mark.processes
 
 #: What scripts/demo and scripts/servers.py run, besides Python: a shell and coreutils.
 TOOLS = ("bash", "cat", "dirname", "mktemp", "rm", "sed", "sleep")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_the_demo_on_a_machine_with_only_python(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ on 6379 must keep its configuration.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,15 +16,9 @@ import redis
 from django.test import override_settings
 
 from django_oncejob.cache.eviction import eviction_warning
-from tests.processes import Fleet, redis_server_program
+from tests.processes import Fleet, free_port, redis_server_program
 
 TIMEOUTS = {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

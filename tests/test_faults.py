@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -30,6 +29,7 @@ from tests.processes import (
     Instance,
     clock_offset,
     faketime_env,
+    free_port,
     redis_server_program,
     wait_for,
 )
@@ -93,12 +93,6 @@ def figures(title: str, **values: object) -> None:
     print(f"\n[{title}]")
     for name, value in values.items():
         print(f"  {name.replace('_', ' ')}: {value}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def keys_of(client: redis.Redis, prefix: str) -> list[str]:

@@ -601,7 +601,7 @@ def test_celery_redelivery_runs_the_job_once(
 
     # The first send goes the usual way; the second is the same message again, as a
     # broker redelivers it (say, after a visibility timeout): same id, same headers.
-    task_id = enqueue.send_to_celery(job, occurrence, row, InlineWriter())
+    task_id = enqueue.send_to_celery(job, occurrence, row, InlineWriter(), {})
     handed = HandedOff("report", WHEN, row.pk)
     name = "oncejob_tests.record" if by_name else handoff.CELERY_TASK_NAME
     arguments = [] if by_name else ["report", WHEN.isoformat(), row.pk]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.util import find_spec
 from typing import Any
@@ -30,6 +30,8 @@ CELERY_TASK_NAME = "django_oncejob.run_handed_off"
 HEADER_JOB = "oncejob_job"
 HEADER_SCHEDULED_FOR = "oncejob_scheduled_for"
 HEADER_RUN = "oncejob_run"
+#: The trace context (W3C ``traceparent``, ...) of the span that handed the occurrence off.
+HEADER_TRACE = "oncejob_trace"
 #: Namespace of the Celery task ids, which are derived from the claim key.
 TASK_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://django-oncejob.readthedocs.io/")
 
@@ -44,6 +46,8 @@ class HandedOff:
     scheduled_for: datetime
     #: The primary key of its history row, or ``None`` if the database could not record it.
     run_id: int | None
+    #: The trace context to continue in the worker; empty without tracing.
+    trace: Mapping[str, str] = field(default_factory=dict)
 
 
 def celery_task_id(handed: HandedOff, attempt: int) -> str:
@@ -54,11 +58,14 @@ def celery_task_id(handed: HandedOff, attempt: int) -> str:
 
 def headers(handed: HandedOff) -> dict[str, Any]:
     """The headers that tell a worker which occurrence, and which row, a task is."""
-    return {
+    values: dict[str, Any] = {
         HEADER_JOB: handed.job,
         HEADER_SCHEDULED_FOR: handed.scheduled_for.isoformat(),
         HEADER_RUN: handed.run_id,
     }
+    if handed.trace:
+        values[HEADER_TRACE] = dict(handed.trace)
+    return values
 
 
 def occurrence_from_headers(values: Mapping[str, Any] | None) -> HandedOff | None:
@@ -71,11 +78,20 @@ def occurrence_from_headers(values: Mapping[str, Any] | None) -> HandedOff | Non
     if not values or not values.get(HEADER_JOB) or not values.get(HEADER_SCHEDULED_FOR):
         return None
     run_id = values.get(HEADER_RUN)
+    trace = values.get(HEADER_TRACE)
     return HandedOff(
         job=str(values[HEADER_JOB]),
         scheduled_for=datetime.fromisoformat(str(values[HEADER_SCHEDULED_FOR])),
         run_id=None if run_id is None else int(run_id),
+        trace=_trace(trace),
     )
+
+
+def _trace(value: object) -> dict[str, str]:
+    """A trace context as it arrived; anything else is no context at all."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(key): str(item) for key, item in value.items()}
 
 
 def tasks_module() -> Any:

@@ -8,6 +8,7 @@ task delivered twice runs the job once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from django_oncejob.handoff import (
@@ -38,10 +39,14 @@ def connect() -> None:
 
 
 def send_to_celery(
-    job: JobSpec, occurrence: Occurrence, row: Run | None, writer: Writer
+    job: JobSpec,
+    occurrence: Occurrence,
+    row: Run | None,
+    writer: Writer,
+    trace: Mapping[str, str],
 ) -> str | None:
     """Send ``occurrence`` to Celery, with a task id derived from the occurrence."""
-    handed = _handed(occurrence, row)
+    handed = _handed(occurrence, row, trace)
     task_id = celery_task_id(handed, 1 if row is None else row.attempts)
     if row is not None and not writer.call(lambda: history.mark_enqueued(row, "celery", task_id)):
         return None
@@ -50,10 +55,14 @@ def send_to_celery(
 
 
 def send_to_tasks(
-    job: JobSpec, occurrence: Occurrence, row: Run | None, writer: Writer
+    job: JobSpec,
+    occurrence: Occurrence,
+    row: Run | None,
+    writer: Writer,
+    trace: Mapping[str, str],
 ) -> str | None:
     """Enqueue ``occurrence`` on the job's django.tasks backend."""
-    handed = _handed(occurrence, row)
+    handed = _handed(occurrence, row, trace)
     backend = f"tasks:{job.backend}"
     if row is not None and not writer.call(lambda: history.mark_enqueued(row, backend)):
         return None
@@ -74,8 +83,9 @@ def send_to_tasks(
     return task_id
 
 
-def _handed(occurrence: Occurrence, row: Run | None) -> HandedOff:
-    return HandedOff(occurrence.job, occurrence.scheduled_for, None if row is None else row.pk)
+def _handed(occurrence: Occurrence, row: Run | None, trace: Mapping[str, str]) -> HandedOff:
+    run_id = None if row is None else row.pk
+    return HandedOff(occurrence.job, occurrence.scheduled_for, run_id, dict(trace))
 
 
 def _send_celery(job: JobSpec, handed: HandedOff, task_id: str) -> None:
@@ -87,8 +97,7 @@ def _send_celery(job: JobSpec, handed: HandedOff, task_id: str) -> None:
     if job.task:
         current_app.send_task(job.task, args=list(job.args), kwargs=dict(job.kwargs), **options)
     else:
-        arguments = [handed.job, handed.scheduled_for.isoformat(), handed.run_id]
-        current_app.send_task(CELERY_TASK_NAME, args=arguments, **options)
+        current_app.send_task(CELERY_TASK_NAME, args=_arguments(handed), **options)
 
 
 def _enqueue_django_task(job: JobSpec, handed: HandedOff) -> str:
@@ -98,5 +107,14 @@ def _enqueue_django_task(job: JobSpec, handed: HandedOff) -> str:
     task = run_handed_off_task.using(
         backend=job.backend, queue_name=job.queue or DEFAULT_TASKS_QUEUE
     )
-    result = task.enqueue(handed.job, handed.scheduled_for.isoformat(), handed.run_id)
+    result = task.enqueue(*_arguments(handed))
     return str(result.id)
+
+
+def _arguments(handed: HandedOff) -> list[Any]:
+    """The arguments of oncejob's own task. The trace context goes only where there is one:
+    a worker still on a release whose task takes three arguments runs the task all the same."""
+    arguments: list[Any] = [handed.job, handed.scheduled_for.isoformat(), handed.run_id]
+    if handed.trace:
+        arguments.append(dict(handed.trace))
+    return arguments

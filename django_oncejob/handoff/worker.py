@@ -72,7 +72,7 @@ def _take(job: JobSpec, handed: HandedOff, owner: str) -> Fenced | None:
             handed.scheduled_for.isoformat(),
         )
         row = history.running(handed.job, handed.scheduled_for, owner, timezone.now())
-        return Fenced(job, occurrence, row, fenced=False)
+        return Fenced(job, occurrence, row, fenced=False, handed_off=True, trace=handed.trace)
     taken = history.take_enqueued(handed.run_id, handed.job, owner)
     if taken is None:
         logger.info(
@@ -82,7 +82,7 @@ def _take(job: JobSpec, handed: HandedOff, owner: str) -> Fenced | None:
             handed.scheduled_for.isoformat(),
         )
         return None
-    return Fenced(job, occurrence, taken)
+    return Fenced(job, occurrence, taken, handed_off=True, trace=handed.trace)
 
 
 def _refuse(handed: HandedOff, owner: str) -> NoReturn:
@@ -139,7 +139,7 @@ def _celery_headers() -> dict[str, Any]:
     # Celery 5.3 and later gather custom headers in request.headers; older ones
     # only set them as attributes of the request.
     values = dict(getattr(request, "headers", None) or {})
-    for name in ("oncejob_job", "oncejob_scheduled_for", "oncejob_run"):
+    for name in ("oncejob_job", "oncejob_scheduled_for", "oncejob_run", "oncejob_trace"):
         if name not in values and getattr(request, name, None) is not None:
             values[name] = getattr(request, name)
     return values

@@ -23,6 +23,7 @@ from django_oncejob.handoff import checks as handoff_checks
 from django_oncejob.jobs import trigger_parser
 from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.messages import Text, interpolate, job_error
+from django_oncejob.monitoring import checks as monitoring_checks
 
 JOB_KEYS = (
     "func",
@@ -41,6 +42,9 @@ JOB_KEYS = (
     "backend",
     "queue",
     "task",
+    "sentry",
+    "ping_url",
+    "webhook",
 )
 TRIGGER_KEYS = ("cron", "interval", "at")
 
@@ -131,6 +135,7 @@ class JobParser:
             "E040",
         )
         enqueue = handoff_checks.parse(self, definition)
+        sentry, ping_url, webhook = monitoring_checks.parse(self, definition)
         if not self.errors and func:
             self.signature(func, args, kwargs)
         if self.errors or trigger is None:
@@ -151,6 +156,10 @@ class JobParser:
             backend=definition.get("backend", handoff.DEFAULT_TASKS_ALIAS),
             queue=definition.get("queue"),
             task=definition.get("task", ""),
+            cron=trigger_parser.crontab(definition.get("cron")),
+            sentry=sentry,
+            ping_url=ping_url,
+            webhook=webhook,
         )
 
     def unknown_keys(self, definition: Mapping[str, Any]) -> None:

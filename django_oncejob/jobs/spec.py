@@ -39,6 +39,15 @@ class JobSpec:
     queue: str | None = None
     #: A Celery task name to send instead of running ``func``, with ``enqueue="celery"``.
     task: str = ""
+    #: The crontab the job was given as a string, as five fields; ``""`` for any other trigger.
+    cron: str = ""
+    #: Sentry Crons: ``None`` sends no check-ins, a dict adds to the monitor's
+    #: ``monitor_config`` (see :mod:`django_oncejob.monitoring.sentry`).
+    sentry: Mapping[str, int] | None = None
+    #: A healthchecks.io-style ping URL: ``/start``, then itself or ``/fail``, each with a ``rid``.
+    ping_url: str | None = None
+    #: Where the job's start and end are POSTed as JSON.
+    webhook: str | None = None
 
     def resolve(self) -> Callable[..., Any]:
         """Import the job's callable."""

@@ -64,6 +64,13 @@ SHORTCUTS = {
 }
 
 
+def crontab(value: object) -> str:
+    """A cron string's five fields, its @ shortcut spelled out; ``""`` for a dict or nothing."""
+    if not isinstance(value, str):
+        return ""
+    return " ".join(SHORTCUTS.get(value.strip().lower(), value).split())
+
+
 def cron_trigger(value: object, timezone: ZoneInfo) -> WallClockCronTrigger:
     """Build a cron trigger from a crontab string or a dict of CronTrigger fields."""
     if isinstance(value, str):

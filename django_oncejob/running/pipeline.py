@@ -12,8 +12,8 @@ import enum
 import inspect
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,13 +21,15 @@ from asgiref.sync import async_to_sync
 from django.dispatch import Signal
 from django.utils import timezone
 
-from django_oncejob import signals
+from django_oncejob import monitoring, signals
 from django_oncejob.cache.claim import ClaimResult, claim
 from django_oncejob.cache.locks import LockResult, break_lock, lock_holder, release_lock, take_lock
 from django_oncejob.conf import conf
 from django_oncejob.db import close_old_connections
 from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Run
+from django_oncejob.monitoring import metrics, tracing
+from django_oncejob.monitoring.watch import Watch
 from django_oncejob.occurrence import Occurrence, _current
 from django_oncejob.running import history
 from django_oncejob.running.history import Ending, result_text
@@ -35,9 +37,10 @@ from django_oncejob.running.writer import InlineWriter, Writer
 
 logger = logging.getLogger("django_oncejob")
 
-#: Sends an occurrence to its job's task queue and returns the task id, or ``None`` if
-#: another instance took its row (``None`` for a row the history could not record).
-Sender = Callable[[JobSpec, Occurrence, Run | None, Writer], str | None]
+#: Sends an occurrence to its job's task queue, with the trace context to carry, and returns
+#: the task id, or ``None`` if another instance took its row (``None`` for a row the history
+#: could not record).
+Sender = Callable[[JobSpec, Occurrence, Run | None, Writer, Mapping[str, str]], str | None]
 #: The senders by a job's ``enqueue``, added by :mod:`django_oncejob.handoff.enqueue` when the
 #: app is ready: the pipeline does not import the task queues whose workers run it.
 SENDERS: dict[str, Sender] = {}
@@ -80,6 +83,20 @@ class Fenced:
     #: Whether the row is in the history; if not, the cache claim alone holds the
     #: occurrence, and the row goes in with its ending.
     fenced: bool = True
+    #: A task worker's run of an occurrence that ``runjobs`` handed off.
+    handed_off: bool = False
+    #: The trace context it was handed off with.
+    trace: Mapping[str, str] = field(default_factory=dict)
+
+    def watch(self) -> Watch:
+        return Watch(
+            self.job,
+            self.occurrence,
+            self.row.attempts or 1,
+            claimed_at=self.row.claimed_at,
+            handed_off=self.handed_off,
+            trace=self.trace,
+        )
 
 
 class Pipeline:
@@ -101,6 +118,7 @@ class Pipeline:
         """
         scheduled_for = scheduled_for.astimezone(UTC)
         result = claim(job.id, scheduled_for, self.owner)
+        metrics.claimed(job.id, result.value)
         if result is ClaimResult.LOST:
             return Outcome.LOST
         [step] = self.fence([Claimed(job, scheduled_for, result, paused)])
@@ -133,12 +151,16 @@ class Pipeline:
                 row = history.running(item.job.id, item.scheduled_for, self.owner, claimed_at)
                 to_fence.append((len(steps), item, row))
                 steps.append(Outcome.SKIPPED)
-        if not to_fence:
-            return steps
-        inserted = self.writer.fence([row for _, _, row in to_fence])
-        answers: list[bool | None] = [None] * len(to_fence) if inserted is None else [*inserted]
-        for (i, item, row), done in zip(to_fence, answers, strict=True):
-            steps[i] = self._fenced(item, row, done)
+        if to_fence:
+            inserted = self.writer.fence([row for _, _, row in to_fence])
+            answers: list[bool | None] = [None] * len(to_fence) if inserted is None else [*inserted]
+            for (i, item, row), done in zip(to_fence, answers, strict=True):
+                steps[i] = self._fenced(item, row, done)
+        for item, step in zip(claimed, steps, strict=True):
+            if step is Outcome.FENCED:
+                metrics.claimed(item.job.id, "fenced")
+            elif isinstance(step, Outcome):
+                metrics.settled(item.job.id, step.value)
         return steps
 
     def _fenced(self, item: Claimed, row: Run, inserted: bool | None) -> Fenced | Outcome:
@@ -199,20 +221,28 @@ class Pipeline:
         ``call`` runs instead of the job's ``func``: a task worker's Celery task.
         """
         if step.job.enqueue is not None and call is None:
-            return self._hand_off(step, step.job.enqueue)
-        if step.job.lock_timeout is None:
-            return self._call(step, call)
-        return self._call_locked(step, step.job.lock_timeout, call)
+            outcome = self._hand_off(step, step.job.enqueue)
+        elif step.job.lock_timeout is None:
+            outcome = self._call(step, call)
+        else:
+            outcome = self._call_locked(step, step.job.lock_timeout, call)
+        metrics.settled(step.job.id, outcome.value)
+        return outcome
 
     def _hand_off(self, step: Fenced, enqueue: str) -> Outcome:
         occurrence, row = step.occurrence, step.row
         _send(signals.occurrence_claimed, occurrence)
+        watch = monitoring.start(step.watch())
         try:
             send = SENDERS[enqueue]
-            task_id = send(step.job, occurrence, row if step.fenced else None, self.writer)
+            fenced_row = row if step.fenced else None
+            task_id = send(step.job, occurrence, fenced_row, self.writer, tracing.trace_context())
         except Exception as exc:
             message = "Job %r at %s could not be handed off (enqueue=%r)."
-            return self._fail(step, exc, message, step.job.enqueue, prefix="Could not enqueue: ")
+            return self._fail(
+                step, exc, message, step.job.enqueue, prefix="Could not enqueue: ", watch=watch
+            )
+        monitoring.end(watch, "enqueued")
         if task_id is None:
             logger.warning(
                 "Job %r at %s was taken over by another instance before it was handed off.",
@@ -250,6 +280,7 @@ class Pipeline:
             reason = "Skipped: a previous run of this job is still running, by the history."
         if locked is not LockResult.TAKEN:
             if locked is LockResult.UNAVAILABLE:
+                metrics.cache_error()
                 reason = "Skipped: the job's lock could not be taken, the cache failed."
             logger.warning(
                 "Job %r at %s: %s",
@@ -324,6 +355,7 @@ class Pipeline:
             extra=_fields(occurrence, "started"),
         )
         _send(signals.occurrence_started, occurrence)
+        watch = monitoring.start(step.watch())
         token = _current.set(occurrence)
         # The job's own queries get what a request's get: a connection checked before,
         # and closed after as CONN_MAX_AGE says.
@@ -336,10 +368,11 @@ class Pipeline:
                 # async methods) come back to this thread and its connection.
                 value = async_to_sync(_wait)(value)
         except Exception as exc:
-            return self._fail(step, exc, "Job %r at %s failed.", started_at=started_at)
+            return self._fail(step, exc, "Job %r at %s failed.", started_at=started_at, watch=watch)
         except BaseException as exc:
             # KeyboardInterrupt, SystemExit, CancelledError: recorded, then left to go on.
-            self._fail(step, exc, "Job %r at %s was interrupted.", started_at=started_at)
+            message = "Job %r at %s was interrupted."
+            self._fail(step, exc, message, started_at=started_at, watch=watch)
             raise
         finally:
             _current.reset(token)
@@ -352,6 +385,7 @@ class Pipeline:
         )
         ending = Ending(Run.Status.SUCCEEDED, result=result_text(value), started_at=started_at)
         self.writer.finish(step.row, ending)
+        monitoring.end(watch, "succeeded")
         _send(signals.occurrence_succeeded, occurrence, result=value)
         return Outcome.SUCCEEDED
 
@@ -363,6 +397,7 @@ class Pipeline:
         *args: object,
         prefix: str = "",
         started_at: datetime | None = None,
+        watch: Watch | None = None,
     ) -> Outcome:
         """Log, record and signal a failure; called inside the ``except`` that caught ``exc``.
 
@@ -379,6 +414,8 @@ class Pipeline:
         error = f"{prefix}{type(exc).__name__}: {_text(exc)}"
         ending = Ending(Run.Status.FAILED, error, traceback.format_exc(), started_at=started_at)
         self.writer.finish(step.row, ending)
+        if watch is not None:
+            monitoring.end(watch, "failed", error)
         _send(signals.occurrence_failed, occurrence, exception=exc)
         return Outcome.FAILED
 

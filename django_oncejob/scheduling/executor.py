@@ -23,6 +23,7 @@ from django_oncejob.cache.claim import ClaimResult, claim_many
 from django_oncejob.fleet.clock import DatabaseClock
 from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Run, RunRequest
+from django_oncejob.monitoring import metrics
 from django_oncejob.running.pipeline import Claimed, Fenced, Outcome, Pipeline
 
 logger = logging.getLogger("django_oncejob")
@@ -234,6 +235,8 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
             self._answered(len(batch), 0)
             self._failed(batch, exc)
             return
+        for (job, _), result in zip(due, results, strict=True):
+            metrics.claimed(job.id, result.value)
         # A job due at several times runs them one after another, on one thread.
         held = {
             job.id

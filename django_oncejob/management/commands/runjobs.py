@@ -17,6 +17,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_lazy, ngettext
 
+from django_oncejob import monitoring
 from django_oncejob.cache.deployment import wait_for_deployment_key
 from django_oncejob.cache.eviction import eviction_warning
 from django_oncejob.checks import check_settings
@@ -26,6 +27,7 @@ from django_oncejob.jobs.registry import get_jobs
 from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.management.base import TranslatedCommand, require_migrated
 from django_oncejob.models import Run
+from django_oncejob.monitoring import metrics
 from django_oncejob.running.pipeline import Outcome, Pipeline
 from django_oncejob.scheduling.scheduler import JobScheduler
 
@@ -135,6 +137,7 @@ class Command(TranslatedCommand):
         wait_for_deployment_key()
         requested_by = f"runjobs --run ({getpass.getuser()})"
         outcome = Pipeline(owner).run_manual(jobs[job_id], timezone.now(), requested_by)
+        monitoring.flush(conf.MONITOR_TIMEOUT)
         if outcome is Outcome.ENQUEUED:
             self.stdout.write(
                 # Translators: queue is 'tasks' or 'celery'.
@@ -177,6 +180,7 @@ class Command(TranslatedCommand):
         if eviction := eviction_warning(conf.CACHE):
             self.stderr.write(f"runjobs {owner}: {eviction}")
         wait_for_deployment_key()
+        metrics_server = self.serve_metrics(owner)
         stopping = threading.Event()
         forced = threading.Event()
         #: When the first signal came, on the monotonic clock: SHUTDOWN_TIMEOUT counts from it.
@@ -222,6 +226,11 @@ class Command(TranslatedCommand):
         if finished:
             # The outcomes still queued get what is left of the timeout, and a moment more.
             written = scheduler.sign_off(max(OUTCOMES_FLUSH, deadline - time.monotonic()))
+            monitoring.flush(
+                min(conf.MONITOR_TIMEOUT, max(OUTCOMES_FLUSH, deadline - time.monotonic()))
+            )
+            if metrics_server is not None:
+                metrics_server.shutdown()
             self.stdout.write(gettext("runjobs %(owner)s: stopped.") % {"owner": owner})
             if not written:
                 raise CommandError(
@@ -230,6 +239,22 @@ class Command(TranslatedCommand):
                 )
             return
         self.abandon(owner, scheduler)
+
+    def serve_metrics(self, owner: str) -> Any:
+        """Start serving this instance's Prometheus metrics, if ``METRICS_PORT`` says so."""
+        port = conf.METRICS_PORT
+        if port is None:
+            return None
+        try:
+            return metrics.serve(port, conf.METRICS_ADDRESS)
+        except OSError as exc:
+            raise CommandError(
+                gettext(
+                    "runjobs %(owner)s: cannot serve metrics on %(address)s:%(port)s "
+                    "(ONCEJOB['METRICS_PORT']): %(error)s."
+                )
+                % {"owner": owner, "address": conf.METRICS_ADDRESS, "port": port, "error": exc}
+            ) from exc
 
     def stop(self, scheduler: JobScheduler, deadline: float, forced: threading.Event) -> bool:
         scheduler.stop_claiming()
@@ -244,6 +269,7 @@ class Command(TranslatedCommand):
         """Record the jobs still running as interrupted, then leave without joining them."""
         count = scheduler.interrupt("Interrupted: runjobs stopped before the job finished.")
         scheduler.sign_off(OUTCOMES_FLUSH)
+        monitoring.flush(OUTCOMES_FLUSH)
         self.stderr.write(
             gettext("runjobs %(owner)s: stopped with %(count)s job(s) still running.")
             % {"owner": owner, "count": count}

@@ -1,0 +1,263 @@
+"""Monitors: Sentry Crons, ping URLs, webhooks, Prometheus and OpenTelemetry, once per occurrence.
+
+The fleet tests run real ``runjobs`` processes against a local stand-in for the
+monitors' servers (:mod:`tests.monitor_server`), which parses what they send.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from django_oncejob.models import Run
+from django_oncejob.monitoring.watch import check_in_id
+from django_oncejob.occurrence import Occurrence
+from tests.processes import ROOT, Fleet, free_port, wait_for
+from tests.tracing import read_spans
+
+FleetFactory = Callable[..., Fleet]
+
+
+@dataclass
+class MonitorServer:
+    """The stand-in server, in a process of its own that a test can stop and resume."""
+
+    port: int
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def sentry_dsn(self) -> str:
+        return f"http://public@127.0.0.1:{self.port}/1"
+
+    def requests(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def check_ins(self) -> list[dict[str, Any]]:
+        return [
+            item["payload"]
+            for request in self.requests()
+            if "envelope" in request
+            for item in request["envelope"]["items"]
+            if item["header"]["type"] == "check_in"
+        ]
+
+
+@pytest.fixture
+def monitor_server(tmp_path: Path) -> Iterator[MonitorServer]:
+    port, log = free_port(), tmp_path / "monitor-requests.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.monitor_server", str(port), str(log)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"listening\n"
+        yield MonitorServer(port, log, process)
+    finally:
+        process.send_signal(signal.SIGCONT)
+        process.kill()
+        process.wait(10)
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """An instance's metrics: the value of each sample, by name and labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def start_fleet(
+    fleet: FleetFactory,
+    server: MonitorServer,
+    jobs: dict[str, Any],
+    count: int,
+    tmp_path: Path,
+    settings: dict[str, Any] | None = None,
+) -> tuple[Fleet, list[int]]:
+    """``count`` instances with every monitor on, each serving its metrics on a port of its own."""
+    base = {
+        "SENTRY_CRONS": True,
+        "WEBHOOK": f"{server.url}/webhook",
+        "METRICS_ADDRESS": "127.0.0.1",
+        "MONITOR_TIMEOUT": 2,
+        **(settings or {}),
+    }
+    instances = fleet(jobs, base)
+    ports = []
+    for index in range(count):
+        port = free_port()
+        ports.append(port)
+        instances.start(
+            env={
+                "ONCEJOB_TEST_SETTINGS": json.dumps({**base, "METRICS_PORT": port}),
+                "ONCEJOB_TEST_SENTRY_DSN": server.sentry_dsn,
+                "ONCEJOB_TEST_SPANS": str(tmp_path / f"spans-{index}.jsonl"),
+            }
+        )
+    return instances, ports
+
+
+def ended_rows() -> dict[tuple[str, datetime], Run]:
+    return {
+        (row.job, row.scheduled_for): row
+        for row in Run.objects.filter(status__in=[Run.Status.SUCCEEDED, Run.Status.FAILED])
+    }
+
+
+def test_every_monitor_hears_of_each_occurrence_once(
+    fleet: FleetFactory, monitor_server: MonitorServer, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    # Every job ends by a known time, so that the counters can be read once all is done.
+    ticks_end = now + timedelta(seconds=28)
+    minute_end = (now + timedelta(seconds=70)).replace(second=1)
+    if minute_end - now > timedelta(seconds=70):
+        minute_end -= timedelta(minutes=1)
+    jobs = {
+        "tick": {
+            "func": "tests.jobs.record",
+            "cron": {"second": "*", "end_date": ticks_end.isoformat()},
+            "ping_url": f"{monitor_server.url}/ping/tick",
+        },
+        "minutely": {
+            "func": "tests.jobs.record",
+            "cron": {"minute": "*", "end_date": minute_end.isoformat()},
+            "ping_url": f"{monitor_server.url}/ping/minutely",
+            "sentry": {"max_runtime": 5, "failure_issue_threshold": 2},
+        },
+        "broken": {
+            "func": "tests.jobs.fail",
+            "cron": {"second": "*/2", "end_date": ticks_end.isoformat()},
+            "ping_url": f"{monitor_server.url}/ping/broken",
+        },
+    }
+    instances, ports = start_fleet(fleet, monitor_server, jobs, 4, tmp_path)
+    ready = datetime.now(UTC)
+    wait_for(
+        lambda: datetime.now(UTC) > max(ticks_end, minute_end) + timedelta(seconds=2),
+        100,
+        "the jobs' end",
+    )
+    rows = ended_rows()
+    metrics = [scrape(port) for port in ports]
+    codes = instances.stop()
+    assert codes == [0] * 4, instances.logs()
+
+    # At least 20 seconds of per-second occurrences ran, and one per-minute one.
+    by_job = Counter(job for job, _ in rows)
+    assert by_job["tick"] >= 20, by_job
+    assert by_job["broken"] >= 10, by_job
+    assert by_job["minutely"] >= 1, by_job
+    assert {row.status for (job, _), row in rows.items() if job == "broken"} == {"failed"}
+    assert len({row.owner for row in rows.values()}) > 1
+    assert min(when for _, when in rows) > ready - timedelta(seconds=10)
+
+    # Sentry: one in_progress and one ok or error per occurrence, with the same id.
+    expected = {
+        check_in_id(Occurrence(job, when, row.owner), 1): (job, row)
+        for (job, when), row in rows.items()
+    }
+    by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for check_in in monitor_server.check_ins():
+        by_id[check_in["check_in_id"]].append(check_in)
+    assert set(by_id) == set(expected)
+    for identifier, (job, row) in expected.items():
+        statuses = sorted(check_in["status"] for check_in in by_id[identifier])
+        end = "error" if job == "broken" else "ok"
+        assert statuses == sorted(["in_progress", end]), (job, row.scheduled_for, statuses)
+        for check_in in by_id[identifier]:
+            assert check_in["monitor_slug"] == job
+            if check_in["status"] != "in_progress":
+                assert 0 <= check_in["duration"] < 5
+    configs = {
+        check_in["monitor_slug"]: check_in["monitor_config"]
+        for check_in in monitor_server.check_ins()
+    }
+    assert configs["tick"] == {"timezone": "UTC", "checkin_margin": 1}
+    assert configs["minutely"] == {
+        "schedule": {"type": "crontab", "value": "* * * * *"},
+        "timezone": "UTC",
+        "checkin_margin": 1,
+        "max_runtime": 5,
+        "failure_issue_threshold": 2,
+    }
+
+    # healthchecks.io: /start, then the URL itself or /fail, each once with the same rid.
+    pings: dict[str, list[str]] = defaultdict(list)
+    for request in monitor_server.requests():
+        if request["path"].startswith("/ping/"):
+            pings[request["query"]["rid"]].append(request["path"])
+    assert set(pings) == set(expected)
+    for identifier, (job, _) in expected.items():
+        end = f"/ping/{job}/fail" if job == "broken" else f"/ping/{job}"
+        assert sorted(pings[identifier]) == sorted([f"/ping/{job}/start", end])
+
+    # The webhook: a JSON body at each start and end.
+    bodies: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for request in monitor_server.requests():
+        if request["path"] == "/webhook":
+            bodies[request["json"]["id"]].append(request["json"])
+    assert set(bodies) == set(expected)
+    for identifier, (job, row) in expected.items():
+        started, ended = sorted(bodies[identifier], key=lambda body: body["status"] != "started")
+        assert started["status"] == "started" and started["duration"] is None
+        assert ended["status"] == row.status
+        assert (ended["job"], ended["owner"]) == (job, row.owner)
+        assert datetime.fromisoformat(ended["scheduled_for"]) == row.scheduled_for
+        assert (ended["error"] is not None) == (job == "broken")
+
+    # Prometheus: the occurrences counted by the instances add up to the history.
+    counted: Counter[tuple[str, str]] = Counter()
+    for samples in metrics:
+        for (name, labels), value in samples.items():
+            if name == "oncejob_occurrences_total":
+                found = dict(labels)
+                counted[found["job_id"], found["outcome"]] += int(value)
+    history = Counter((row.job, row.status) for row in Run.objects.all())
+    assert +counted == history
+    won = sum(
+        value
+        for samples in metrics
+        for (name, labels), value in samples.items()
+        if name == "oncejob_claims_total" and ("result", "won") in labels
+    )
+    assert won == len(rows)
+
+    # OpenTelemetry: one span per occurrence, on the instance that ran it.
+    spans = [span for index in range(4) for span in read_spans(tmp_path / f"spans-{index}.jsonl")]
+    assert sorted(
+        (span["attributes"]["oncejob.job_id"], span["attributes"]["oncejob.scheduled_for"])
+        for span in spans
+    ) == sorted((job, when.isoformat()) for job, when in rows)
+    for span in spans:
+        job = span["attributes"]["oncejob.job_id"]
+        assert span["name"] == f"oncejob {job}"
+        assert span["status"] == ("ERROR" if job == "broken" else "UNSET")
+        assert (
+            span["attributes"]["oncejob.outcome"]
+            == rows[job, datetime.fromisoformat(span["attributes"]["oncejob.scheduled_for"])].status
+        )
