@@ -75,11 +75,14 @@ class Handler(BaseHTTPRequestHandler):
         with self.lock, self.log.open("a") as out:
             out.write(json.dumps(entry) + "\n")
         answer = b"{}"
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up waiting: it counts a failed delivery
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import signal
+import statistics
 import subprocess
 import sys
+import time
 import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -261,3 +263,66 @@ def test_every_monitor_hears_of_each_occurrence_once(
             span["attributes"]["oncejob.outcome"]
             == rows[job, datetime.fromisoformat(span["attributes"]["oncejob.scheduled_for"])].status
         )
+
+
+def lags(rows: list[Run]) -> list[float]:
+    return [row.lateness.total_seconds() for row in rows if row.lateness is not None]
+
+
+def test_a_stopped_monitor_delays_no_job_and_its_failures_are_counted(
+    fleet: FleetFactory, monitor_server: MonitorServer, tmp_path: Path
+) -> None:
+    jobs = {
+        "tick": {
+            "func": "tests.jobs.record",
+            "cron": {"second": "*"},
+            "ping_url": f"{monitor_server.url}/ping/tick",
+        }
+    }
+    instances, ports = start_fleet(fleet, monitor_server, jobs, 2, tmp_path)
+    time.sleep(6)
+    # The server's process stopped: connections wait unanswered until the timeout.
+    stopped_at = datetime.now(UTC)
+    monitor_server.process.send_signal(signal.SIGSTOP)
+    time.sleep(10)
+    resumed_at = datetime.now(UTC)
+    monitor_server.process.send_signal(signal.SIGCONT)
+    time.sleep(5)
+    metrics = [scrape(port) for port in ports]
+    codes = instances.stop()
+    assert codes == [0, 0], instances.logs()
+
+    rows = list(Run.objects.order_by("scheduled_for"))
+    before = [row for row in rows if row.scheduled_for < stopped_at]
+    during = [row for row in rows if stopped_at <= row.scheduled_for < resumed_at]
+    print(
+        f"start lag, monitors answering: median {statistics.median(lags(before)):.3f} s, "
+        f"max {max(lags(before)):.3f} s; monitors stopped: median "
+        f"{statistics.median(lags(during)):.3f} s, max {max(lags(during)):.3f} s"
+    )
+    assert len(during) >= 9
+    assert {row.status for row in rows} == {Run.Status.SUCCEEDED}
+    assert Counter(instances.run_counts().values()) == Counter({1: len(rows)})
+    # Every second of the outage ran on time: a delivery waiting on the server would
+    # have held a start back by MONITOR_TIMEOUT (2 s).
+    assert max(lags(during)) < 1.0
+    assert statistics.median(lags(during)) < 0.25
+    failures = Counter()
+    for samples in metrics:
+        for (name, labels), value in samples.items():
+            if name == "oncejob_monitor_delivery_failures_total":
+                failures[dict(labels)["monitor"]] += int(value)
+    assert failures["ping_url"] > 0 and failures["webhook"] > 0, failures
+    assert "Could not deliver to monitor ping_url" in instances.logs(tail=None)
+    assert "Monitor ping_url answers again." in instances.logs(tail=None)
+    # Once the server answered again, the occurrences after it were all reported.
+    reported = {
+        request["query"]["rid"]
+        for request in monitor_server.requests()
+        if request["path"] == "/ping/tick" and "rid" in request["query"]
+    }
+    after = [row for row in rows if row.scheduled_for > resumed_at + timedelta(seconds=3)]
+    assert after and all(
+        check_in_id(Occurrence("tick", row.scheduled_for, row.owner), 1) in reported
+        for row in after
+    )
