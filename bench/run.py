@@ -49,6 +49,7 @@ from bench.harness import (  # noqa: E402
     Servers,
     cpu_seconds,
     django_command,
+    free_port,
     log,
     machine,
     oncejob_env,
@@ -201,7 +202,18 @@ def run_system(
     }
     processes = []
     logs = []
+    monitor = None
     try:
+        if "BENCH_MONITORS" in system.env:
+            # A stand-in for Sentry, healthchecks.io and the webhook, answering every request.
+            port = free_port()
+            monitor = spawn(
+                [sys.executable, "-m", "tests.monitor_server", str(port), os.devnull],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+            )
+            env["BENCH_MONITORS"] = f"127.0.0.1:{port}"
+            wait_until(lambda: _answers(port), 10, "the monitor server")
         for index in range(system.instances):
             out = records / f"instance-{index}.log"
             logs.append(out)
@@ -210,7 +222,7 @@ def run_system(
                     spawn(
                         system.command(servers, jobs),
                         cwd=ROOT,
-                        env=env,
+                        env={**env, "BENCH_INSTANCE": str(index)},
                         stdout=handle,
                         stderr=subprocess.STDOUT,
                     )
@@ -247,6 +259,8 @@ def run_system(
             process.send_signal(signal.SIGTERM)
         for process in processes:
             stop(process, timeout=40)
+        if monitor is not None:
+            stop(monitor)
     errors = sum(out.read_text(errors="replace").count("Traceback") for out in logs if out.exists())
     result = summarise(
         system, records, before, after, statements, rss, jobs, (load_before, load_after), errors
@@ -428,7 +442,7 @@ def main() -> None:
         "--systems",
         default="bare,seed,dja,oncejob,oncejob-persistent",
         help="which systems: bare, seed, dja, oncejob, oncejob-persistent (CONN_MAX_AGE=60), "
-        "oncejob-persistent-40 (and MAX_WORKERS=40)",
+        "oncejob-persistent-40 (and MAX_WORKERS=40), oncejob-monitored (every monitor on)",
     )
     parser.add_argument("--burst-jobs", type=int, default=500)
     parser.add_argument("--burst-instances", type=int, default=2)
@@ -526,6 +540,14 @@ def make_system(name: str, instances: int) -> System:
             database="bench_oncejob",
             env={"BENCH_CONN_MAX_AGE": "60"},
         )
+    if name == "oncejob-monitored":
+        return System(
+            "oncejob-monitored",
+            "django-oncejob, Sentry Crons, pings, webhook, Prometheus, OpenTelemetry",
+            instances,
+            database="bench_oncejob",
+            env={"BENCH_MONITORS": ""},
+        )
     if name == "oncejob-persistent-40":
         return System(
             "oncejob-persistent-40",
@@ -535,6 +557,16 @@ def make_system(name: str, instances: int) -> System:
             env={"BENCH_CONN_MAX_AGE": "60", "BENCH_MAX_WORKERS": "40"},
         )
     raise ValueError(f"unknown system {name!r}")
+
+
+def _answers(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 def write_results(result: dict[str, Any], name: str) -> None:

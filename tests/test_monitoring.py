@@ -11,6 +11,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections import Counter, defaultdict
@@ -21,12 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from django_oncejob.models import Run
+from django_oncejob.fleet import heartbeat
+from django_oncejob.jobs.parser import parse_job
+from django_oncejob.jobs.spec import JobSpec
+from django_oncejob.models import JobState, Run
+from django_oncejob.monitoring.pings import ping_address
+from django_oncejob.monitoring.sender import Sender
+from django_oncejob.monitoring.sentry import monitor_config, monitor_slug
 from django_oncejob.monitoring.watch import check_in_id
 from django_oncejob.occurrence import Occurrence
 from tests.processes import ROOT, Fleet, free_port, wait_for
+from tests.test_checks import cron_job, only, only_job_error, only_warning, run, run_job
 from tests.tracing import read_spans
 
 FleetFactory = Callable[..., Fleet]
@@ -326,3 +335,194 @@ def test_a_stopped_monitor_delays_no_job_and_its_failures_are_counted(
         check_in_id(Occurrence("tick", row.scheduled_for, row.owner), 1) in reported
         for row in after
     )
+
+
+# What each monitor is told, without processes.
+
+
+def job(definition: dict[str, Any], **settings: Any) -> JobSpec:
+    with override_settings(ONCEJOB={"SENTRY_CRONS": True, **settings}):
+        spec, errors = parse_job("report", {"func": "tests.jobs.record", **definition})
+    assert spec is not None, errors
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("trigger", "schedule"),
+    [
+        ({"cron": "30 2 * * 1-5"}, {"type": "crontab", "value": "30 2 * * 1-5"}),
+        ({"cron": "@daily"}, {"type": "crontab", "value": "0 0 * * *"}),
+        ({"cron": {"minute": "*/5"}}, {"type": "crontab", "value": "*/5 * * * *"}),
+        (
+            {"cron": {"hour": 3, "day_of_week": "mon-fri"}},
+            {"type": "crontab", "value": "0 3 * * mon-fri"},
+        ),
+        ({"cron": {"second": "*/10"}}, None),
+        ({"cron": {"hour": 3, "day_of_week": "0-4"}}, None),
+        ({"interval": {"minutes": 5}}, {"type": "interval", "value": 5, "unit": "minute"}),
+        ({"interval": {"hours": 2}}, {"type": "interval", "value": 2, "unit": "hour"}),
+        ({"interval": {"days": 7}}, {"type": "interval", "value": 1, "unit": "week"}),
+        ({"interval": {"seconds": 90}}, None),
+        ({"at": "2030-01-01T00:00:00+00:00"}, None),
+    ],
+)
+def test_monitor_config_follows_the_trigger(trigger: dict[str, Any], schedule: Any) -> None:
+    config = monitor_config(job(trigger))
+    assert config.get("schedule") == schedule
+    assert config["timezone"] == "UTC"
+
+
+def test_monitor_config_takes_the_time_zone_the_grace_and_the_jobs_own_keys() -> None:
+    spec = job(
+        {
+            "cron": "0 21 * * *",
+            "timezone": "Asia/Shanghai",
+            "misfire_grace_time": 150,
+            "sentry": {"max_runtime": 30, "recovery_threshold": 3},
+        }
+    )
+    assert monitor_config(spec) == {
+        "schedule": {"type": "crontab", "value": "0 21 * * *"},
+        "timezone": "Asia/Shanghai",
+        "checkin_margin": 3,
+        "max_runtime": 30,
+        "recovery_threshold": 3,
+    }
+    assert monitor_slug("Nightly.Report_2") == "nightlyreport_2"
+
+
+def test_sentry_is_opt_in_for_the_project_and_off_per_job() -> None:
+    assert job({"cron": "0 21 * * *"}).sentry == {}
+    assert job({"cron": "0 21 * * *", "sentry": False}).sentry is None
+    assert job({"cron": "0 21 * * *"}, SENTRY_CRONS=False).sentry is None
+
+
+def test_ping_addresses_keep_the_urls_own_query() -> None:
+    url = "https://hc-ping.com/abc/?create=1"
+    assert ping_address(url, "/start", "r1") == "https://hc-ping.com/abc/start?create=1&rid=r1"
+    assert ping_address("http://h/p", "", "r2") == "http://h/p?rid=r2"
+
+
+@pytest.mark.django_db
+def test_a_check_in_id_is_one_per_occurrence_and_attempt() -> None:
+    occurrence = Occurrence("report", datetime(2026, 12, 4, 21, tzinfo=UTC), "a:1")
+    same = Occurrence("report", datetime(2026, 12, 4, 21, tzinfo=UTC), "b:2")
+    assert check_in_id(occurrence, 1) == check_in_id(same, 1) != check_in_id(occurrence, 2)
+
+
+def test_the_sender_counts_what_it_cannot_deliver(caplog: pytest.LogCaptureFixture) -> None:
+    delivered: list[int] = []
+    gate = threading.Event()
+
+    def broken() -> None:
+        raise OSError("refused")
+
+    sender = Sender(2)
+    sender.send("hook", gate.wait)
+    for _ in range(3):
+        sender.send("hook", broken)  # the first waits behind the gate; the rest find it full
+    gate.set()
+    assert sender.drain(5)
+    sender.send("hook", lambda: delivered.append(1))
+    assert sender.drain(5)
+    assert delivered == [1]
+    assert sender.failures == Counter({"hook": 3})
+    warnings = [r.getMessage() for r in caplog.records if "monitor hook" in r.getMessage()]
+    assert len(warnings) == 2, warnings
+    assert "Monitor hook answers again." in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("settings", "code"),
+    [
+        ({"SENTRY_CRONS": "yes"}, "E053"),
+        ({"WEBHOOK": "ftp://x"}, "E054"),
+        ({"MONITOR_TIMEOUT": 0}, "E055"),
+        ({"MONITOR_QUEUE_SIZE": 0}, "E056"),
+        ({"METRICS_PORT": 70000}, "E057"),
+        ({"METRICS_ADDRESS": "a b"}, "E058"),
+        ({"TRACING": 1}, "E059"),
+    ],
+)
+def test_bad_monitor_settings_are_errors(settings: dict[str, Any], code: str) -> None:
+    only(run(settings), code)
+
+
+@pytest.mark.parametrize(
+    ("definition", "code", "key"),
+    [
+        ({"sentry": "on"}, "E060", "sentry"),
+        ({"sentry": {"max_runtime": 0}}, "E060", "sentry"),
+        ({"sentry": {"margin": 1}}, "E060", "sentry"),
+        ({"ping_url": "hc-ping.com/x"}, "E061", "ping_url"),
+        ({"webhook": 3}, "E062", "webhook"),
+    ],
+)
+def test_bad_monitor_keys_of_a_job_are_errors(
+    definition: dict[str, Any], code: str, key: str
+) -> None:
+    only_job_error(run_job(cron_job(**definition), SENTRY_CRONS=True), code, key)
+
+
+def test_a_job_sentry_cannot_schedule_is_a_warning() -> None:
+    warning = only_warning(
+        run_job({"func": "tests.jobs.record", "interval": {"seconds": 10}}, SENTRY_CRONS=True),
+        "W012",
+    )
+    assert "'x'" in warning.msg
+    assert (
+        run_job(
+            {"func": "tests.jobs.record", "interval": {"seconds": 10}, "sentry": False},
+            SENTRY_CRONS=True,
+        )
+        == []
+    )
+
+
+@pytest.mark.django_db
+def test_the_fleet_view_reads_the_history_and_the_instances(client: Any) -> None:
+    jobs = {
+        "report": {"func": "tests.jobs.record", "cron": "0 21 * * *"},
+        "tick": {"func": "tests.jobs.record", "interval": {"seconds": 5}},
+    }
+    ended = datetime(2026, 12, 3, 21, 0, 2, tzinfo=UTC)
+    Run.objects.create(
+        job="report",
+        scheduled_for=ended.replace(second=0),
+        owner="a:1",
+        status=Run.Status.SUCCEEDED,
+        claimed_at=ended,
+        started_at=ended,
+        finished_at=ended,
+    )
+    Run.objects.create(
+        job="tick",
+        scheduled_for=ended,
+        owner="a:1",
+        status=Run.Status.FAILED,
+        claimed_at=ended,
+        started_at=ended,
+    )
+    JobState.objects.create(job="tick", paused=True)
+    heartbeat.beat("a:1", 60)
+    with override_settings(ONCEJOB={"JOBS": jobs}, ROOT_URLCONF="tests.urls"):
+        response = client.get("/oncejob/metrics")
+    assert response.status_code == 200
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+    assert (
+        samples[("oncejob_job_last_success_timestamp_seconds", (("job_id", "report"),))]
+        == ended.timestamp()
+    )
+    assert (
+        samples[("oncejob_job_last_failure_timestamp_seconds", (("job_id", "tick"),))]
+        == ended.timestamp()
+    )
+    assert samples[("oncejob_job_paused", (("job_id", "tick"),))] == 1.0
+    assert samples[("oncejob_job_paused", (("job_id", "report"),))] == 0.0
+    assert samples[("oncejob_job_next_fire_timestamp_seconds", (("job_id", "tick"),))] > time.time()
+    assert samples[("oncejob_instances_alive", ())] == 1.0
+    assert 0 <= samples[("oncejob_instance_heartbeat_age_seconds", (("owner", "a:1"),))] < 5

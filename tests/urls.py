@@ -3,4 +3,6 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import path
 
-urlpatterns = [path("admin/", admin.site.urls)]
+from django_oncejob.monitoring.fleet import metrics_view
+
+urlpatterns = [path("admin/", admin.site.urls), path("oncejob/metrics", metrics_view)]
