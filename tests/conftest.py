@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from django.core.cache import caches
 from django.db import connection
 
 from django_oncejob.cache import deployment
-from tests.processes import Fleet
+from tests.processes import Fleet, Instance, start_worker, stop_worker
 from tests.proxy import TcpProxy
 
 
@@ -88,3 +89,29 @@ def db_proxy(transactional_db: None) -> Iterator[TcpProxy]:
     database = connection.settings_dict
     with TcpProxy(str(database["HOST"] or "127.0.0.1"), int(database["PORT"] or 5432)) as proxy:
         yield proxy
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Callable[..., Instance]]:
+    """Start task workers; every one is stopped (and killed if need be) after the test."""
+    started: list[Instance] = []
+
+    def start(command: list[str], env: dict[str, str], ready: str) -> Instance:
+        worker = start_worker(command, env, ready, tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        stop_worker(worker)
+
+
+@pytest.fixture
+def celery_queue() -> Iterator[str]:
+    """A queue of its own on the test broker, removed after the test."""
+    queue = f"oncejob-tests-{uuid.uuid4().hex[:8]}"
+    yield queue
+    # The queues and kombu's bindings for them; results expire (CELERY_RESULT_EXPIRES).
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    for key in broker.scan_iter(match=f"*{queue}*"):
+        broker.delete(key)

@@ -148,6 +148,36 @@ class Fleet:
         )
 
 
+def start_worker(command: list[str], env: dict[str, str], ready: str, log: Path) -> Instance:
+    """Start a task worker and wait until its output says ``ready``."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    worker = Instance(process, log, time.monotonic())
+    try:
+        wait_for(lambda: ready in worker.output(), 30, f"{log.name} ready")
+    except AssertionError:
+        stop_worker(worker)
+        raise
+    return worker
+
+
+def stop_worker(worker: Instance) -> int:
+    """SIGTERM a worker and return its exit code; kill it if it does not stop in 15 s."""
+    if worker.process.poll() is None:
+        worker.process.send_signal(signal.SIGTERM)
+    try:
+        return worker.process.wait(15)
+    except subprocess.TimeoutExpired:
+        worker.process.kill()
+        return worker.process.wait(5)
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` distinct loopback ports that nothing listens on."""
     sockets = [socket.socket() for _ in range(count)]

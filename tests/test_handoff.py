@@ -9,8 +9,6 @@ thing: three runjobs instances, a real worker process (``db_worker``, or
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -39,7 +37,7 @@ from django_oncejob.occurrence import Occurrence
 from django_oncejob.running import history
 from django_oncejob.running.pipeline import Outcome, Pipeline, claim_and_run
 from django_oncejob.running.writer import InlineWriter
-from tests.processes import ROOT, Fleet, Instance, wait_for
+from tests.processes import Fleet, Instance, stop_worker, wait_for
 from tests.rows import fence
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -364,41 +362,6 @@ def seconds_between(start: datetime, end: datetime) -> list[datetime]:
     return [first + timedelta(seconds=n) for n in range(int((end - first).total_seconds()) + 1)]
 
 
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[..., Instance]]:
-    """Start worker processes; every one is stopped (and killed if need be) after the test."""
-    started: list[Instance] = []
-
-    def start(command: list[str], env: dict[str, str], ready: str) -> Instance:
-        log = tmp_path / f"worker-{len(started)}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env={**env, "PYTHONUNBUFFERED": "1"},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        worker = Instance(process, log, time.monotonic())
-        started.append(worker)
-        wait_for(lambda: ready in worker.output(), 30, f"{log.name} ready")
-        return worker
-
-    yield start
-    for worker in started:
-        stop(worker)
-
-
-def stop(worker: Instance) -> int:
-    if worker.process.poll() is None:
-        worker.process.send_signal(signal.SIGTERM)
-    try:
-        return worker.process.wait(15)
-    except subprocess.TimeoutExpired:
-        worker.process.kill()
-        return worker.process.wait(5)
-
-
 def settled() -> bool:
     return not Run.objects.filter(status__in=[Run.Status.ENQUEUED, Run.Status.RUNNING]).exists()
 
@@ -450,7 +413,7 @@ def test_database_worker_runs_each_occurrence_once(
 
     assert instances.stop() == [0, 0, 0], instances.logs()
     wait_for(settled, 20, "the queue to drain")
-    assert stop(worker) == 0, worker.output()
+    assert stop_worker(worker) == 0, worker.output()
 
     rows = list(Run.objects.order_by("scheduled_for"))
     assert_each_ran_once_in(worker, instances, rows)
@@ -505,19 +468,6 @@ def task_results() -> list[Any]:
     return list(apps.get_model("django_tasks_database", "DBTaskResult").objects.all())
 
 
-@pytest.fixture
-def celery_queue() -> Iterator[str]:
-    """A queue of its own on the test broker, removed after the test."""
-    import redis
-
-    queue = f"oncejob-tests-{uuid.uuid4().hex[:8]}"
-    yield queue
-    # The queues and kombu's bindings for them; results expire (CELERY_RESULT_EXPIRES).
-    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    for key in broker.scan_iter(match=f"*{queue}*"):
-        broker.delete(key)
-
-
 def celery_worker(
     workers: Callable[..., Instance], instances: Fleet, queues: list[str]
 ) -> Instance:
@@ -558,7 +508,7 @@ def test_celery_worker_runs_each_occurrence_once(
 
     assert instances.stop() == [0, 0, 0], instances.logs()
     wait_for(settled, 20, "the queue to drain")
-    assert stop(worker) == 0, worker.output()
+    assert stop_worker(worker) == 0, worker.output()
 
     rows = list(Run.objects.order_by("scheduled_for", "job"))
     assert_each_ran_once_in(worker, instances, rows)
@@ -613,7 +563,7 @@ def test_celery_redelivery_runs_the_job_once(
         20,
         "both deliveries to be handled",
     )
-    assert stop(worker) == 0, worker.output()
+    assert stop_worker(worker) == 0, worker.output()
 
     (line,) = runs(instances.record_file)
     assert line == f"report {WHEN.isoformat()} {worker.pid}"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -34,7 +35,7 @@ from django_oncejob.monitoring.sender import Sender
 from django_oncejob.monitoring.sentry import monitor_config, monitor_slug
 from django_oncejob.monitoring.watch import check_in_id
 from django_oncejob.occurrence import Occurrence
-from tests.processes import ROOT, Fleet, free_port, wait_for
+from tests.processes import ROOT, Fleet, Instance, free_port, stop_worker, wait_for
 from tests.test_checks import cron_job, only, only_job_error, only_warning, run, run_job
 from tests.tracing import read_spans
 
@@ -526,3 +527,118 @@ def test_the_fleet_view_reads_the_history_and_the_instances(client: Any) -> None
     assert samples[("oncejob_job_next_fire_timestamp_seconds", (("job_id", "tick"),))] > time.time()
     assert samples[("oncejob_instances_alive", ())] == 1.0
     assert 0 <= samples[("oncejob_instance_heartbeat_age_seconds", (("owner", "a:1"),))] < 5
+
+
+# Hand-off: runjobs reports the start, the task worker the end.
+
+
+def handoff_worker(
+    backend: str, workers: Callable[..., Instance], env: dict[str, str], queue: str
+) -> Instance:
+    if backend == "tasks":
+        command = [sys.executable, "-m", "django", "db_worker", "--queue-name", queue]
+        command += ["--interval", "0.1", "--no-startup-delay", "-v", "2"]
+        return workers(command, env, "Starting worker")
+    command = [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker"]
+    command += ["--pool", "solo", "--concurrency", "1", "--queues", queue]
+    command += ["--hostname", f"{queue}@%h", "--loglevel", "info"]
+    command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return workers(command, {**env, "ONCEJOB_TEST_CELERY_QUEUE": queue}, " ready.")
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize("backend", ["tasks", "celery"])
+def test_a_worker_reports_the_end_of_what_runjobs_handed_off(
+    fleet: FleetFactory,
+    monitor_server: MonitorServer,
+    workers: Callable[..., Instance],
+    celery_queue: str,
+    tmp_path: Path,
+    backend: str,
+) -> None:
+    if backend == "tasks" and getattr(settings, "TASKS_DATABASE_BACKEND", None) is None:
+        pytest.skip("needs django-tasks-db, or django-tasks before 0.12")
+    queue = "jobs" if backend == "tasks" else celery_queue
+    end = (datetime.now(UTC) + timedelta(seconds=12)).replace(microsecond=0).isoformat()
+    handed = {"enqueue": backend, "queue": queue}
+    jobs = {
+        "tick": {
+            "func": "tests.jobs.record",
+            "cron": {"second": "*", "end_date": end},
+            "ping_url": f"{monitor_server.url}/ping/tick",
+            **handed,
+        },
+        "broken": {"func": "tests.jobs.fail", "cron": {"second": "*/2", "end_date": end}, **handed},
+    }
+    instances, ports = start_fleet(fleet, monitor_server, jobs, 2, tmp_path)
+    worker_env = instances.env(
+        {
+            "ONCEJOB_TEST_SETTINGS": json.dumps(instances.settings),
+            "ONCEJOB_TEST_SENTRY_DSN": monitor_server.sentry_dsn,
+            "ONCEJOB_TEST_SPANS": str(tmp_path / "spans-worker.jsonl"),
+            "SENTRY_ENVIRONMENT": "worker",
+            "ONCEJOB_TEST_CELERY_QUEUE": queue,
+        }
+    )
+    worker = handoff_worker(backend, workers, worker_env, queue)
+    wait_for(lambda: datetime.now(UTC) > datetime.fromisoformat(end), 20, "the jobs' end")
+    unsettled = Run.objects.filter(status__in=[Run.Status.ENQUEUED, Run.Status.RUNNING])
+    wait_for(lambda: not unsettled.exists(), 30, "the queue to drain")
+    metrics = [scrape(port) for port in ports]
+    assert instances.stop() == [0, 0], instances.logs()
+    rows = ended_rows()
+    expected = {
+        check_in_id(Occurrence(job, when, row.owner), 1): job for (job, when), row in rows.items()
+    }
+    wait_for(
+        lambda: len(monitor_server.check_ins()) >= 2 * len(expected),
+        10,
+        "the worker's check-ins",
+    )
+    assert stop_worker(worker) == 0, worker.output()
+
+    assert Counter(job for job, _ in rows)["tick"] >= 6
+    assert {row.status for (job, _), row in rows.items() if job == "broken"} == {"failed"}
+    assert {row.owner.rsplit(":", 1)[-1] for row in rows.values()} == {str(worker.pid)}
+    # Sentry: the instance that handed the occurrence off sent in_progress; the worker,
+    # ok or error, under the same id.
+    by_id: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for check_in in monitor_server.check_ins():
+        by_id[check_in["check_in_id"]].append((check_in["status"], check_in["environment"]))
+    assert set(by_id) == set(expected)
+    for identifier, job in expected.items():
+        end = "error" if job == "broken" else "ok"
+        assert sorted(by_id[identifier]) == sorted(
+            [("in_progress", "production"), (end, "worker")]
+        ), job
+    # Pings: the start from runjobs, the end from the worker, one each.
+    pings: dict[str, list[str]] = defaultdict(list)
+    for request in monitor_server.requests():
+        if request["path"].startswith("/ping/"):
+            pings[request["query"]["rid"]].append(request["path"])
+    ticks = {identifier for identifier, job in expected.items() if job == "tick"}
+    assert set(pings) == ticks
+    assert all(sorted(paths) == ["/ping/tick", "/ping/tick/start"] for paths in pings.values())
+    # Metrics: each occurrence counted once as handed off, none left running in runjobs.
+    enqueued = running = 0.0
+    for samples in metrics:
+        for (name, labels), value in samples.items():
+            if name == "oncejob_occurrences_total":
+                assert dict(labels)["outcome"] == "enqueued"
+                enqueued += value
+            elif name == "oncejob_running":
+                running += value
+    assert (enqueued, running) == (len(rows), 0)
+    # Traces: the worker's span of each run is a child of the span runjobs began.
+    handed_spans = {
+        span["span_id"]: span
+        for index in range(2)
+        for span in read_spans(tmp_path / f"spans-{index}.jsonl")
+    }
+    run_spans = read_spans(tmp_path / "spans-worker.jsonl")
+    assert len(run_spans) == len(rows) == len(handed_spans)
+    for span in run_spans:
+        parent = handed_spans[span["parent_id"]]
+        assert span["trace_id"] == parent["trace_id"]
+        assert span["name"] == f"oncejob run {span['attributes']['oncejob.job_id']}"
+        assert parent["attributes"]["oncejob.outcome"] == "enqueued"

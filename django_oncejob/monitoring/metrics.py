@@ -110,10 +110,10 @@ class Metrics:
     def ended(self, watch: Watch) -> None:
         metrics = _metrics()
         assert metrics is not None
-        if watch.status == "enqueued":
-            return
         if not watch.handed_off:
             metrics.running.labels(watch.job.id).dec()
+        if watch.status == "enqueued":
+            return  # the worker times the run
         metrics.duration.labels(watch.job.id, watch.status).observe(watch.duration or 0.0)
 
 
