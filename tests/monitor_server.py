@@ -1,14 +1,17 @@
 """A stand-in for the monitors' servers: Sentry's ingest endpoint, healthchecks.io, a webhook.
 
 Run as ``python -m tests.monitor_server PORT LOG``: it answers every request with
-200 and appends it to LOG as one JSON line, with Sentry's envelopes parsed into
-their items, as Sentry's own ingest would read them.
+200 (or ``<code>`` for ``/status/<code>/...``) and appends it to LOG as one JSON
+line, with Sentry's envelopes parsed into their items, as Sentry's own ingest would
+read them. With ``/dev/null`` as LOG (the
+bench), it only answers, so that it takes as little of the machine as it can.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import sys
 import threading
 import zlib
@@ -47,6 +50,9 @@ def parse_envelope(body: bytes) -> dict[str, Any]:
 
 
 class Handler(BaseHTTPRequestHandler):
+    # Keeps connections open between requests, as the monitors' own servers do.
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     lock = threading.Lock()
     log: Path
 
@@ -58,6 +64,22 @@ class Handler(BaseHTTPRequestHandler):
         self.record(self.rfile.read(length))
 
     def record(self, raw: bytes) -> None:
+        if self.log != Path(os.devnull):
+            self.write(raw)
+        answer = b"{}"
+        # /status/<code>/... answers with that status.
+        parts = self.path.split("/")
+        status = int(parts[2]) if len(parts) > 2 and parts[1] == "status" else 200
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up waiting: it counts a failed delivery
+
+    def write(self, raw: bytes) -> None:
         parts = urlsplit(self.path)
         body = decode(raw, self.headers.get("Content-Encoding", ""))
         entry: dict[str, Any] = {
@@ -65,6 +87,9 @@ class Handler(BaseHTTPRequestHandler):
             "path": parts.path,
             "query": dict(parse_qsl(parts.query)),
             "user_agent": self.headers.get("User-Agent", ""),
+            "host": self.headers.get("Host", ""),
+            # Tells one connection from another.
+            "client_port": self.client_address[1],
         }
         if parts.path.endswith("/envelope/"):
             entry["envelope"] = parse_envelope(body)
@@ -74,15 +99,6 @@ class Handler(BaseHTTPRequestHandler):
             entry["body"] = body.decode(errors="replace")
         with self.lock, self.log.open("a") as out:
             out.write(json.dumps(entry) + "\n")
-        answer = b"{}"
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up waiting: it counts a failed delivery
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -30,6 +30,7 @@ from django_oncejob.fleet import heartbeat
 from django_oncejob.jobs.parser import parse_job
 from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import JobState, Run
+from django_oncejob.monitoring.connections import Connections, DeliveryError
 from django_oncejob.monitoring.pings import ping_address
 from django_oncejob.monitoring.sender import Sender
 from django_oncejob.monitoring.sentry import monitor_config, monitor_slug
@@ -76,19 +77,13 @@ class MonitorServer:
 @pytest.fixture
 def monitor_server(tmp_path: Path) -> Iterator[MonitorServer]:
     port, log = free_port(), tmp_path / "monitor-requests.jsonl"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.monitor_server", str(port), str(log)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-    )
+    server = MonitorServer(port, log, start_monitor_server(port, log))
     try:
-        assert process.stdout is not None
-        assert process.stdout.readline() == b"listening\n"
-        yield MonitorServer(port, log, process)
+        yield server
     finally:
-        process.send_signal(signal.SIGCONT)
-        process.kill()
-        process.wait(10)
+        server.process.send_signal(signal.SIGCONT)
+        server.process.kill()
+        server.process.wait(10)
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -418,7 +413,7 @@ def test_the_sender_counts_what_it_cannot_deliver(caplog: pytest.LogCaptureFixtu
     def broken() -> None:
         raise OSError("refused")
 
-    sender = Sender(2)
+    sender = Sender(2, 1)
     sender.send("hook", gate.wait)
     for _ in range(3):
         sender.send("hook", broken)  # the first waits behind the gate; the rest find it full
@@ -431,6 +426,86 @@ def test_the_sender_counts_what_it_cannot_deliver(caplog: pytest.LogCaptureFixtu
     warnings = [r.getMessage() for r in caplog.records if "monitor hook" in r.getMessage()]
     assert len(warnings) == 2, warnings
     assert "Monitor hook answers again." in caplog.text
+
+
+def start_monitor_server(port: int, log: Path) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.monitor_server", str(port), str(log)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"listening\n"
+    return process
+
+
+def test_pings_keep_one_connection_open_and_open_another_once_it_is_closed(
+    monitor_server: MonitorServer,
+) -> None:
+    connections = Connections(2)
+    connections.request(f"{monitor_server.url}/ping/a", None, "text/plain")
+    connections.request(f"{monitor_server.url}/ping/a/fail?rid=1", b"boom", "text/plain")
+    first, second = monitor_server.requests()
+    assert (first["method"], second["method"], second["body"]) == ("GET", "POST", "boom")
+    assert first["client_port"] == second["client_port"]
+    # The server restarts: the open connection is dead, and the next ping opens a new one.
+    monitor_server.process.kill()
+    monitor_server.process.wait(10)
+    monitor_server.process = start_monitor_server(monitor_server.port, monitor_server.log)
+    connections.request(f"{monitor_server.url}/ping/a", None, "text/plain")
+    third = monitor_server.requests()[-1]
+    assert third["path"] == "/ping/a" and third["client_port"] != first["client_port"]
+    connections.close()
+
+
+def test_pings_go_through_the_proxy_the_environment_names(
+    monitor_server: MonitorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("http_proxy", monitor_server.url)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    Connections(2).request("http://hc.example.invalid/ping/b?rid=2", None, "text/plain")
+    (request,) = monitor_server.requests()
+    assert (request["host"], request["path"], request["query"]) == (
+        "hc.example.invalid",
+        "/ping/b",
+        {"rid": "2"},
+    )
+
+
+def test_a_status_other_than_2xx_or_no_answer_is_a_failed_delivery(
+    monitor_server: MonitorServer,
+) -> None:
+    connections = Connections(1)
+    with pytest.raises(DeliveryError, match="HTTP 503"):
+        connections.request(f"{monitor_server.url}/status/503/ping", None, "text/plain")
+    connections.request(f"{monitor_server.url}/ping", None, "text/plain")
+    with pytest.raises(ConnectionRefusedError):
+        connections.request(f"http://127.0.0.1:{free_port()}/ping", None, "text/plain")
+
+
+def test_the_sender_holds_deliveries_while_the_instance_is_busy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("django_oncejob.monitoring.sender.HOLD", 0.5)
+    busy = threading.Event()
+    busy.set()
+    delivered: list[float] = []
+    sender = Sender(10, 1)
+    sender.hold_while(busy.is_set)
+    sent = time.monotonic()
+    sender.send("hook", lambda: delivered.append(time.monotonic() - sent))
+    time.sleep(0.2)
+    assert delivered == []
+    busy.clear()
+    assert sender.drain(5)
+    assert 0.2 <= delivered[0] < 0.45
+    # Busy for longer than HOLD: delivered all the same, HOLD after it was sent.
+    busy.set()
+    sent = time.monotonic()
+    sender.send("hook", lambda: delivered.append(time.monotonic() - sent))
+    assert sender.drain(5)
+    assert 0.5 <= delivered[1] < 0.9
 
 
 @pytest.mark.parametrize(

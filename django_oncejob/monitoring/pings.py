@@ -8,12 +8,9 @@ check-in id of the occurrence's attempt. A ``webhook`` gets a JSON POST at each.
 from __future__ import annotations
 
 import json
-import urllib.request
-from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from django_oncejob.conf import conf
 from django_oncejob.monitoring.sender import sender
 
 if TYPE_CHECKING:
@@ -31,58 +28,61 @@ def ping_address(url: str, suffix: str, rid: str) -> str:
 
 
 def deliver(url: str, body: bytes | None = None, content_type: str = "text/plain") -> None:
-    """One request, in ``MONITOR_TIMEOUT`` seconds; a status other than 2xx raises."""
-    request = urllib.request.Request(
-        url,
-        data=body,
-        headers={
-            "User-Agent": f"django-oncejob/{version('django-oncejob')}",
-            "Content-Type": content_type,
-        },
-        method="POST" if body is not None else "GET",
-    )
-    with urllib.request.urlopen(request, timeout=conf.MONITOR_TIMEOUT) as response:
-        response.read()
+    """One request, on the sender's thread and its open connections; a status other than 2xx
+    raises."""
+    sender().connections.request(url, body, content_type)
 
 
 class Pings:
+    """Each delivery is put together on the sender's thread, off the job's way to its start."""
+
     def started(self, watch: Watch) -> None:
         if watch.handed_off:
             return  # runjobs pinged the start of a handed-off occurrence
         job = watch.job
-        if job.ping_url:
-            url = ping_address(job.ping_url, "/start", watch.check_in_id)
-            sender().send("ping_url", lambda: deliver(url))
+        if url := job.ping_url:
+            sender().send(
+                "ping_url", lambda: deliver(ping_address(url, "/start", watch.check_in_id))
+            )
         if job.webhook:
-            self._post(job.webhook, watch)
+            self._post(job.webhook, watch, "started")
 
     def ended(self, watch: Watch) -> None:
         if watch.status == "enqueued":
             return  # the worker pings the end
         job = watch.job
-        if job.ping_url:
+        if url := job.ping_url:
             failed = watch.status == "failed"
-            url = ping_address(job.ping_url, "/fail" if failed else "", watch.check_in_id)
-            body = watch.error[:BODY_LENGTH].encode() if failed else b""
-            sender().send("ping_url", lambda: deliver(url, body))
+            suffix, error = ("/fail", watch.error) if failed else ("", None)
+
+            def ping() -> None:
+                body = None if error is None else error[:BODY_LENGTH].encode()
+                deliver(ping_address(url, suffix, watch.check_in_id), body)
+
+            sender().send("ping_url", ping)
         if job.webhook:
-            self._post(job.webhook, watch)
+            self._post(job.webhook, watch, watch.status)
 
-    def _post(self, url: str, watch: Watch) -> None:
-        body = json.dumps(webhook_body(watch)).encode()
-        sender().send("webhook", lambda: deliver(url, body, "application/json"))
+    def _post(self, url: str, watch: Watch, status: str) -> None:
+        def post() -> None:
+            body = json.dumps(webhook_body(watch, status)).encode()
+            deliver(url, body, "application/json")
+
+        sender().send("webhook", post)
 
 
-def webhook_body(watch: Watch) -> dict[str, Any]:
+def webhook_body(watch: Watch, status: str) -> dict[str, Any]:
+    """What the webhook gets when ``watch``'s occurrence reached ``status``."""
     occurrence = watch.occurrence
+    ended = status != "started"
     return {
         "job": occurrence.job,
         "scheduled_for": occurrence.scheduled_for.isoformat(),
         "owner": occurrence.owner,
         "attempt": watch.attempt,
         "id": watch.check_in_id,
-        "status": watch.status,
+        "status": status,
         "started_at": None if watch.started_at is None else watch.started_at.isoformat(),
-        "duration": None if watch.status == "started" else watch.duration,
-        "error": watch.error or None,
+        "duration": watch.duration if ended else None,
+        "error": (watch.error or None) if ended else None,
     }

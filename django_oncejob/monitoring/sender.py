@@ -1,7 +1,9 @@
 """One background thread per process that delivers what the monitors send.
 
 A job never waits for a monitor: a send is put on a bounded queue and returns.
-A delivery that fails, times out, or finds the queue full is counted, never
+In ``runjobs``, a delivery also waits while the instance starts or runs
+occurrences, for up to :data:`HOLD` seconds, so that its CPU goes to the jobs
+first. A delivery that fails, times out, or finds the queue full is counted, never
 retried and never raised; one warning is logged per monitor until it answers again.
 """
 
@@ -16,17 +18,24 @@ from collections import Counter
 from collections.abc import Callable
 
 from django_oncejob.conf import conf
+from django_oncejob.monitoring.connections import Connections
 
 logger = logging.getLogger("django_oncejob")
 
 Delivery = Callable[[], None]
 
+#: The longest a delivery waits for its instance to be done with its occurrences.
+HOLD = 1.0
+
 
 class Sender:
     """Delivers each monitor's sends in order, on one daemon thread started on first use."""
 
-    def __init__(self, size: int) -> None:
-        self._queue: queue.Queue[tuple[str, Delivery]] = queue.Queue(size)
+    def __init__(self, size: int, timeout: float) -> None:
+        #: The HTTP connections of the sender's thread, for the deliveries that need them.
+        self.connections = Connections(timeout)
+        self._queue: queue.Queue[tuple[str, Delivery, float]] = queue.Queue(size)
+        self._busy: Callable[[], bool] = lambda: False
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         #: Failed deliveries by monitor, since the process started.
@@ -37,9 +46,13 @@ class Sender:
         """Deliver in the background; never blocks, never raises."""
         self._start()
         try:
-            self._queue.put_nowait((monitor, deliver))
+            self._queue.put_nowait((monitor, deliver, time.monotonic()))
         except queue.Full:
             self._failed(monitor, f"{self._queue.maxsize} deliveries were waiting already")
+
+    def hold_while(self, busy: Callable[[], bool]) -> None:
+        """Hold each delivery while ``busy()`` says the process has more pressing work."""
+        self._busy = busy
 
     def drain(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for what was sent to go out; ``True`` if it did."""
@@ -62,7 +75,9 @@ class Sender:
 
     def _run(self) -> None:
         while True:
-            monitor, deliver = self._queue.get()
+            monitor, deliver, sent = self._queue.get()
+            while time.monotonic() < sent + HOLD and self._queue_is_held():
+                time.sleep(0.005)
             try:
                 deliver()
             except Exception as exc:
@@ -73,6 +88,14 @@ class Sender:
                     logger.warning("Monitor %s answers again.", monitor)
             finally:
                 self._queue.task_done()
+
+    def _queue_is_held(self) -> bool:
+        try:
+            return self._busy()
+        except Exception:
+            logger.exception("Could not tell whether to hold the monitors' deliveries.")
+            self._busy = lambda: False
+            return False
 
     def _failed(self, monitor: str, reason: str) -> None:
         self.failed(monitor)
@@ -101,5 +124,5 @@ def sender() -> Sender:
     pid = os.getpid()
     found = _senders.get(pid)
     if found is None:
-        found = _senders.setdefault(pid, Sender(conf.MONITOR_QUEUE_SIZE))
+        found = _senders.setdefault(pid, Sender(conf.MONITOR_QUEUE_SIZE, conf.MONITOR_TIMEOUT))
     return found

@@ -7,6 +7,7 @@ is counted as failed deliveries of the ``sentry`` monitor.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -37,6 +38,7 @@ def enabled() -> bool:
     return conf.SENTRY_CRONS and find_spec("sentry_sdk") is not None
 
 
+@functools.lru_cache(maxsize=4096)
 def monitor_slug(job_id: str) -> str:
     """The job's monitor in Sentry: its id, lowercased and slugified as Sentry's own are."""
     return slugify(job_id)[:SLUG_LENGTH] or "oncejob"
@@ -107,31 +109,33 @@ class SentryCrons:
                 "ONCEJOB['SENTRY_CRONS'] is True, but sentry_sdk.init() has not been called "
                 "in this process: no check-in goes out."
             )
+        # Each job's, made once: the settings that make them live as long as this monitor.
+        self._configs: dict[str, dict[str, Any]] = {}
 
     def started(self, watch: Watch) -> None:
         if watch.job.sentry is None or watch.handed_off:
             return  # runjobs sent the start of a handed-off occurrence
-        self._send(watch, "in_progress", monitor_config(watch.job))
+        self._send(watch, "in_progress")
 
     def ended(self, watch: Watch) -> None:
         if watch.job.sentry is None or watch.status == "enqueued":
             return  # the worker sends the end
         status = "ok" if watch.status == "succeeded" else "error"
-        self._send(watch, status, monitor_config(watch.job), watch.duration)
+        self._send(watch, status, watch.duration)
 
-    def _send(
-        self, watch: Watch, status: str, config: dict[str, Any], duration: float | None = None
-    ) -> None:
+    def _send(self, watch: Watch, status: str, duration: float | None = None) -> None:
         import sentry_sdk
         from sentry_sdk.crons import capture_checkin
 
-        slug, check_in_id = monitor_slug(watch.job.id), watch.check_in_id
-
         def deliver() -> None:
+            job = watch.job
+            config = self._configs.get(job.id)
+            if config is None:
+                config = self._configs[job.id] = monitor_config(job)
             _count_losses(sentry_sdk.get_client())
             capture_checkin(
-                monitor_slug=slug,
-                check_in_id=check_in_id,
+                monitor_slug=monitor_slug(job.id),
+                check_in_id=watch.check_in_id,
                 status=status,
                 duration=duration,
                 monitor_config=config,  # type: ignore[arg-type]

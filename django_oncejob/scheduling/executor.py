@@ -83,6 +83,10 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
             self._max_workers, thread_name_prefix="oncejob"
         )
 
+    def busy(self) -> bool:
+        """Whether occurrences are due, being claimed or running here."""
+        return bool(self._due) or self._claiming > 0 or self._runs > 0
+
     @property
     def accepting(self) -> bool:
         return self._accepting.is_set()

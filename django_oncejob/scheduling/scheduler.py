@@ -14,6 +14,7 @@ from django_oncejob.fleet import control, heartbeat
 from django_oncejob.fleet.clock import DatabaseClock
 from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Run
+from django_oncejob.monitoring.sender import sender
 from django_oncejob.running.history import Ending
 from django_oncejob.running.history_writer import HistoryWriter
 from django_oncejob.running.pipeline import Pipeline
@@ -50,6 +51,8 @@ class JobScheduler:
         self.executor = ClaimingExecutor(
             {job.id: job for job in self.jobs}, self.pipeline, max_workers, self.clock
         )
+        # The monitors' deliveries wait for this instance's starts and runs.
+        sender().hold_while(self.executor.busy)
         store = RankedMemoryJobStore(owner)
         self.scheduler = ClaimingScheduler(
             self.executor, jobstores={"default": store}, timezone=conf.TIMEZONE
