@@ -32,7 +32,8 @@ from django.conf import settings  # noqa: E402
 from django_oncejob.cache.claim import claim, claim_many  # noqa: E402
 from django_oncejob.jobs.parser import parse_job  # noqa: E402
 from django_oncejob.running import history  # noqa: E402
-from django_oncejob.running.pipeline import Outcome, claim_and_run  # noqa: E402
+from django_oncejob.running.pipeline import claim_and_run  # noqa: E402
+from django_oncejob.running.steps import Outcome  # noqa: E402
 from django_oncejob.scheduling.executor import BATCH_SIZE  # noqa: E402
 
 WHEN = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)

@@ -34,10 +34,14 @@ class RunQuerySet(models.QuerySet["Run"]):
             owner__in=live
         )
 
-    def take_over(self, row: Run, owner: str) -> bool:
+    def take_over(self, row: Run, owner: str, max_runtime: int | None = None) -> bool:
         """Make ``row`` ``owner``'s to run again; ``False`` if it ended or changed hands."""
-        held = self._held(row)
-        return bool(held.update(owner=owner, started_at=Now(), attempts=F("attempts") + 1))
+        deadline = None if max_runtime is None else Now() + timedelta(seconds=max_runtime)
+        return bool(
+            self._held(row).update(
+                owner=owner, started_at=Now(), attempts=F("attempts") + 1, deadline=deadline
+            )
+        )
 
     def abandon(self, row: Run, reason: str) -> bool:
         """Record ``row`` as abandoned for ``reason``; ``False`` if it ended or changed hands."""
@@ -152,13 +156,27 @@ class Run(models.Model):
         MISSED = "missed", _("missed")
         #: Handed to a task queue; a worker sets it running when it takes the task.
         ENQUEUED = "enqueued", _("enqueued")
+        #: An attempt failed; the next is due at ``next_attempt_at``, on any instance.
+        RETRYING = "retrying", _("failed, retrying")
+        #: It ran past the job's ``max_runtime``.
+        TIMED_OUT = "timed_out", _("timed out")
+        #: Due while a previous run of the job went on: it starts when that run ends.
+        WAITING = "waiting", _("waiting")
 
     #: An occurrence that was started, or handed to a task queue.
-    STARTED = (Status.ENQUEUED, Status.RUNNING, Status.SUCCEEDED, Status.FAILED, Status.ABANDONED)
+    STARTED = (
+        Status.ENQUEUED,
+        Status.RUNNING,
+        Status.RETRYING,
+        Status.SUCCEEDED,
+        Status.FAILED,
+        Status.ABANDONED,
+        Status.TIMED_OUT,
+    )
     #: A run that has ended.
-    ENDED = (Status.SUCCEEDED, Status.FAILED, Status.ABANDONED)
-    #: The failures: the job raised or was interrupted, or its instance died.
-    FAILURES = (Status.FAILED, Status.ABANDONED)
+    ENDED = (Status.SUCCEEDED, Status.FAILED, Status.ABANDONED, Status.TIMED_OUT)
+    #: The failures: the job raised or was interrupted, ran too long, or its instance died.
+    FAILURES = (Status.FAILED, Status.ABANDONED, Status.TIMED_OUT)
 
     job = models.CharField(_("job"), max_length=100, help_text=_("The job id from settings."))
     scheduled_for = models.DateTimeField(
@@ -190,7 +208,21 @@ class Run(models.Model):
     attempts = models.PositiveSmallIntegerField(
         _("attempts"),
         default=1,
-        help_text=_("How many times it was started: more than one after an abandoned run."),
+        help_text=_(
+            "How many times it was started: more than one after a retry or an abandoned run."
+        ),
+    )
+    deadline = models.DateTimeField(
+        _("deadline"),
+        null=True,
+        blank=True,
+        help_text=_("When the current attempt times out: its start plus the job's max_runtime."),
+    )
+    next_attempt_at = models.DateTimeField(
+        _("next attempt at"),
+        null=True,
+        blank=True,
+        help_text=_("When the next attempt of a failed occurrence is due."),
     )
     error = models.TextField(
         _("error"), blank=True, help_text=_("The exception, or why it did not finish.")
@@ -226,7 +258,13 @@ class Run(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["job", "scheduled_for"], name="oncejob_run_one_per_occurrence"
-            )
+            ),
+            # overlap "buffer_one": at most one occurrence of a job waits for the run before it.
+            models.UniqueConstraint(
+                fields=["job"],
+                condition=models.Q(status="waiting"),
+                name="oncejob_run_one_waiting",
+            ),
         ]
         indexes = [
             models.Index(fields=["-scheduled_for"], name="oncejob_run_scheduled_idx"),
@@ -249,6 +287,31 @@ class Run(models.Model):
         if self.started_at is None:
             return None
         return self.started_at - self.scheduled_for
+
+
+class Attempt(models.Model):
+    """An attempt of an occurrence that failed and was tried again: the run keeps the last."""
+
+    run = models.ForeignKey(
+        Run, on_delete=models.CASCADE, related_name="failed_attempts", verbose_name=_("run")
+    )
+    number = models.PositiveSmallIntegerField(_("attempt"))
+    owner = models.CharField(_("owner"), max_length=255)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"))
+    error = models.TextField(_("error"), blank=True)
+    traceback = models.TextField(_("traceback"), blank=True)
+
+    class Meta:
+        verbose_name = _("failed attempt")
+        verbose_name_plural = _("failed attempts")
+        ordering = ["run", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "number"], name="oncejob_attempt_one_per_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run} #{self.number}"
 
 
 class InstanceQuerySet(models.QuerySet["Instance"]):
@@ -330,19 +393,54 @@ class Instance(models.Model):
         return timezone.now() <= expires_at
 
 
+class JobStateQuerySet(models.QuerySet["JobState"]):
+    def paused_now(self) -> JobStateQuerySet:
+        """The jobs paused, and not past the end of their pause, by the database's clock."""
+        return self.filter(
+            Q(paused=True) & (Q(paused_until__isnull=True) | Q(paused_until__gt=Now()))
+        )
+
+    def pause_over(self) -> JobStateQuerySet:
+        """The jobs paused until a time that has come."""
+        return self.filter(paused=True, paused_until__lte=Now())
+
+
 class JobState(models.Model):
-    """What the admin changes about a job from settings: paused or not. Never its definition."""
+    """What the admin and the job's failure policy change about a job: paused or not, and its
+    failures in a row. Never its definition."""
 
     job = models.CharField(_("job"), max_length=100, unique=True)
     paused = models.BooleanField(_("paused"), default=False)
     changed_at = models.DateTimeField(_("changed at"), null=True, blank=True)
     changed_by = models.CharField(_("changed by"), max_length=150, blank=True)
+    note = models.TextField(
+        _("note"), blank=True, help_text=_("Why the job was paused, for whoever resumes it.")
+    )
+    paused_until = models.DateTimeField(
+        _("paused until"),
+        null=True,
+        blank=True,
+        help_text=_("When the pause ends by itself; empty: until someone resumes the job."),
+    )
+    failures = models.PositiveIntegerField(
+        _("failures in a row"),
+        default=0,
+        help_text=_("How many of its latest occurrences failed since it last succeeded."),
+    )
+    failing_since = models.DateTimeField(
+        _("failing since"),
+        null=True,
+        blank=True,
+        help_text=_("When the first of its latest failures in a row was due."),
+    )
     checked_until = models.DateTimeField(
         _("checked for misses until"),
         null=True,
         blank=True,
         help_text=_("Occurrences up to this time have been checked for misses."),
     )
+
+    objects = JobStateQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("job")
@@ -388,6 +486,45 @@ class RunRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job} ({self.requested_by})"
+
+
+class Backfill(models.Model):
+    """A request to run a job's occurrences in a past range, each through its claim and fence.
+
+    The admin writes it; one live instance takes it and runs the occurrences one after
+    another. An occurrence already in the history is not run again, so a backfill that
+    is repeated, or that overlaps the schedule, runs each occurrence once.
+    """
+
+    job = models.CharField(_("job"), max_length=100)
+    start = models.DateTimeField(_("from"), help_text=_("The first scheduled time it covers."))
+    end = models.DateTimeField(_("until"), help_text=_("The last scheduled time it covers."))
+    requested_by = models.CharField(_("requested by"), max_length=150)
+    requested_at = models.DateTimeField(_("requested at"), default=timezone.now)
+    taken_by = models.CharField(_("taken by"), max_length=255, blank=True)
+    taken_at = models.DateTimeField(_("taken at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    ran = models.PositiveIntegerField(
+        _("ran"), default=0, help_text=_("Occurrences it ran; the others were in the history.")
+    )
+    total = models.PositiveIntegerField(
+        _("occurrences"), default=0, help_text=_("Occurrences of the job in its range.")
+    )
+
+    class Meta:
+        verbose_name = _("backfill")
+        verbose_name_plural = _("backfills")
+        ordering = ["-requested_at"]
+        indexes = [
+            models.Index(
+                fields=["requested_at"],
+                condition=models.Q(finished_at__isnull=True),
+                name="oncejob_backfill_open_idx",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job} {self.start.isoformat()} – {self.end.isoformat()}"
 
 
 class Deployment(models.Model):

@@ -17,6 +17,9 @@ class Occurrence:
     scheduled_for: datetime
     #: The instance that won the claim.
     owner: str
+    #: 1 for the first try, then 2, 3... for the job's retries and for runs taken over
+    #: from a dead instance.
+    attempt: int = 1
 
 
 _current: ContextVar[Occurrence | None] = ContextVar("oncejob_occurrence", default=None)

@@ -79,3 +79,46 @@ async def async_orm_record() -> str:
 
     await Run.objects.filter(job="nothing").acount()
     return record()
+
+
+def fail_first_two() -> str:
+    """Records each attempt, as ``job scheduled attempt pid``; fails attempts 1 and 2."""
+    occurrence = current_occurrence()
+    assert occurrence is not None
+    line = f"{occurrence.job} {occurrence.scheduled_for.isoformat()} {occurrence.attempt} "
+    _append(os.environ["ONCEJOB_TEST_RECORD"] + ".attempts", f"{line}{os.getpid()}\n")
+    if occurrence.attempt < 3:
+        raise RuntimeError(f"attempt {occurrence.attempt} fails")
+    return record()
+
+
+def span(seconds: float) -> str:
+    """Records when the run starts and ends, as ``job scheduled start end pid``."""
+    occurrence = current_occurrence()
+    assert occurrence is not None
+    start = time.time()
+    time.sleep(seconds)
+    line = f"{occurrence.job} {occurrence.scheduled_for.isoformat()} {start} {time.time()}"
+    _append(os.environ["ONCEJOB_TEST_RECORD"] + ".spans", f"{line} {os.getpid()}\n")
+    return record()
+
+
+async def async_sleep_then_record(seconds: float) -> str:
+    """Sleeps; records ``cancelled`` in ``<record>.cancelled`` if it is cancelled meanwhile."""
+    occurrence = current_occurrence()
+    assert occurrence is not None
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        _append(os.environ["ONCEJOB_TEST_RECORD"] + ".cancelled", f"{occurrence.job}\n")
+        raise
+    return record()
+
+
+def _append(path: str, line: str) -> None:
+    # One write() of a short line with O_APPEND is atomic between processes.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)

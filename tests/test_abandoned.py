@@ -21,7 +21,8 @@ from django_oncejob.fleet import heartbeat
 from django_oncejob.jobs.parser import parse_job
 from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Instance, Run
-from django_oncejob.running.pipeline import Outcome, claim_and_run
+from django_oncejob.running.pipeline import claim_and_run
+from django_oncejob.running.steps import Outcome
 from tests.processes import Fleet, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

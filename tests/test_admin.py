@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.contrib import admin
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.db import connection
@@ -18,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from django_oncejob.admin.base import ago, until
-from django_oncejob.models import Instance, JobState, Run, RunRequest
+from django_oncejob.models import Backfill, Instance, JobState, Run, RunRequest
 from tests.processes import Fleet, wait_for
 
 pytestmark = pytest.mark.django_db
@@ -638,6 +639,90 @@ def test_pause_and_resume_are_recorded_with_who_and_when(
     assert "Job “sync” is resumed" in notes(response)[0]
 
 
+def test_a_pause_keeps_its_note_and_its_end_and_a_resume_clears_them(
+    admin_client: Client, jobs: dict[str, Any]
+) -> None:
+    until = (timezone.localtime() + timedelta(hours=2)).replace(microsecond=0, tzinfo=None)
+    response = admin_client.post(
+        pause_url("sync"),
+        {"note": "supplier API down until 18:00", "until": until.isoformat(), "back": "job"},
+    )
+    assert response.status_code == 302
+    state = JobState.objects.get(job="sync")
+    assert (state.paused, state.note) == (True, "supplier API down until 18:00")
+    assert state.paused_until == timezone.make_aware(until)
+    assert "It resumes by itself at" in notes(response)[0]
+    page = admin_client.get(reverse("admin:django_oncejob_jobstate_change", args=["sync"]))
+    assert "supplier API down until 18:00" in page.content.decode()
+    assert "resumes by itself in" in page.content.decode()
+    entry = LogEntry.objects.get(object_id="sync")
+    assert entry.change_message == "Paused: supplier API down until 18:00"
+
+    admin_client.post(pause_url("sync", "resume"))
+    state.refresh_from_db()
+    assert (state.paused, state.note, state.paused_until) == (False, "", None)
+
+
+def test_a_pause_until_a_past_time_is_refused(admin_client: Client, jobs: dict[str, Any]) -> None:
+    response = admin_client.post(pause_url("sync"), {"until": "2001-01-01T00:00"})
+    assert "“Until” must be a time to come" in notes(response)[0]
+    assert not JobState.objects.filter(paused=True).exists()
+
+
+def test_a_backfill_asked_for_in_the_admin_waits_for_an_instance(
+    admin_client: Client, jobs: dict[str, Any]
+) -> None:
+    end = timezone.localtime().replace(minute=0, second=0, microsecond=0, tzinfo=None)
+    start = end - timedelta(hours=5)
+    url = reverse("admin:django_oncejob_jobstate_backfill", args=["sync"])
+    response = admin_client.post(
+        url, {"start": start.isoformat(), "end": end.isoformat(), "back": "job"}
+    )
+    assert response.status_code == 302
+    backfill = Backfill.objects.get()
+    assert (backfill.job, backfill.taken_by) == ("sync", "")
+    assert backfill.start == timezone.make_aware(start)
+    assert "will be backfilled" in notes(response)[0]
+    page = admin_client.get(reverse("admin:django_oncejob_jobstate_change", args=["sync"]))
+    assert "waiting for an instance" in page.content.decode()
+    assert LogEntry.objects.get(object_id="sync").change_message.startswith("Backfill from ")
+
+    future = (timezone.localtime() + timedelta(hours=1)).replace(tzinfo=None).isoformat()
+    response = admin_client.post(url, {"start": start.isoformat(), "end": future})
+    assert "must be in the past" in notes(response)[0]
+    response = admin_client.post(url, {"start": end.isoformat(), "end": start.isoformat()})
+    assert "must not be before the first" in notes(response)[0]
+    assert Backfill.objects.count() == 1
+
+
+def test_a_job_page_lists_its_policies(admin_client: Client, settings: Any) -> None:
+    settings.ONCEJOB = {
+        "JOBS": {
+            "sync": {
+                "func": "tests.jobs.record",
+                "cron": "*/5 * * * *",
+                "retries": 2,
+                "max_runtime": 120,
+                "overlap": "buffer_one",
+                "catchup": "latest",
+                "jitter": 10,
+                "pause_after_failures": 3,
+            }
+        }
+    }
+    page = admin_client.get(reverse("admin:django_oncejob_jobstate_change", args=["sync"]))
+    text = page.content.decode()
+    for words in (
+        "2, the first 10 s after a failure",
+        "120 s, then timed out",
+        "buffer one: an occurrence due while a run goes on waits for it",
+        "the latest occurrence due while no instance ran",
+        "up to 10 s after the scheduled time",
+        "3 in a row",
+    ):
+        assert words in text, words
+
+
 def test_pause_needs_the_pause_job_permission(django_user_model: Any, jobs: dict[str, Any]) -> None:
     client = staff_client(django_user_model, "view_jobstate", "run_job")
     assert client.post(pause_url("sync")).status_code == 403
@@ -694,7 +779,9 @@ def test_each_job_has_a_page_with_its_definition_next_runs_and_runs(
     assert definition["Keyword arguments"] == "{'full': True}"
     assert definition["Schedule"] == "every 7 seconds"
     assert definition["Misfire grace time"] == "20 s"
-    assert definition["Lock timeout"] == "600 s: no two runs at once"
+    assert definition["Overlap"] == (
+        "skip: an occurrence due while a run goes on is skipped (lock held 600 s at most)"
+    )
     assert definition["Hand-off"] == "none: it runs in runjobs"
     assert len(response.context["row"].next_times) == 10
     assert "Pulls the orders." in content

@@ -22,7 +22,8 @@ from django_oncejob.fleet.control import Control
 from django_oncejob.jobs.parser import parse_job
 from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import JobState, Run, RunRequest
-from django_oncejob.running.pipeline import Outcome, Pipeline, claim_and_run
+from django_oncejob.running.pipeline import Pipeline, claim_and_run
+from django_oncejob.running.steps import Outcome
 from tests.processes import Fleet, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -36,7 +36,8 @@ from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Run
 from django_oncejob.running import history
 from django_oncejob.running.history_writer import HistoryWriter
-from django_oncejob.running.pipeline import Outcome, Pipeline, claim_and_run
+from django_oncejob.running.pipeline import Pipeline, claim_and_run
+from django_oncejob.running.steps import Outcome
 from django_oncejob.scheduling.executor import BATCH_SIZE, ClaimingExecutor
 from django_oncejob.scheduling.scheduler import ClaimingScheduler
 from tests.processes import free_port, redis_server_program

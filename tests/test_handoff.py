@@ -35,7 +35,8 @@ from django_oncejob.models import Instance as InstanceRow
 from django_oncejob.models import Run
 from django_oncejob.occurrence import Occurrence
 from django_oncejob.running import history
-from django_oncejob.running.pipeline import Outcome, Pipeline, claim_and_run
+from django_oncejob.running.pipeline import Pipeline, claim_and_run
+from django_oncejob.running.steps import Outcome
 from django_oncejob.running.writer import InlineWriter
 from tests.processes import Fleet, Instance, stop_worker, wait_for
 from tests.rows import fence

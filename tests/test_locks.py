@@ -19,7 +19,9 @@ from django_oncejob.jobs.parser import parse_job
 from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.models import Run
 from django_oncejob.occurrence import Occurrence
-from django_oncejob.running.pipeline import Outcome, claim_and_run, lock_token
+from django_oncejob.running.overlap import lock_token
+from django_oncejob.running.pipeline import claim_and_run
+from django_oncejob.running.steps import Outcome
 from tests.proxy import TcpProxy
 from tests.rows import fence
 

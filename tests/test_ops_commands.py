@@ -352,7 +352,8 @@ def test_prune_deletes_what_is_older_than_the_days_in_batches() -> None:
     assert survivors() == {key: sorted(ids) for key, ids in keep.items()}
     assert JobState.objects.count() == 1
     deletes = [q["sql"] for q in captured if q["sql"].startswith("DELETE")]
-    assert len(deletes) == 2 + 1 + 1  # two batches of runs, one of each other
+    # Two batches of runs, each with their failed attempts; one batch of each other.
+    assert len(deletes) == 2 * 2 + 1 + 1
     assert all(" IN (" in sql for sql in deletes)
 
 

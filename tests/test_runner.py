@@ -23,7 +23,8 @@ from django_oncejob.models import Deployment, JobState, Run
 from django_oncejob.occurrence import Occurrence
 from django_oncejob.running import history
 from django_oncejob.running.history import RESULT_LENGTH, Ending, result_text
-from django_oncejob.running.pipeline import Outcome, claim_and_run
+from django_oncejob.running.pipeline import claim_and_run
+from django_oncejob.running.steps import Outcome
 from django_oncejob.testing import occurrence
 from tests.jobs import record
 from tests.rows import fence

@@ -49,6 +49,9 @@ STATUS_ICONS: dict[str, str] = {
     Run.Status.PAUSED: "‖",
     Run.Status.MISSED: "⊘",
     Run.Status.ENQUEUED: "⇢",
+    Run.Status.RETRYING: "↻",
+    Run.Status.TIMED_OUT: "⧖",
+    Run.Status.WAITING: "…",
 }
 
 

@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy as _
 from django_oncejob.admin.base import ReadOnlyAdmin, seconds, status_badge, when
 from django_oncejob.admin.pagination import CappedPaginator
 from django_oncejob.jobs import registry
-from django_oncejob.models import Run
+from django_oncejob.models import Attempt, Run
 
 
 class JobFilter(admin.SimpleListFilter):
@@ -54,6 +54,24 @@ class StartedByFilter(admin.SimpleListFilter):
         return queryset
 
 
+class AttemptInline(admin.TabularInline):  # type: ignore[type-arg]
+    """The failed attempts of an occurrence its job tried again, under its run."""
+
+    model = Attempt
+    fields = ("number", "owner", "started_at", "finished_at", "error")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name = _("failed attempt")
+    verbose_name_plural = _("failed attempts")
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdmin[Run]):
     """The history: every occurrence claimed, read-only.
@@ -89,6 +107,8 @@ class RunAdmin(ReadOnlyAdmin[Run]):
                     "duration",
                     "lateness",
                     "attempts_label",
+                    "deadline_label",
+                    "next_attempt_label",
                 )
             },
         ),
@@ -98,6 +118,7 @@ class RunAdmin(ReadOnlyAdmin[Run]):
     )
     # Every field the page shows, and none of them editable.
     readonly_fields = tuple(flatten_fieldsets(fieldsets))
+    inlines = [AttemptInline]
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -122,6 +143,14 @@ class RunAdmin(ReadOnlyAdmin[Run]):
     @admin.display(description=_("attempts"))
     def attempts_label(self, obj: Run) -> str:
         return "–" if obj.status == Run.Status.MISSED else str(obj.attempts)
+
+    @admin.display(description=_("deadline"))
+    def deadline_label(self, obj: Run) -> str:
+        return when(obj.deadline)
+
+    @admin.display(description=_("next attempt at"))
+    def next_attempt_label(self, obj: Run) -> str:
+        return when(obj.next_attempt_at)
 
     @admin.display(description=_("started at"))
     def started(self, obj: Run) -> str:

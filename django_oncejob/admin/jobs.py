@@ -26,6 +26,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import formats, timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext
@@ -36,7 +37,8 @@ from django_oncejob.admin.base import ReadOnlyAdmin, seconds, status_badge
 from django_oncejob.conf import conf
 from django_oncejob.jobs import registry, triggers
 from django_oncejob.jobs.spec import JobSpec
-from django_oncejob.models import Counts, Instance, JobState, Run, RunRequest
+from django_oncejob.models import Backfill, Counts, Instance, JobState, Run, RunRequest
+from django_oncejob.running import backfill
 
 #: How far back the jobs overview counts successes, failures and misses.
 RECENT = timedelta(hours=24)
@@ -45,6 +47,19 @@ NEXT_TIMES = 3
 PAGE_NEXT_TIMES = 10
 #: Runs shown on a job's page.
 PAGE_RUNS = 20
+#: Backfills shown on a job's page.
+PAGE_BACKFILLS = 5
+#: Characters kept of the note given with a pause.
+NOTE_LENGTH = 1000
+
+
+def _local_time(text: str) -> datetime | None:
+    """A time typed in the admin (``2026-12-24T18:00``, as datetime-local sends it), read
+    in the current time zone; ``None`` if it is not one."""
+    value = parse_datetime(text.strip()) if text else None
+    if value is None:
+        return None
+    return timezone.make_aware(value) if timezone.is_naive(value) else value
 
 
 @dataclass
@@ -98,11 +113,6 @@ def definition(job: JobSpec) -> list[tuple[str, str]]:
         }
     else:
         handoff = gettext("none: it runs in runjobs")
-    lock = (
-        gettext("none: runs may overlap")
-        if job.lock_timeout is None
-        else gettext("%(seconds)s s: no two runs at once") % {"seconds": job.lock_timeout}
-    )
     yes, no = gettext("yes"), gettext("no")
     grace = gettext("%(seconds)s s") % {"seconds": job.misfire_grace_time}
     rows = [
@@ -113,12 +123,63 @@ def definition(job: JobSpec) -> list[tuple[str, str]]:
         (gettext("Schedule"), job.trigger_text),
         (gettext("Time zone"), job.timezone),
         (gettext("Misfire grace time"), grace),
-        (gettext("Lock timeout"), lock),
+        *policies(job),
         (gettext("Run again if abandoned"), yes if job.rerun_abandoned else no),
         (gettext("Hand-off"), handoff),
         (gettext("Enabled in settings"), yes if job.enabled else no),
     ]
     return [(label, value) for label, value in rows if value]
+
+
+def policies(job: JobSpec) -> list[tuple[str, str]]:
+    """A job's schedule policies in words, as its page lists them."""
+    if job.retries:
+        retries = gettext(
+            "%(retries)s, the first %(delay)s s after a failure, each next one %(backoff)s× "
+            "later; none after the next occurrence is due"
+        ) % {"retries": job.retries, "delay": job.retry_delay, "backoff": job.retry_backoff}
+    else:
+        retries = gettext("none")
+    overlap = {
+        "allow": gettext("allowed: runs may overlap"),
+        "skip": gettext("skip: an occurrence due while a run goes on is skipped"),
+        "buffer_one": gettext(
+            "buffer one: an occurrence due while a run goes on waits for it, one at most"
+        ),
+    }[job.overlap]
+    if job.lock_lifetime is not None:
+        overlap += " " + gettext("(lock held %(seconds)s s at most)") % {
+            "seconds": job.lock_lifetime
+        }
+    catchup = {
+        "none": gettext("none: occurrences due while no instance ran are recorded as missed"),
+        "latest": gettext("the latest occurrence due while no instance ran, within %(window)s s"),
+        "all": gettext("every occurrence due while no instance ran, within %(window)s s"),
+    }[job.catchup] % {"window": job.catchup_window}
+    return [
+        (gettext("Retries"), retries),
+        (
+            gettext("Time limit"),
+            gettext("%(seconds)s s, then timed out") % {"seconds": job.max_runtime}
+            if job.max_runtime
+            else gettext("none"),
+        ),
+        (gettext("Overlap"), overlap),
+        (gettext("Catch-up"), catchup),
+        (
+            gettext("Jitter"),
+            gettext("up to %(seconds)s s after the scheduled time, alike on every instance")
+            % {"seconds": job.jitter}
+            if job.jitter
+            else gettext("none"),
+        ),
+        (
+            gettext("Pause after failures"),
+            gettext("%(count)s in a row") % {"count": job.pause_after_failures}
+            if job.pause_after_failures
+            else gettext("never"),
+        ),
+    ]
 
 
 @admin.register(JobState)
@@ -143,6 +204,7 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
             ("run", self.run_view),
             ("pause", self.pause_view),
             ("resume", self.resume_view),
+            ("backfill", self.backfill_view),
         ]
         return [
             path(
@@ -211,6 +273,7 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
             PAGE_NEXT_TIMES,
         )
         runs = list(Run.objects.filter(job=job.id).defer("traceback")[:PAGE_RUNS])
+        backfills = list(Backfill.objects.filter(job=job.id)[:PAGE_BACKFILLS])
         for run in runs:
             run.url = self._url("django_oncejob_run_change", run.pk)  # type: ignore[attr-defined]
         context = {
@@ -220,6 +283,7 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
             "row": row,
             "definition": definition(job),
             "runs": runs,
+            "backfills": backfills,
             "jobs_url": self._url("django_oncejob_jobstate_changelist"),
             "actions_url": self._url("django_oncejob_jobstate_history", job.id),
             **(extra_context or {}),
@@ -267,7 +331,7 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
             "succeeded": f"{row.history_url}&status__exact=succeeded",
             **{
                 name: self._url(f"django_oncejob_jobstate_{name}", job.id)
-                for name in ("run", "pause", "resume")
+                for name in ("run", "pause", "resume", "backfill")
             },
         }
         return row
@@ -356,10 +420,27 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
         job = self._job(request, job_id, enabled=False)
         if job is None:
             return self._back(request, "")
+        note = request.POST.get("note", "").strip()[:NOTE_LENGTH] if paused else ""
+        until = None
+        if paused and request.POST.get("until"):
+            until = _local_time(request.POST["until"])
+            if until is None or until <= timezone.now():
+                self.message_user(
+                    request,
+                    gettext(
+                        "“Until” must be a time to come, such as 2026-12-24 18:00; job "
+                        "“%(job)s” was not paused."
+                    )
+                    % {"job": job.id},
+                    messages.ERROR,
+                )
+                return self._back(request, job.id)
         JobState.objects.update_or_create(
             job=job.id,
             defaults={
                 "paused": paused,
+                "paused_until": until,
+                "note": note,
                 "changed_at": timezone.now(),
                 "changed_by": request.user.get_username(),
             },
@@ -369,14 +450,74 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
                 "Job “%(job)s” is paused: within about %(interval)s seconds every instance "
                 "stops running it, and records its occurrences as skipped until it is resumed."
             )
+            if until is not None:
+                text += " " + gettext("It resumes by itself at %(until)s.") % {
+                    "until": formats.localize(timezone.localtime(until))
+                }
+            log = gettext("Paused.")
+            if note:
+                log = gettext("Paused: %(note)s") % {"note": note}
         else:
             text = gettext(
                 "Job “%(job)s” is resumed: its next occurrences run as scheduled, from within "
                 "about %(interval)s seconds."
             )
-        self._log(request, job.id, gettext("Paused.") if paused else gettext("Resumed."))
+            log = gettext("Resumed.")
+        self._log(request, job.id, log)
         self.message_user(
             request, text % {"job": job.id, "interval": conf.CONTROL_INTERVAL}, messages.SUCCESS
+        )
+        return self._back(request, job.id)
+
+    def backfill_view(self, request: HttpRequest, job_id: str) -> HttpResponse:
+        """Ask a live instance to run the job's occurrences in a past range."""
+        if not request.user.has_perm("django_oncejob.run_job"):
+            raise PermissionDenied
+        job = self._job(request, job_id, enabled=True)
+        if job is None:
+            return self._back(request, job_id)
+        start = _local_time(request.POST.get("start", ""))
+        end = _local_time(request.POST.get("end", ""))
+        error = None
+        if start is None or end is None:
+            error = gettext("Give both the first and the last time, such as 2026-12-01 00:00.")
+        elif end < start:
+            error = gettext("The last time must not be before the first.")
+        elif end > timezone.now():
+            error = gettext(
+                "The last time must be in the past: the schedule runs what is still to come."
+            )
+        elif not (times := backfill.scheduled_between(job, start, end)):
+            error = gettext("The job has no occurrence in that range.")
+        elif len(times) >= backfill.MOST:
+            error = gettext(
+                "That range holds %(most)s occurrences or more: take a shorter one."
+            ) % {"most": backfill.MOST}
+        if error is not None:
+            self.message_user(
+                request,
+                gettext("Job “%(job)s” was not backfilled: %(error)s")
+                % {"job": job.id, "error": error},
+                messages.ERROR,
+            )
+            return self._back(request, job.id)
+        assert start is not None and end is not None
+        Backfill.objects.create(
+            job=job.id, start=start, end=end, requested_by=request.user.get_username()
+        )
+        local = {
+            "start": formats.localize(timezone.localtime(start)),
+            "end": formats.localize(timezone.localtime(end)),
+        }
+        self._log(request, job.id, gettext("Backfill from %(start)s to %(end)s.") % local)
+        self.message_user(
+            request,
+            gettext(
+                "Job “%(job)s” will be backfilled from %(start)s to %(end)s by one live "
+                "instance: %(count)s occurrence(s), each run unless the history holds it already."
+            )
+            % {"job": job.id, "count": len(times), **local},
+            messages.SUCCESS,
         )
         return self._back(request, job.id)
 

@@ -22,15 +22,18 @@ class ClaimResult(enum.Enum):
 _RESULTS = {True: ClaimResult.WON, False: ClaimResult.LOST, None: ClaimResult.UNAVAILABLE}
 
 
-def claim_key(job_id: str, scheduled_for: datetime) -> str:
-    """``<prefix>:<deployment>:<job id>:<scheduled time in UTC ISO-8601>``."""
+def claim_key(job_id: str, scheduled_for: datetime, attempt: int = 1) -> str:
+    """``<prefix>:<deployment>:<job id>:<scheduled time in UTC ISO-8601>``, and ``#<attempt>``
+    for a retry."""
     when = scheduled_for.astimezone(UTC).isoformat()
-    return f"{conf.KEY_PREFIX}:{deployment_key()}:{job_id}:{when}"
+    key = f"{conf.KEY_PREFIX}:{deployment_key()}:{job_id}:{when}"
+    return key if attempt == 1 else f"{key}#{attempt}"
 
 
-def claim(job_id: str, scheduled_for: datetime, owner: str) -> ClaimResult:
-    """Try to become the one instance that runs this occurrence."""
-    return _RESULTS[atomic.add(claim_key(job_id, scheduled_for), owner, conf.CLAIM_TIMEOUT)]
+def claim(job_id: str, scheduled_for: datetime, owner: str, attempt: int = 1) -> ClaimResult:
+    """Try to become the one instance that runs this occurrence, or this attempt of it."""
+    key = claim_key(job_id, scheduled_for, attempt)
+    return _RESULTS[atomic.add(key, owner, conf.CLAIM_TIMEOUT)]
 
 
 def claim_many(occurrences: Sequence[tuple[str, datetime]], owner: str) -> list[ClaimResult]:

@@ -136,7 +136,7 @@ def _settle(rows: list[Run], owner: str, jobs: Mapping[str, JobSpec], why: str |
         reason = why or f"{row.owner} stopped sending heartbeats while running it"
         job = jobs.get(row.job)
         if job is not None and job.rerun_abandoned:
-            if Run.objects.take_over(row, owner):
+            if Run.objects.take_over(row, owner, job.max_runtime):
                 logger.warning(
                     "Job %r at %s was abandoned (%s); running it again here.",
                     row.job,

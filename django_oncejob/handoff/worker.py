@@ -19,7 +19,8 @@ from django_oncejob.models import Run
 from django_oncejob.occurrence import Occurrence
 from django_oncejob.running import history
 from django_oncejob.running.history import Ending
-from django_oncejob.running.pipeline import Fenced, Outcome, Pipeline
+from django_oncejob.running.pipeline import Pipeline
+from django_oncejob.running.steps import Fenced, Outcome
 
 logger = logging.getLogger("django_oncejob")
 
@@ -64,6 +65,7 @@ def run_handed_off(handed: HandedOff, call: Callable[[], Any] | None = None) -> 
 def _take(job: JobSpec, handed: HandedOff, owner: str) -> Fenced | None:
     """The occurrence to run here, its row taken; ``None`` if another delivery has it."""
     occurrence = Occurrence(job=handed.job, scheduled_for=handed.scheduled_for, owner=owner)
+    max_runtime = job.max_runtime
     if handed.run_id is None:
         logger.warning(
             "Job %r at %s came without a history row: it runs with no check against a "
@@ -71,9 +73,11 @@ def _take(job: JobSpec, handed: HandedOff, owner: str) -> Fenced | None:
             handed.job,
             handed.scheduled_for.isoformat(),
         )
-        row = history.running(handed.job, handed.scheduled_for, owner, timezone.now())
+        row = history.running(
+            handed.job, handed.scheduled_for, owner, timezone.now(), max_runtime=max_runtime
+        )
         return Fenced(job, occurrence, row, fenced=False, handed_off=True, trace=handed.trace)
-    taken = history.take_enqueued(handed.run_id, handed.job, owner)
+    taken = history.take_enqueued(handed.run_id, handed.job, owner, max_runtime)
     if taken is None:
         logger.info(
             "Job %r at %s is no longer enqueued: another delivery of its task took it; "
@@ -82,6 +86,7 @@ def _take(job: JobSpec, handed: HandedOff, owner: str) -> Fenced | None:
             handed.scheduled_for.isoformat(),
         )
         return None
+    occurrence = Occurrence(handed.job, handed.scheduled_for, owner, taken.attempts)
     return Fenced(job, occurrence, taken, handed_off=True, trace=handed.trace)
 
 

@@ -20,7 +20,8 @@ from django.utils.translation import gettext_lazy as _
 from django_oncejob import handoff
 from django_oncejob.conf import conf, time_zone, whole_number
 from django_oncejob.handoff import checks as handoff_checks
-from django_oncejob.jobs import trigger_parser
+from django_oncejob.jobs import policies, trigger_parser
+from django_oncejob.jobs.policies import POLICY_KEYS
 from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.messages import Text, interpolate, job_error
 from django_oncejob.monitoring import checks as monitoring_checks
@@ -45,6 +46,7 @@ JOB_KEYS = (
     "sentry",
     "ping_url",
     "webhook",
+    *POLICY_KEYS,
 )
 TRIGGER_KEYS = ("cron", "interval", "at")
 
@@ -136,6 +138,7 @@ class JobParser:
         )
         enqueue = handoff_checks.parse(self, definition)
         sentry, ping_url, webhook = monitoring_checks.parse(self, definition)
+        found = policies.parse(self, definition, grace)
         if not self.errors and func:
             self.signature(func, args, kwargs)
         if self.errors or trigger is None:
@@ -160,6 +163,7 @@ class JobParser:
             sentry=sentry,
             ping_url=ping_url,
             webhook=webhook,
+            **found,
         )
 
     def unknown_keys(self, definition: Mapping[str, Any]) -> None:

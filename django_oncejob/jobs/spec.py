@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.triggers.base import BaseTrigger
@@ -12,6 +13,7 @@ from django.utils.translation import gettext
 
 from django_oncejob import handoff
 from django_oncejob.jobs import triggers
+from django_oncejob.jobs.policies import LOCK_LIFETIME
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,8 @@ class JobSpec:
     enabled: bool = True
     timezone: str = "UTC"
     description: str = ""
-    #: Seconds a job-wide lock lives while a run is going: no overlapping runs. ``None``: off.
+    #: Seconds the job-wide lock of ``overlap`` ``"skip"`` or ``"buffer_one"`` lives at most;
+    #: ``None``: ``max_runtime``, else an hour. Setting it alone means ``"skip"``.
     lock_timeout: int | None = None
     #: Run an occurrence again when the instance running it is found dead.
     rerun_abandoned: bool = False
@@ -48,6 +51,40 @@ class JobSpec:
     ping_url: str | None = None
     #: Where the job's start and end are POSTed as JSON.
     webhook: str | None = None
+    #: Attempts after a failed one, each claimed once across the fleet.
+    retries: int = 0
+    #: Seconds from a failure to the next attempt, times ``retry_backoff`` for each retry
+    #: before it.
+    retry_delay: float = 10
+    retry_backoff: float = 2
+    #: Seconds a run may take before it counts as timed out (an async one is cancelled).
+    max_runtime: int | None = None
+    #: What runs of the occurrences due while every instance was down: ``"none"``,
+    #: ``"latest"`` or ``"all"`` of those in the last ``catchup_window`` seconds.
+    catchup: str = "none"
+    catchup_window: int = 86400
+    #: Seconds, at most, by which each start follows its scheduled time: the same on
+    #: every instance (:func:`~django_oncejob.jobs.triggers.jitter_delay`).
+    jitter: float = 0
+    #: What becomes of an occurrence due while a run of the job goes on: ``"allow"``
+    #: (it runs), ``"skip"``, or ``"buffer_one"`` (it waits for that run to end).
+    overlap: str = "allow"
+    #: Pause the job after this many failures in a row; ``None``: never.
+    pause_after_failures: int | None = None
+
+    @property
+    def lock_lifetime(self) -> int | None:
+        """Seconds the job's lock lives; ``None`` for a job whose runs may overlap."""
+        if self.overlap == "allow":
+            return None
+        return self.lock_timeout or self.max_runtime or LOCK_LIFETIME
+
+    def retry_at(self, attempt: int, failed_at: datetime) -> datetime | None:
+        """When the attempt after ``attempt`` is due, if it has one."""
+        if attempt > self.retries:
+            return None
+        delay = self.retry_delay * self.retry_backoff ** (attempt - 1)
+        return failed_at + timedelta(seconds=delay)
 
     def resolve(self) -> Callable[..., Any]:
         """Import the job's callable."""

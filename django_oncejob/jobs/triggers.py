@@ -2,12 +2,14 @@
 
 A claim key carries the occurrence's scheduled time, so two instances only
 compete for one occurrence if they compute the very same datetime for it.
-Hence no jitter, no "start from now", and one time zone for all.
+Hence no random jitter (a job's ``jitter`` is derived from each occurrence, see
+:class:`JitteredTrigger`), no "start from now", and one time zone for all.
 :mod:`~django_oncejob.jobs.trigger_parser` builds them from a job's definition.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -164,6 +166,60 @@ def fire_times(trigger: BaseTrigger, now: datetime, count: int) -> Iterator[date
         # CronTrigger starts from min(now, previous + 1 µs): move now along too.
         # In UTC: local arithmetic would drop the fold of an autumn repeated hour.
         now = fire_time.astimezone(UTC) + timedelta(microseconds=1)
+
+
+def next_fire_time(trigger: BaseTrigger, after: datetime) -> datetime | None:
+    """The trigger's first fire time after ``after``."""
+    return next(fire_times(trigger, after + timedelta(microseconds=1), 1), None)
+
+
+def jitter_delay(job_id: str, scheduled_for: datetime, jitter: float) -> timedelta:
+    """How long after ``scheduled_for`` the occurrence starts: under ``jitter`` seconds, the
+    same on every instance, since it is a hash of the job id and the scheduled time."""
+    name = f"{job_id}:{scheduled_for.astimezone(UTC).isoformat()}".encode()
+    fraction = int.from_bytes(hashlib.sha256(name).digest()[:8], "big") / 2**64
+    return timedelta(microseconds=int(fraction * jitter * 1_000_000))
+
+
+class JitteredTrigger(BaseTrigger):  # type: ignore[misc]
+    """Fires at each of ``trigger``'s times plus its :func:`jitter_delay`, for APScheduler.
+
+    The claim key and the history keep the scheduled time: :meth:`scheduled_for`
+    finds it back from the time APScheduler fires.
+    """
+
+    __slots__ = ("trigger", "job_id", "jitter")
+
+    def __init__(self, trigger: BaseTrigger, job_id: str, jitter: float) -> None:
+        self.trigger = trigger
+        self.job_id = job_id
+        self.jitter = jitter
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        start = now - timedelta(seconds=self.jitter)
+        if previous_fire_time is not None:
+            # Fire times are in order as long as jitter is shorter than the period.
+            start = max(start, self.scheduled_for(previous_fire_time) + timedelta(microseconds=1))
+        for scheduled in fire_times(self.trigger, start, 10_000):
+            fire = scheduled + jitter_delay(self.job_id, scheduled, self.jitter)
+            if fire >= now and (previous_fire_time is None or fire > previous_fire_time):
+                return fire
+        return None
+
+    def scheduled_for(self, fired: datetime) -> datetime:
+        """The scheduled time of the occurrence that fires at ``fired``."""
+        start = fired - timedelta(seconds=self.jitter)
+        for scheduled in fire_times(self.trigger, start, 10_000):
+            if scheduled > fired:
+                break
+            if scheduled + jitter_delay(self.job_id, scheduled, self.jitter) == fired:
+                return scheduled
+        return fired
+
+    def __str__(self) -> str:
+        return f"{self.trigger} + jitter[{self.jitter}]"
 
 
 def describe(trigger: BaseTrigger) -> str:

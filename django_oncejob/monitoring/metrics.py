@@ -110,6 +110,8 @@ class Metrics:
     def ended(self, watch: Watch) -> None:
         metrics = _metrics()
         assert metrics is not None
+        if not watch.started_here:
+            return
         if not watch.handed_off:
             metrics.running.labels(watch.job.id).dec()
         if watch.status == "enqueued":

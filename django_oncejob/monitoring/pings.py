@@ -52,7 +52,7 @@ class Pings:
             return  # the worker pings the end
         job = watch.job
         if url := job.ping_url:
-            failed = watch.status == "failed"
+            failed = watch.status in ("failed", "timed_out")
             suffix, error = ("/fail", watch.error) if failed else ("", None)
 
             def ping() -> None:

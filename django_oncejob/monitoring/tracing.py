@@ -60,9 +60,11 @@ class Tracing:
     def ended(self, watch: Watch) -> None:
         from opentelemetry import context, trace
 
+        if "tracing" not in watch.state:
+            return  # started on another instance, which had the span
         span, token = watch.state.pop("tracing")
         span.set_attribute("oncejob.outcome", watch.status)
-        if watch.status == "failed":
+        if watch.status in ("failed", "timed_out"):
             span.set_status(trace.Status(trace.StatusCode.ERROR, watch.error[:1000]))
         span.end()
         context.detach(token)

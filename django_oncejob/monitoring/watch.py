@@ -42,7 +42,7 @@ class Watch:
     #: The trace context the occurrence was handed off with.
     trace: Mapping[str, str] = field(default_factory=dict)
     started_at: datetime | None = None
-    #: ``"started"``, then ``"succeeded"``, ``"failed"`` or ``"enqueued"``.
+    #: ``"started"``, then ``"succeeded"``, ``"failed"``, ``"timed_out"`` or ``"enqueued"``.
     status: str = "started"
     error: str = ""
     #: Seconds the job ran, at the end.
@@ -51,6 +51,8 @@ class Watch:
     state: dict[str, Any] = field(default_factory=dict)
     #: When it started, on the monotonic clock.
     began: float = 0.0
+    #: ``False`` for a run another instance started and this one only saw end (timed out).
+    started_here: bool = True
 
     @functools.cached_property
     def check_in_id(self) -> str:

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from django.db import IntegrityError, OperationalError, connections, router, transaction
@@ -48,22 +48,35 @@ class Ending:
     finished_at: datetime | None = None
     #: When the job was called, if after the row went in (which sets a first guess).
     started_at: datetime | None = None
+    #: When the next attempt is due, for a failed attempt the job tries again.
+    next_attempt_at: datetime | None = None
 
 
 def running(
-    job_id: str, scheduled_for: datetime, owner: str, claimed_at: datetime, requested_by: str = ""
+    job_id: str,
+    scheduled_for: datetime,
+    owner: str,
+    claimed_at: datetime,
+    requested_by: str = "",
+    max_runtime: int | None = None,
 ) -> Run:
     """The row of an occurrence this instance is about to run, not saved yet."""
+    started_at = timezone.now()
     return Run(
         job=job_id,
         scheduled_for=scheduled_for,
         owner=owner,
         status=Run.Status.RUNNING,
         claimed_at=claimed_at,
-        started_at=timezone.now(),
+        started_at=started_at,
         manual=bool(requested_by),
         requested_by=requested_by,
+        deadline=deadline(started_at, max_runtime),
     )
+
+
+def deadline(started_at: datetime, max_runtime: int | None) -> datetime | None:
+    return None if max_runtime is None else started_at + timedelta(seconds=max_runtime)
 
 
 def not_run(job_id: str, scheduled_for: datetime, owner: str, claimed_at: datetime) -> Run:
@@ -205,6 +218,7 @@ def write_endings(endings: Sequence[tuple[Run, Ending]]) -> list[bool]:
 
 def _apply(row: Run, ending: Ending) -> None:
     row.status = ending.status
+    row.next_attempt_at = ending.next_attempt_at
     row.finished_at = ending.finished_at or timezone.now()
     row.error = storable(ending.error)
     row.traceback = storable(ending.traceback)
@@ -302,15 +316,24 @@ def note_task_id(row: Run, task_id: str) -> None:
     retry_locked(lambda: Run.objects.filter(pk=row.pk).update(task_id=task_id))
 
 
-def take_enqueued(run_id: int, job_id: str, owner: str) -> Run | None:
+def take_enqueued(
+    run_id: int, job_id: str, owner: str, max_runtime: int | None = None
+) -> Run | None:
     """Move a handed-off row from enqueued to running for ``owner``, a task worker.
 
     One conditional UPDATE: of two deliveries of one task, only the first finds the
-    row enqueued; the other gets ``None`` and must not run the job.
+    row enqueued; the other gets ``None`` and must not run the job. Its ``max_runtime``
+    counts from here.
     """
     enqueued = Run.objects.filter(pk=run_id, job=job_id, status=Run.Status.ENQUEUED)
+    started_at = timezone.now()
     taken: int = retry_locked(
-        lambda: enqueued.update(status=Run.Status.RUNNING, owner=owner, started_at=timezone.now())
+        lambda: enqueued.update(
+            status=Run.Status.RUNNING,
+            owner=owner,
+            started_at=started_at,
+            deadline=deadline(started_at, max_runtime),
+        )
     )
     return Run.objects.get(pk=run_id) if taken else None
 
@@ -334,8 +357,9 @@ _COLUMNS.remove(_PK)
 _JOB = Run._meta.get_field("job")
 _OWNER = Run._meta.get_field("owner")
 #: The columns an ending writes, and their PostgreSQL types, which VALUES does not carry.
-_ENDING = ("status", "started_at", "finished_at", "error", "traceback", "result")
+_ENDING = ("status", "started_at", "finished_at", "error", "traceback", "result", "next_attempt_at")
 _PG_TYPES = {
+    "next_attempt_at": "timestamptz",
     "status": "varchar",
     "started_at": "timestamptz",
     "finished_at": "timestamptz",

@@ -8,22 +8,19 @@ through :class:`Pipeline`; only the writer differs, a thread of its own in
 
 from __future__ import annotations
 
-import enum
+import contextlib
 import inspect
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.dispatch import Signal
 from django.utils import timezone
 
 from django_oncejob import monitoring, signals
 from django_oncejob.cache.claim import ClaimResult, claim
-from django_oncejob.cache.locks import LockResult, break_lock, lock_holder, release_lock, take_lock
 from django_oncejob.conf import conf
 from django_oncejob.db import close_old_connections
 from django_oncejob.jobs.spec import JobSpec
@@ -31,8 +28,21 @@ from django_oncejob.models import Run
 from django_oncejob.monitoring import metrics, tracing
 from django_oncejob.monitoring.watch import Watch
 from django_oncejob.occurrence import Occurrence, _current
-from django_oncejob.running import history
+from django_oncejob.running import handover, history
+from django_oncejob.running.deadline import Cancelled, TimeLimit, wait_for
 from django_oncejob.running.history import Ending, result_text
+from django_oncejob.running.overlap import Overlap
+from django_oncejob.running.retries import Retries
+from django_oncejob.running.steps import (
+    UNSETTLED,
+    Claimed,
+    Fenced,
+    Outcome,
+    error_text,
+    log_fields,
+    send,
+    skip,
+)
 from django_oncejob.running.writer import InlineWriter, Writer
 
 logger = logging.getLogger("django_oncejob")
@@ -46,65 +56,16 @@ Sender = Callable[[JobSpec, Occurrence, Run | None, Writer, Mapping[str, str]], 
 SENDERS: dict[str, Sender] = {}
 
 
-class Outcome(enum.Enum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    #: Another instance holds the claim key.
-    LOST = "lost"
-    #: The key was free, but the history already holds the occurrence.
-    FENCED = "fenced"
-    #: Nothing could fence the occurrence safely, so it did not run here.
-    SKIPPED = "skipped"
-    #: The job is paused: this instance recorded the occurrence as such, once.
-    PAUSED = "paused"
-    #: Handed to the job's task queue; a worker runs it.
-    ENQUEUED = "enqueued"
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """An occurrence this instance did not lose the claim of: the cache answered ``result``."""
-
-    job: JobSpec
-    #: In UTC.
-    scheduled_for: datetime
-    result: ClaimResult
-    #: Paused in the admin: the occurrence is recorded as skipped, once, not run.
-    paused: bool = False
-
-
-@dataclass(frozen=True)
-class Fenced:
-    """An occurrence this instance runs, and its history row."""
-
-    job: JobSpec
-    occurrence: Occurrence
-    row: Run
-    #: Whether the row is in the history; if not, the cache claim alone holds the
-    #: occurrence, and the row goes in with its ending.
-    fenced: bool = True
-    #: A task worker's run of an occurrence that ``runjobs`` handed off.
-    handed_off: bool = False
-    #: The trace context it was handed off with.
-    trace: Mapping[str, str] = field(default_factory=dict)
-
-    def watch(self) -> Watch:
-        return Watch(
-            self.job,
-            self.occurrence,
-            self.row.attempts or 1,
-            claimed_at=self.row.claimed_at,
-            handed_off=self.handed_off,
-            trace=self.trace,
-        )
-
-
-class Pipeline:
+class Pipeline(Overlap, TimeLimit, Retries):
     """Takes occurrences from their claim to their recorded ending, for one ``owner``."""
 
     def __init__(self, owner: str, writer: Writer | None = None) -> None:
         self.owner = owner
         self.writer = writer if writer is not None else InlineWriter()
+        #: Told of each row this instance recorded as retrying, to try it again when due.
+        self.retrying: Callable[[Run], None] | None = None
+        #: Told the job id of each occurrence that failed or timed out here.
+        self.failed: Callable[[str], None] | None = None
 
     def claim_and_run(
         self, job: JobSpec, scheduled_for: datetime, *, paused: bool = False
@@ -140,15 +101,22 @@ class Pipeline:
                 self.writer.finish(row, Ending(Run.Status.PAUSED, "Skipped: the job was paused."))
                 message = "Job %r at %s skipped: the job is paused."
                 steps.append(
-                    _skip(occurrence, Outcome.PAUSED, "paused", message, logging.INFO, "paused")
+                    skip(occurrence, Outcome.PAUSED, "paused", message, logging.INFO, "paused")
                 )
             elif item.result is ClaimResult.UNAVAILABLE and conf.ON_CACHE_ERROR == "skip":
                 message = (
                     "Skipped job %r at %s: the claim cache failed and ON_CACHE_ERROR is 'skip'."
                 )
-                steps.append(_skip(occurrence, Outcome.SKIPPED, "cache-error", message))
+                steps.append(skip(occurrence, Outcome.SKIPPED, "cache-error", message))
             else:
-                row = history.running(item.job.id, item.scheduled_for, self.owner, claimed_at)
+                row = history.running(
+                    item.job.id,
+                    item.scheduled_for,
+                    self.owner,
+                    claimed_at,
+                    requested_by=item.requested_by,
+                    max_runtime=item.job.max_runtime,
+                )
                 to_fence.append((len(steps), item, row))
                 steps.append(Outcome.SKIPPED)
         if to_fence:
@@ -169,7 +137,7 @@ class Pipeline:
             return Fenced(item.job, occurrence, row)
         if inserted is False:
             message = "Job %r at %s is already in the history; not running it again."
-            return _skip(occurrence, Outcome.FENCED, "fenced", message, logging.INFO, "fenced")
+            return skip(occurrence, Outcome.FENCED, "fenced", message, logging.INFO, "fenced")
         if item.result is not ClaimResult.WON:
             error = "Skipped: neither the cache nor the history database could fence it."
             row.started_at = None
@@ -177,14 +145,14 @@ class Pipeline:
             message = (
                 "Skipped job %r at %s: neither the cache nor the history database could fence it."
             )
-            return _skip(occurrence, Outcome.SKIPPED, "history-error", message)
+            return skip(occurrence, Outcome.SKIPPED, "history-error", message)
         # The cache claim alone still keeps other instances out.
         logger.error(
             "Could not record job %r at %s in the history; running it on the cache claim "
             "alone, and recording it once the database answers.",
             occurrence.job,
             occurrence.scheduled_for.isoformat(),
-            extra=_fields(occurrence, "history-error"),
+            extra=log_fields(occurrence, "history-error"),
         )
         return Fenced(item.job, occurrence, row, fenced=False)
 
@@ -193,50 +161,89 @@ class Pipeline:
         scheduled_for = requested_at.astimezone(UTC)
         occurrence = Occurrence(job.id, scheduled_for, self.owner)
         row = history.running(
-            job.id, scheduled_for, self.owner, timezone.now(), requested_by=requested_by
+            job.id,
+            scheduled_for,
+            self.owner,
+            timezone.now(),
+            requested_by=requested_by,
+            max_runtime=job.max_runtime,
         )
         inserted = self.writer.fence([row])
         if inserted is None:
             message = "Job %r at %s was not run: the history database did not answer."
-            return _skip(occurrence, Outcome.SKIPPED, "history-error", message)
+            return skip(occurrence, Outcome.SKIPPED, "history-error", message)
         if not inserted[0]:
             return Outcome.FENCED
         logger.info(
             "Running job %r now, as %s asked.",
             job.id,
             requested_by,
-            extra=_fields(occurrence, "manual"),
+            extra=log_fields(occurrence, "manual"),
         )
         return self.run(Fenced(job, occurrence, row))
 
     def rerun(self, job: JobSpec, row: Run) -> Outcome:
-        """Run again an occurrence whose row this instance took over from a dead one."""
-        occurrence = Occurrence(job.id, row.scheduled_for, row.owner)
+        """Run again an occurrence whose row this instance took over from a dead one, or
+        the next attempt of one that failed: either way, a row it holds in the history."""
+        occurrence = Occurrence(job.id, row.scheduled_for, row.owner, row.attempts)
         self.writer.adopt(row)
         return self.run(Fenced(job, occurrence, row))
 
     def run(self, step: Fenced, call: Callable[[], Any] | None = None) -> Outcome:
         """Run an occurrence this instance holds: hand it off, or call the job here.
 
-        ``call`` runs instead of the job's ``func``: a task worker's Celery task.
+        ``call`` runs instead of the job's ``func``: a task worker's Celery task. After a
+        run of a job whose ``overlap`` is ``"buffer_one"``, the occurrence that waited for
+        it runs next, on this thread.
         """
+        outcome = self._run_once(step, call)
+        if step.job.overlap == "buffer_one" and call is None and outcome is not Outcome.WAITING:
+            while (waiting := self._take_waiting(step.job)) is not None:
+                if self._run_once(waiting) is Outcome.WAITING:
+                    break
+        return outcome
+
+    def _run_once(self, step: Fenced, call: Callable[[], Any] | None = None) -> Outcome:
+        lifetime = step.job.lock_lifetime
         if step.job.enqueue is not None and call is None:
             outcome = self._hand_off(step, step.job.enqueue)
-        elif step.job.lock_timeout is None:
+        elif lifetime is None:
             outcome = self._call(step, call)
         else:
-            outcome = self._call_locked(step, step.job.lock_timeout, call)
-        metrics.settled(step.job.id, outcome.value)
+            outcome = self._call_locked(step, lifetime, call)
+        if outcome not in UNSETTLED:
+            metrics.settled(step.job.id, outcome.value)
+        if outcome in (Outcome.FAILED, Outcome.TIMED_OUT) and self.failed is not None:
+            self.failed(step.job.id)
         return outcome
+
+    def _take_waiting(self, job: JobSpec) -> Fenced | None:
+        """The occurrence of ``job`` that waited for the run that just ended, now this one's."""
+        try:
+            row = self.writer.call(
+                lambda: handover.take_waiting(job.id, self.owner, job.max_runtime)
+            )
+        except Exception:
+            logger.warning(
+                "Could not look for an occurrence of job %r waiting to run; another instance "
+                "will start it.",
+                job.id,
+                exc_info=True,
+            )
+            return None
+        if row is None:
+            return None
+        self.writer.adopt(row)
+        return Fenced(job, Occurrence(job.id, row.scheduled_for, self.owner, row.attempts), row)
 
     def _hand_off(self, step: Fenced, enqueue: str) -> Outcome:
         occurrence, row = step.occurrence, step.row
-        _send(signals.occurrence_claimed, occurrence)
+        send(signals.occurrence_claimed, occurrence)
         watch = monitoring.start(step.watch())
         try:
-            send = SENDERS[enqueue]
+            hand = SENDERS[enqueue]
             fenced_row = row if step.fenced else None
-            task_id = send(step.job, occurrence, fenced_row, self.writer, tracing.trace_context())
+            task_id = hand(step.job, occurrence, fenced_row, self.writer, tracing.trace_context())
         except Exception as exc:
             message = "Job %r at %s could not be handed off (enqueue=%r)."
             return self._fail(
@@ -248,7 +255,7 @@ class Pipeline:
                 "Job %r at %s was taken over by another instance before it was handed off.",
                 occurrence.job,
                 occurrence.scheduled_for.isoformat(),
-                extra=_fields(occurrence, "taken-over"),
+                extra=log_fields(occurrence, "taken-over"),
             )
             self.writer.forget(row)
             return Outcome.SKIPPED
@@ -260,133 +267,71 @@ class Pipeline:
             occurrence.scheduled_for.isoformat(),
             step.job.enqueue,
             task_id,
-            extra=_fields(occurrence, "enqueued"),
+            extra=log_fields(occurrence, "enqueued"),
         )
         return Outcome.ENQUEUED
 
-    def _call_locked(
-        self, step: Fenced, timeout: int, call: Callable[[], Any] | None = None
-    ) -> Outcome:
-        occurrence = step.occurrence
-        token = lock_token(occurrence)
-        locked = take_lock(step.job.id, token, timeout)
-        if locked is LockResult.HELD and self._lock_left_behind(step.job):
-            locked = take_lock(step.job.id, token, timeout)
-        reason = "Skipped: a previous run of this job still holds its lock."
-        if locked is LockResult.TAKEN and self._running_elsewhere(step):
-            # The lock's key was lost (a Redis restart, an eviction), not the run.
-            release_lock(step.job.id, token)
-            locked = LockResult.HELD
-            reason = "Skipped: a previous run of this job is still running, by the history."
-        if locked is not LockResult.TAKEN:
-            if locked is LockResult.UNAVAILABLE:
-                metrics.cache_error()
-                reason = "Skipped: the job's lock could not be taken, the cache failed."
-            logger.warning(
-                "Job %r at %s: %s",
-                step.job.id,
-                occurrence.scheduled_for.isoformat(),
-                reason,
-                extra=_fields(occurrence, "skipped"),
-            )
-            self.writer.finish(step.row, Ending(Run.Status.SKIPPED, reason))
-            _send(signals.occurrence_skipped, occurrence, reason="locked")
-            return Outcome.SKIPPED
-        try:
-            return self._call(step, call)
-        finally:
-            release_lock(step.job.id, token)
-
-    def _lock_left_behind(self, job: JobSpec) -> bool:
-        """Break the job's lock if the run that holds it has ended, by the history.
-
-        A run whose release failed (a Redis hiccup) would otherwise keep the job from
-        running until its lock expired.
-        """
-        holder = lock_holder(job.id)
-        if holder is None or "@" not in holder:
-            return False
-        _, _, when = holder.rpartition("@")
-        try:
-            scheduled_for = datetime.fromisoformat(when)
-            statuses = self.writer.call(
-                lambda: list(
-                    Run.objects.filter(job=job.id, scheduled_for=scheduled_for).values_list(
-                        "status", flat=True
-                    )
-                )
-            )
-        except Exception:
-            logger.warning("Could not look up the run that holds the lock of job %r.", job.id)
-            return False
-        ended = bool(statuses) and statuses[0] not in (Run.Status.RUNNING, Run.Status.ENQUEUED)
-        if ended and break_lock(job.id, holder):
-            logger.warning(
-                "Job %r: broke the lock left behind by its run at %s, which has ended.",
-                job.id,
-                when,
-            )
-            return True
-        return False
-
-    def _running_elsewhere(self, step: Fenced) -> bool:
-        """Whether the history has another run of the job going, which the lock would stop."""
-        others = Run.objects.filter(
-            job=step.job.id, status__in=[Run.Status.RUNNING, Run.Status.ENQUEUED]
-        ).exclude(scheduled_for=step.occurrence.scheduled_for)
-        try:
-            return bool(self.writer.call(others.exists))
-        except Exception:
-            logger.warning(
-                "Could not check the history for another run of job %r; the lock alone decides.",
-                step.job.id,
-                exc_info=True,
-            )
-            return False
-
     def _call(self, step: Fenced, call: Callable[[], Any] | None = None) -> Outcome:
         occurrence, job = step.occurrence, step.job
-        _send(signals.occurrence_claimed, occurrence)
+        send(signals.occurrence_claimed, occurrence)
         logger.info(
             "Job %r at %s started on %s.",
             occurrence.job,
             occurrence.scheduled_for.isoformat(),
             occurrence.owner,
-            extra=_fields(occurrence, "started"),
+            extra=log_fields(occurrence, "started"),
         )
-        _send(signals.occurrence_started, occurrence)
+        send(signals.occurrence_started, occurrence)
         watch = monitoring.start(step.watch())
         token = _current.set(occurrence)
         # The job's own queries get what a request's get: a connection checked before,
         # and closed after as CONN_MAX_AGE says.
         close_old_connections()
         started_at = timezone.now()
+        limit = self._time_limit(step, watch)
         try:
-            value = call() if call is not None else job.resolve()(*job.args, **job.kwargs)
-            if inspect.isawaitable(value):
-                # In this thread's own event loop, whose sync_to_async() calls (the ORM's
-                # async methods) come back to this thread and its connection.
-                value = async_to_sync(_wait)(value)
+            with limit or contextlib.nullcontext():
+                value = call() if call is not None else job.resolve()(*job.args, **job.kwargs)
+                if inspect.isawaitable(value):
+                    # In this thread's own event loop, whose sync_to_async() calls (the ORM's
+                    # async methods) come back to this thread and its connection.
+                    seconds = None if limit is None else limit.seconds
+                    value = async_to_sync(wait_for)(value, seconds)
+        except Cancelled:
+            assert limit is not None
+            error = f"Timed out: cancelled at its max_runtime of {job.max_runtime} s."
+            return self._timed_out(step, limit, Ending(Run.Status.TIMED_OUT, error), watch)
         except Exception as exc:
+            if limit is not None and limit.passed:
+                return self._timed_out(step, limit, self._failure(exc, "then failed"), watch)
             return self._fail(step, exc, "Job %r at %s failed.", started_at=started_at, watch=watch)
         except BaseException as exc:
             # KeyboardInterrupt, SystemExit, CancelledError: recorded, then left to go on.
             message = "Job %r at %s was interrupted."
-            self._fail(step, exc, message, started_at=started_at, watch=watch)
+            self._fail(step, exc, message, started_at=started_at, watch=watch, retry=False)
             raise
         finally:
             _current.reset(token)
             close_old_connections()
+        if limit is not None and limit.passed:
+            ending = Ending(
+                Run.Status.TIMED_OUT,
+                f"Timed out: ran past its max_runtime of {job.max_runtime} s, then succeeded "
+                f"after {(timezone.now() - started_at).total_seconds():.1f} s.",
+                result=result_text(value),
+                started_at=started_at,
+            )
+            return self._timed_out(step, limit, ending, watch)
         logger.info(
             "Job %r at %s succeeded.",
             occurrence.job,
             occurrence.scheduled_for.isoformat(),
-            extra=_fields(occurrence, "succeeded"),
+            extra=log_fields(occurrence, "succeeded"),
         )
         ending = Ending(Run.Status.SUCCEEDED, result=result_text(value), started_at=started_at)
         self.writer.finish(step.row, ending)
         monitoring.end(watch, "succeeded")
-        _send(signals.occurrence_succeeded, occurrence, result=value)
+        send(signals.occurrence_succeeded, occurrence, result=value)
         return Outcome.SUCCEEDED
 
     def _fail(
@@ -398,10 +343,12 @@ class Pipeline:
         prefix: str = "",
         started_at: datetime | None = None,
         watch: Watch | None = None,
+        retry: bool = True,
     ) -> Outcome:
         """Log, record and signal a failure; called inside the ``except`` that caught ``exc``.
 
-        ``message`` takes the job id, the scheduled time, then ``args``.
+        ``message`` takes the job id, the scheduled time, then ``args``. A job with
+        ``retries`` left records the attempt and leaves the occurrence retrying.
         """
         occurrence = step.occurrence
         logger.exception(
@@ -409,15 +356,17 @@ class Pipeline:
             occurrence.job,
             occurrence.scheduled_for.isoformat(),
             *args,
-            extra=_fields(occurrence, "failed"),
+            extra=log_fields(occurrence, "failed"),
         )
-        error = f"{prefix}{type(exc).__name__}: {_text(exc)}"
+        error = f"{prefix}{type(exc).__name__}: {error_text(exc)}"
         ending = Ending(Run.Status.FAILED, error, traceback.format_exc(), started_at=started_at)
-        self.writer.finish(step.row, ending)
+        retrying = retry and self._retry(step, ending)
+        if not retrying:
+            self.writer.finish(step.row, ending)
         if watch is not None:
             monitoring.end(watch, "failed", error)
-        _send(signals.occurrence_failed, occurrence, exception=exc)
-        return Outcome.FAILED
+        send(signals.occurrence_failed, occurrence, exception=exc, retrying=retrying)
+        return Outcome.RETRYING if retrying else Outcome.FAILED
 
 
 def claim_and_run(
@@ -425,65 +374,3 @@ def claim_and_run(
 ) -> Outcome:
     """:meth:`Pipeline.claim_and_run` in this thread, on its own database connection."""
     return Pipeline(owner).claim_and_run(job, scheduled_for, paused=paused)
-
-
-def lock_token(occurrence: Occurrence) -> str:
-    """What a run of a job with ``lock_timeout`` writes in the job's lock: whose run it is."""
-    return f"{occurrence.owner}@{occurrence.scheduled_for.isoformat()}"
-
-
-def _text(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:
-        return f"<{type(exc).__name__} whose str() raised>"
-
-
-async def _wait(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
-
-
-def _skip(
-    occurrence: Occurrence,
-    outcome: Outcome,
-    reason: str,
-    message: str,
-    level: int = logging.ERROR,
-    event: str = "skipped",
-) -> Outcome:
-    """Log why an occurrence does not run here and tell ``occurrence_skipped`` receivers.
-
-    ``message`` takes the job id and the scheduled time.
-    """
-    logger.log(
-        level,
-        message,
-        occurrence.job,
-        occurrence.scheduled_for.isoformat(),
-        extra=_fields(occurrence, event),
-    )
-    _send(signals.occurrence_skipped, occurrence, reason=reason)
-    return outcome
-
-
-def _fields(occurrence: Occurrence, event: str) -> dict[str, Any]:
-    """Structured fields for log records, for handlers that format or ship them."""
-    return {
-        "oncejob_event": event,
-        "oncejob_job": occurrence.job,
-        "oncejob_scheduled_for": occurrence.scheduled_for.isoformat(),
-        "oncejob_owner": occurrence.owner,
-    }
-
-
-def _send(signal: Signal, occurrence: Occurrence, **kwargs: Any) -> None:
-    for receiver, response in signal.send_robust(
-        sender=occurrence.job, occurrence=occurrence, **kwargs
-    ):
-        if isinstance(response, Exception):
-            logger.error(
-                "Signal receiver %r failed for job %r.",
-                receiver,
-                occurrence.job,
-                exc_info=response,
-            )

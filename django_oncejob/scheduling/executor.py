@@ -18,13 +18,18 @@ from apscheduler.events import (
 )
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.job import Job
+from django.db.models import F
+from django.db.models.functions import Now
 
 from django_oncejob.cache.claim import ClaimResult, claim_many
 from django_oncejob.fleet.clock import DatabaseClock
 from django_oncejob.jobs.spec import JobSpec
-from django_oncejob.models import Run, RunRequest
+from django_oncejob.jobs.triggers import JitteredTrigger
+from django_oncejob.models import Backfill, Run, RunRequest
 from django_oncejob.monitoring import metrics
-from django_oncejob.running.pipeline import Claimed, Fenced, Outcome, Pipeline
+from django_oncejob.running import backfill
+from django_oncejob.running.pipeline import Pipeline
+from django_oncejob.running.steps import Claimed, Fenced, Outcome
 
 logger = logging.getLogger("django_oncejob")
 
@@ -120,6 +125,36 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
     def submit_rerun(self, spec: JobSpec, row: Run) -> None:
         """Run an occurrence taken over from a dead instance, outside APScheduler's books."""
         self._submit_run(self.pipeline.rerun, spec, row)
+
+    def submit_steps(self, steps: list[Fenced]) -> None:
+        """Run occurrences fenced outside APScheduler's books (caught up), one after another."""
+        self._submit_run(self._run_steps, steps)
+
+    def submit_backfill(self, spec: JobSpec, request: Backfill) -> None:
+        """Run a backfill this instance took, one occurrence after another."""
+        self._submit_run(self._backfill, spec, request)
+
+    def _run_steps(self, steps: list[Fenced]) -> None:
+        for step in steps:
+            self.pipeline.run(step)
+
+    def _backfill(self, spec: JobSpec, request: Backfill) -> None:
+        times = backfill.scheduled_between(spec, request.start, request.end)
+        Backfill.objects.filter(pk=request.pk).update(total=len(times))
+        logger.info(
+            "Backfilling job %r: %d occurrence(s) from %s to %s, as %s asked.",
+            spec.id,
+            len(times),
+            request.start.isoformat(),
+            request.end.isoformat(),
+            request.requested_by,
+        )
+
+        def ran(outcome: Outcome) -> None:
+            Backfill.objects.filter(pk=request.pk).update(ran=F("ran") + 1)
+
+        backfill.run_all(self.pipeline, spec, times, f"{request.requested_by} (backfill)", ran)
+        Backfill.objects.filter(pk=request.pk, taken_by=self.owner).update(finished_at=Now())
 
     def submit_manual(self, spec: JobSpec, request: RunRequest) -> None:
         """Run a job now, as a run request this instance won asks."""
@@ -229,7 +264,7 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
         events: dict[str, list[JobExecutionEvent]] = {job.id: [] for job, _ in batch}
         try:
             due = [
-                (job, run_time.astimezone(UTC))
+                (job, self._scheduled_for(job, run_time))
                 for job, run_times in batch
                 for run_time in run_times
                 if self._may_claim(job, run_time, events[job.id])
@@ -300,6 +335,13 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
     def _settle(self, done: list[tuple[str, list[JobExecutionEvent]]]) -> None:
         for job_id, events in done:
             self._run_job_success(job_id, events)
+
+    @staticmethod
+    def _scheduled_for(job: Job, run_time: datetime) -> datetime:
+        """The occurrence's scheduled time, in UTC: ``run_time`` less the job's jitter."""
+        if isinstance(job.trigger, JitteredTrigger):
+            run_time = job.trigger.scheduled_for(run_time)
+        return run_time.astimezone(UTC)
 
     def _may_claim(self, job: Job, run_time: datetime, events: list[JobExecutionEvent]) -> bool:
         lateness = self.clock.utc_now() - run_time

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from django_oncejob.conf import conf
 from django_oncejob.db import close_old_connections
-from django_oncejob.fleet import control, heartbeat
+from django_oncejob.fleet import control, followups, heartbeat
 from django_oncejob.fleet.clock import DatabaseClock
 from django_oncejob.jobs.spec import JobSpec
+from django_oncejob.jobs.triggers import JitteredTrigger
 from django_oncejob.models import Run
 from django_oncejob.monitoring.sender import sender
 from django_oncejob.running.history import Ending
@@ -65,7 +66,7 @@ class JobScheduler:
             rerun=self.executor.submit_rerun,
             running=lambda: {row.pk for row in self.writer.running() if row.pk is not None},
             clock=self.clock,
-            peers=store.prefer,
+            peers=self._peers,
         )
         self.control = control.Control(
             owner,
@@ -75,12 +76,24 @@ class JobScheduler:
             clock=self.clock,
             timeout=conf.HEARTBEAT_TIMEOUT,
         )
+        self.followups = followups.Followups(
+            owner,
+            interval=conf.CONTROL_INTERVAL,
+            jobs={job.id: job for job in self.jobs},
+            executor=self.executor,
+            clock=self.clock,
+        )
+        self.pipeline.retrying = self.followups.expect
+        self.pipeline.failed = self.followups.failed = self.control.failures.failed
+        self.store = store
         for job in self.jobs:
             # APScheduler holds the job's own callable for its bookkeeping; the
             # executor runs the spec through the claim instead of calling it directly.
             self.scheduler.add_job(
                 job.resolve(),
-                trigger=job.trigger,
+                trigger=JitteredTrigger(job.trigger, job.id, job.jitter)
+                if job.jitter
+                else job.trigger,
                 args=job.args,
                 kwargs=job.kwargs,
                 id=job.id,
@@ -101,15 +114,23 @@ class JobScheduler:
         self.heartbeat.tick()
         # That was this thread's only query: its connection goes as CONN_MAX_AGE says.
         close_old_connections()
+        self.control.started_at = self.clock.utc_now()
         self.scheduler.resume()
         self.heartbeat.start()
         self.control.start()
+        self.followups.start()
+
+    def _peers(self, owners: Collection[str]) -> None:
+        """The live instances, after each heartbeat: whose turn each job and attempt is."""
+        self.store.prefer(owners)
+        self.followups.set_peers(owners)
 
     def stop_claiming(self) -> None:
         """Claim nothing more; occurrences due from now on are left to other instances."""
         self.heartbeat.reaping.clear()
         self.executor.stop_claiming()
         self.control.stop()
+        self.followups.stop()
         self.scheduler.shutdown(wait=False)
 
     def wait(self, timeout: float) -> bool:

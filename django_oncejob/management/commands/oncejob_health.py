@@ -184,6 +184,11 @@ class Command(TranslatedCommand):
             text = gettext("The last run of job %(job)s failed at %(when)s on %(owner)s: %(error)s")
         elif first.status == Run.Status.FAILED:
             text = gettext("The last run of job %(job)s failed at %(when)s on %(owner)s")
+        elif first.status == Run.Status.TIMED_OUT:
+            # Translators: error says how long the job may run.
+            text = gettext(
+                "The last run of job %(job)s timed out at %(when)s on %(owner)s: %(error)s"
+            )
         elif first.error:
             text = gettext(
                 # Translators: error says why the run was abandoned.

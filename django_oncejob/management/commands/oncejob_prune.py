@@ -72,7 +72,12 @@ class Command(TranslatedCommand):
         targets: list[tuple[QuerySet[Any], str]] = [
             (
                 Run.objects.filter(scheduled_for__lt=cutoff).exclude(
-                    status__in=[Run.Status.RUNNING, Run.Status.ENQUEUED]
+                    status__in=[
+                        Run.Status.RUNNING,
+                        Run.Status.ENQUEUED,
+                        Run.Status.RETRYING,
+                        Run.Status.WAITING,
+                    ]
                 ),
                 gettext_noop("Deleted %(count)s runs (up to id %(id)s)."),
             ),

@@ -28,7 +28,8 @@ from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.management.base import TranslatedCommand, require_migrated
 from django_oncejob.models import Run
 from django_oncejob.monitoring import metrics
-from django_oncejob.running.pipeline import Outcome, Pipeline
+from django_oncejob.running.pipeline import Pipeline
+from django_oncejob.running.steps import Outcome
 from django_oncejob.scheduling.scheduler import JobScheduler
 
 logger = logging.getLogger("django_oncejob")
