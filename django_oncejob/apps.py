@@ -13,6 +13,8 @@ class OncejobConfig(AppConfig):
     def ready(self) -> None:
         from django_oncejob.checks import check_settings
         from django_oncejob.handoff import enqueue
+        from django_oncejob.jobs.decorator import autodiscover
 
         checks.register(check_settings)
         enqueue.connect()
+        autodiscover()

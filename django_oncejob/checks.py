@@ -51,6 +51,7 @@ def check_settings(
         *_check_values(raw),
         *cache.check(raw.get("CACHE", DEFAULTS["CACHE"])),
         *_check_heartbeat(raw),
+        *_check_switch_lead(raw),
         *job_errors,
         *_check_claim_timeout(raw, jobs.values()),
         *_check_past_dates(jobs.values()),
@@ -156,6 +157,29 @@ def _check_heartbeat(raw: dict[str, Any]) -> list[checks.CheckMessage]:
                 )
             ),
             id="django_oncejob.E016",
+        )
+    ]
+
+
+def _check_switch_lead(raw: dict[str, Any]) -> list[checks.CheckMessage]:
+    if not _accepted(raw, "SWITCH_LEAD", "CONTROL_INTERVAL"):
+        return []  # a bad value has its own error
+    lead, interval = conf.SWITCH_LEAD, conf.CONTROL_INTERVAL
+    if lead >= 2 * interval:
+        return []
+    return [
+        checks.Warning(
+            interpolate(
+                _(
+                    "ONCEJOB['SWITCH_LEAD'] (%(lead)s) is less than twice "
+                    "ONCEJOB['CONTROL_INTERVAL'] (%(interval)s): an instance may read a "
+                    "changed schedule only after the others have switched to it."
+                ),
+                lead=lead,
+                interval=interval,
+            ),
+            hint=interpolate(_("Raise SWITCH_LEAD; the defaults are 10 and 2.")),
+            id="django_oncejob.W013",
         )
     ]
 

@@ -176,6 +176,17 @@ SCHEMA = (
     Setting("CONTROL_INTERVAL", 2, whole_number(1), "E017", WHOLE_NUMBER, THE_DEFAULT),
     Setting("MISSED_LOOKBACK", 86400, whole_number(1), "E018", WHOLE_NUMBER, THE_DEFAULT),
     Setting(
+        "SWITCH_LEAD",
+        10,
+        whole_number(1),
+        "E078",
+        WHOLE_NUMBER,
+        _(
+            "The default is 10: a schedule changed now switches, on every instance at once, "
+            "10 seconds from now. Keep it above twice CONTROL_INTERVAL."
+        ),
+    ),
+    Setting(
         "RETENTION_DAYS",
         None,
         optional(whole_number(1)),
@@ -354,6 +365,11 @@ class Settings:
     def CONTROL_INTERVAL(self) -> int:
         """Seconds between looks at run-now requests and paused jobs in the database."""
         return int(get_config()["CONTROL_INTERVAL"])
+
+    @property
+    def SWITCH_LEAD(self) -> int:
+        """Seconds from a schedule's change to the instant every instance switches to it."""
+        return int(get_config()["SWITCH_LEAD"])
 
     @property
     def MISSED_LOOKBACK(self) -> int:

@@ -449,6 +449,7 @@ class JobState(models.Model):
         permissions = [
             ("run_job", _("Can run a job now")),
             ("pause_job", _("Can pause and resume a job")),
+            ("change_schedule", _("Can change the schedule of a job that allows it")),
         ]
 
     def __str__(self) -> str:
@@ -525,6 +526,51 @@ class Backfill(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job} {self.start.isoformat()} – {self.end.isoformat()}"
+
+
+class ScheduleVersion(models.Model):
+    """A change of a job's schedule, in force for the whole fleet from ``effective_from`` on.
+
+    A deploy whose settings or code define a job otherwise than the version in force
+    records a ``deploy`` version; the admin records ``override`` and ``reset`` versions.
+    Every instance reads them, and all switch at the same instant, chosen when the change
+    was saved, far enough ahead for each to have read it: the occurrences before it follow
+    the old schedule, those from it on the new one.
+    """
+
+    class Source(models.TextChoices):
+        DEPLOY = "deploy", _("deploy")
+        OVERRIDE = "override", _("override in the admin")
+        RESET = "reset", _("reset to the deployed schedule")
+
+    job = models.CharField(_("job"), max_length=100)
+    source = models.CharField(_("source"), max_length=20, choices=Source.choices)
+    definition = models.JSONField(
+        _("definition"),
+        help_text=_(
+            "A deploy's whole definition of the job; an override's keys, which replace the "
+            "deployed ones; nothing for a reset."
+        ),
+    )
+    fingerprint = models.CharField(_("fingerprint"), max_length=64)
+    effective_from = models.DateTimeField(
+        _("in force from"),
+        null=True,
+        blank=True,
+        help_text=_("The first scheduled time it applies to; empty: since the job began."),
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    created_by = models.CharField(_("created by"), max_length=255)
+    note = models.TextField(_("note"), blank=True)
+
+    class Meta:
+        verbose_name = _("schedule version")
+        verbose_name_plural = _("schedule versions")
+        ordering = ["job", "effective_from", "pk"]
+        indexes = [models.Index(fields=["job", "effective_from"], name="oncejob_version_job_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.job} {self.source} {self.pk}"
 
 
 class Deployment(models.Model):

@@ -29,6 +29,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django_oncejob",
     "tests",
+    # Apps that declare jobs with @job, for the tests that need them.
+    *json.loads(os.environ.get("ONCEJOB_TEST_APPS", "[]")),
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from django_oncejob.jobs import triggers
 from django_oncejob.jobs.registry import parse_jobs
-from django_oncejob.models import Instance, JobState, Run
+from django_oncejob.models import Instance, JobState, Run, ScheduleVersion
 from tests.processes import ROOT, Fleet, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
@@ -360,3 +360,86 @@ def test_run_now_from_the_jobs_overview_in_a_browser(
     assert instances.stop() == [0], instances.logs()
     ran = [job for job, _, _ in instances.runs()]
     assert ran.count("nightly-report") == 1
+
+
+def test_a_schedule_overridden_and_reset_in_a_browser(
+    browser: Any,
+    live_server: Any,
+    fleet: Callable[..., Fleet],
+    settings: Any,
+    django_user_model: Any,
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    jobs = {**JOBS, "sync-inventory": {**JOBS["sync-inventory"], "overridable": True}}
+    settings.ONCEJOB = {"JOBS": jobs}
+    settings.STATIC_ROOT = str(ADMIN_STATIC)
+    django_user_model.objects.create_superuser("alice", "alice@example.com", "secret-pw")
+    instances = fleet(jobs, {"CONTROL_INTERVAL": 1, "OWNER": "worker-1"})
+    instances.start()
+    base = live_server.url
+    browser.get(f"{base}/admin/login/")
+    browser.execute_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
+    browser.find_element(By.NAME, "username").send_keys("alice")
+    browser.find_element(By.NAME, "password").send_keys("secret-pw")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait_for(lambda: "Log out" in browser.page_source, 10, "the login")
+
+    page = f"{base}/admin/django_oncejob/jobstate/sync-inventory/change/"
+    browser.get(page)
+    assert "from settings" in text_of(browser, ".oncejob-job")
+    browser.find_element(By.LINK_TEXT, "Change the schedule").click()
+    wait_for(lambda: "Change the schedule of" in text_of(browser, "#content h1"), 10, "the form")
+
+    # A bad cron is refused with the words of the system check, and nothing is saved.
+    interval = browser.find_element(By.NAME, "interval")
+    interval.clear()
+    browser.find_element(By.NAME, "cron").send_keys("99 * * * *")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    error = text_of(browser, ".errorlist.nonfield")
+    assert "'sync-inventory'['cron']" in error and "99" in error, error
+    screenshot(browser, "schedule-refused")
+
+    browser.find_element(By.NAME, "cron").clear()
+    browser.find_element(By.NAME, "interval").send_keys("600")
+    retries = browser.find_element(By.NAME, "retries")
+    retries.clear()
+    retries.send_keys("2")
+    Select(browser.find_element(By.NAME, "overlap")).select_by_value("skip")
+    browser.find_element(By.NAME, "note").send_keys("The warehouse API is rate-limited")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait_for(
+        lambda: "switches to its new schedule" in text_of(browser, ".messagelist"), 10, "saved"
+    )
+    job_text = text_of(browser, ".oncejob-job")
+    assert "Switches to a new version at" in job_text
+    assert "The warehouse API is rate-limited" in job_text
+    screenshot(browser, "schedule-pending")
+
+    # The audit trail: who changed what, before and after.
+    browser.get(f"{base}/admin/django_oncejob/jobstate/sync-inventory/history/")
+    trail = text_of(browser, "#change-history")
+    assert "Schedule overridden" in trail and '"seconds": 600' in trail, trail
+    screenshot(browser, "schedule-history", full_page=False)
+
+    # Once in force, a click goes back to the deployed schedule, at the next switch.
+    wait_for(
+        lambda: (
+            ScheduleVersion.objects.get(source="override").effective_from  # type: ignore[operator]
+            < timezone.now()
+        ),
+        15,
+        "the override in force",
+    )
+    browser.get(page)
+    assert "overridden in the admin" in text_of(browser, ".oncejob-job")
+    assert "every 10 minutes" in text_of(browser, ".oncejob-job")
+    browser.find_element(By.XPATH, "//button[text()='Back to the deployed schedule']").click()
+    wait_for(
+        lambda: "switches to its new schedule" in text_of(browser, ".messagelist"), 10, "reset"
+    )
+    changes = ScheduleVersion.objects.filter(job="sync-inventory").exclude(source="deploy")
+    assert list(changes.values_list("source", flat=True).order_by("pk")) == ["override", "reset"]
+    screenshot(browser, "schedule-reset")
+    assert instances.stop() == [0], instances.logs()

@@ -31,6 +31,8 @@ def run(*args: str, **settings: Any) -> tuple[str, str, int]:
     return out.getvalue(), err.getvalue(), 0
 
 
+# --list reads the versions of the schedules from the database.
+@pytest.mark.django_db
 def test_list_prints_each_job_its_trigger_and_next_times() -> None:
     out, _, code = run("--list", "--count", "2", JOBS=JOBS, TIMEZONE="Asia/Shanghai")
 
@@ -82,6 +84,8 @@ def test_options_that_do_not_go_together_are_refused(args: list[str], error: str
     assert (out, err, code) == ("", error, 1)
 
 
+# --list reads the versions of the schedules from the database.
+@pytest.mark.django_db
 def test_a_disabled_job_lists_no_next_times() -> None:
     out, _, code = run("--list", JOBS={"old": {**JOBS["old"], "at": "2999-01-01T00:00:00Z"}})
     assert code == 0

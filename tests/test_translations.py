@@ -156,6 +156,7 @@ def test_a_bad_cron_field_is_named_in_chinese_not_in_apschedulers_english(
     assert not any(word in message for word in ("Error", "value", "higher", "Invalid"))
 
 
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("definition", "chinese"),
     [

@@ -33,11 +33,22 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
+from django_oncejob.admin import overrides
 from django_oncejob.admin.base import ReadOnlyAdmin, seconds, status_badge
 from django_oncejob.conf import conf
+from django_oncejob.fleet import schedules
 from django_oncejob.jobs import registry, triggers
 from django_oncejob.jobs.spec import JobSpec
-from django_oncejob.models import Backfill, Counts, Instance, JobState, Run, RunRequest
+from django_oncejob.jobs.versions import OVERRIDE, RESET
+from django_oncejob.models import (
+    Backfill,
+    Counts,
+    Instance,
+    JobState,
+    Run,
+    RunRequest,
+    ScheduleVersion,
+)
 from django_oncejob.running import backfill
 
 #: How far back the jobs overview counts successes, failures and misses.
@@ -49,6 +60,8 @@ PAGE_NEXT_TIMES = 10
 PAGE_RUNS = 20
 #: Backfills shown on a job's page.
 PAGE_BACKFILLS = 5
+#: Versions of its schedule shown on a job's page.
+PAGE_VERSIONS = 10
 #: Characters kept of the note given with a pause.
 NOTE_LENGTH = 1000
 
@@ -188,6 +201,7 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
 
     change_list_template = "admin/django_oncejob/jobstate/change_list.html"
     job_template = "admin/django_oncejob/jobstate/job.html"
+    schedule_template = "admin/django_oncejob/jobstate/schedule.html"
     object_history_template = "admin/django_oncejob/jobstate/object_history.html"
 
     def has_view_permission(self, request: HttpRequest, obj: JobState | None = None) -> bool:
@@ -213,7 +227,19 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
                 name=f"{info[0]}_{info[1]}_{name}",
             )
             for name, view in views
-        ] + super().get_urls()
+        ] + [
+            path(
+                "<str:job_id>/schedule/",
+                self.admin_site.admin_view(self.schedule_view),
+                name=f"{info[0]}_{info[1]}_schedule",
+            ),
+            path(
+                "<str:job_id>/reset/",
+                self.admin_site.admin_view(require_POST(self.reset_view)),
+                name=f"{info[0]}_{info[1]}_reset",
+            ),
+            *super().get_urls(),
+        ]
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
@@ -231,8 +257,10 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
         states = {state.job: state for state in JobState.objects.filter(job__in=ids)}
         last = Run.objects.latest_per_job(ids)
         counts = Run.objects.counts_per_job(ids, now - RECENT)
+        # Each job as the schedule in force defines it, overrides and switches included.
+        book = overrides.in_force({job.id: job for job in page})
         rows = [
-            self._row(job, states.get(job.id), last.get(job.id), counts, now, NEXT_TIMES)
+            self._row(book[job.id], states.get(job.id), last.get(job.id), counts, now, NEXT_TIMES)
             for job in page
         ]
         context = {
@@ -264,6 +292,10 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
         if job is None:
             return self._back(request, "")
         now = timezone.now()
+        # The job as the schedule in force defines it, overrides and switches included.
+        book = overrides.in_force({job.id: job})
+        schedule = book.schedule(job.id)
+        job = book[job.id]
         row = self._row(
             job,
             JobState.objects.filter(job=job.id).first(),
@@ -284,6 +316,16 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
             "definition": definition(job),
             "runs": runs,
             "backfills": backfills,
+            "schedule": schedule,
+            "pending": schedule.pending(now),
+            "versions": [
+                (version, overrides.describe(version.definition) if version.definition else "–")
+                for version in ScheduleVersion.objects.filter(job=job.id).order_by("-pk")[
+                    :PAGE_VERSIONS
+                ]
+            ],
+            "can_change_schedule": job.overridable
+            and request.user.has_perm("django_oncejob.change_schedule"),
             "jobs_url": self._url("django_oncejob_jobstate_changelist"),
             "actions_url": self._url("django_oncejob_jobstate_history", job.id),
             **(extra_context or {}),
@@ -331,7 +373,7 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
             "succeeded": f"{row.history_url}&status__exact=succeeded",
             **{
                 name: self._url(f"django_oncejob_jobstate_{name}", job.id)
-                for name in ("run", "pause", "resume", "backfill")
+                for name in ("run", "pause", "resume", "backfill", "schedule", "reset")
             },
         }
         return row
@@ -520,6 +562,90 @@ class JobStateAdmin(ReadOnlyAdmin[JobState]):
             messages.SUCCESS,
         )
         return self._back(request, job.id)
+
+    def schedule_view(self, request: HttpRequest, job_id: str) -> HttpResponse:
+        """The form that overrides a job's schedule, arguments and policies."""
+        job = self._overridable(request, job_id)
+        if job is None:
+            return self._back(request, job_id)
+        book = overrides.in_force({job.id: job})
+        current = book[job.id]
+        base = book.deployed_definition(job.id)
+        form = overrides.OverrideForm(
+            current,
+            base,
+            request.POST if request.method == "POST" else None,
+            initial=overrides.initial(current),
+        )
+        if request.method == "POST" and form.is_valid():
+            override = form.cleaned_data["override"]
+            version = schedules.change(
+                job.id,
+                OVERRIDE,
+                override,
+                request.user.get_username(),
+                form.cleaned_data.get("note", ""),
+            )
+            self._log(
+                request,
+                job.id,
+                gettext("Schedule overridden, from %(at)s: %(before)s → %(after)s")
+                % {
+                    "at": version.effective_from.isoformat() if version.effective_from else "",
+                    "before": overrides.describe(current.definition),
+                    "after": overrides.describe(override),
+                },
+            )
+            self._switch_message(request, job.id, version)
+            return HttpResponseRedirect(self._url("django_oncejob_jobstate_change", job.id))
+        context = {
+            **self._context(request),
+            "title": gettext("Change the schedule of %(job)s") % {"job": job.id},
+            "job": current,
+            "form": form,
+            "job_url": self._url("django_oncejob_jobstate_change", job.id),
+            "jobs_url": self._url("django_oncejob_jobstate_changelist"),
+        }
+        return TemplateResponse(request, self.schedule_template, context)
+
+    def reset_view(self, request: HttpRequest, job_id: str) -> HttpResponse:
+        """Go back to the deployed schedule of a job, at the next switch."""
+        job = self._overridable(request, job_id)
+        if job is None:
+            return self._back(request, job_id)
+        version = schedules.change(job.id, RESET, {}, request.user.get_username())
+        self._log(request, job.id, gettext("Schedule reset to the deployed one."))
+        self._switch_message(request, job.id, version)
+        return HttpResponseRedirect(self._url("django_oncejob_jobstate_change", job.id))
+
+    def _switch_message(self, request: HttpRequest, job_id: str, version: ScheduleVersion) -> None:
+        assert version.effective_from is not None
+        self.message_user(
+            request,
+            gettext(
+                "Job “%(job)s” switches to its new schedule at %(at)s, on every instance at "
+                "once: its occurrences before then follow the old one."
+            )
+            % {"job": job_id, "at": formats.localize(timezone.localtime(version.effective_from))},
+            messages.SUCCESS,
+        )
+
+    def _overridable(self, request: HttpRequest, job_id: str) -> JobSpec | None:
+        if not request.user.has_perm("django_oncejob.change_schedule"):
+            raise PermissionDenied
+        job = self._job(request, job_id, enabled=False)
+        if job is not None and not job.overridable:
+            self.message_user(
+                request,
+                gettext(
+                    "Job “%(job)s” does not allow its schedule to be changed here: its "
+                    "definition sets no 'overridable': True."
+                )
+                % {"job": job_id},
+                messages.ERROR,
+            )
+            return None
+        return job
 
     def _job(self, request: HttpRequest, job_id: str, *, enabled: bool) -> JobSpec | None:
         """The job ``job_id`` from settings, or ``None`` with an error message."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -20,10 +20,11 @@ from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from django_oncejob.fleet import failures, missed
+from django_oncejob.fleet import failures, missed, schedules
 from django_oncejob.fleet.background import BackgroundThread
 from django_oncejob.fleet.clock import DatabaseClock
 from django_oncejob.jobs.spec import JobSpec
+from django_oncejob.jobs.versions import ScheduleBook
 from django_oncejob.models import Backfill, Instance, JobState, RunRequest
 from django_oncejob.running import backfill
 
@@ -70,8 +71,14 @@ class Control(BackgroundThread):
         self._caught_up = False
         #: The failures in a row of the jobs whose occurrences fail here.
         self.failures = failures.Failures(jobs)
+        #: Told the ids of the jobs whose schedules new versions change.
+        self.rescheduled: Callable[[set[str]], None] | None = None
 
     def work(self) -> None:
+        if isinstance(self.jobs, ScheduleBook) and self.rescheduled is not None:
+            changed = schedules.read(self.jobs)
+            if changed:
+                self.rescheduled(changed)
         # Paused and failing jobs are few: reading them all is cheaper than sending every id.
         states = JobState.objects.filter(Q(paused=True) | Q(failing_since__isnull=False))
         paused, failing, over = set(), [], False

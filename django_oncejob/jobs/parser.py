@@ -6,6 +6,7 @@ can never disagree about what a valid job is.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 from collections.abc import Callable, Mapping
@@ -47,13 +48,17 @@ JOB_KEYS = (
     "ping_url",
     "webhook",
     *POLICY_KEYS,
+    "overridable",
 )
 TRIGGER_KEYS = ("cron", "interval", "at")
 
 
-def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[checks.CheckMessage]]:
-    """Validate one job definition."""
-    parser = JobParser(job_id)
+def parse_job(
+    job_id: str, definition: object, *, where: str | None = None, source: str = "settings"
+) -> tuple[JobSpec | None, list[checks.CheckMessage]]:
+    """Validate one job definition. ``where`` names it in the messages: by default, its
+    place in ``ONCEJOB["JOBS"]``; ``source`` is where it came from."""
+    parser = JobParser(job_id, where)
     if not isinstance(definition, Mapping):
         parser.error(
             # Translators: where is the setting, e.g. ONCEJOB['JOBS']['nightly-report'];
@@ -65,15 +70,17 @@ def parse_job(job_id: str, definition: object) -> tuple[JobSpec | None, list[che
         )
         return None, parser.errors
     spec = parser.parse(definition)
+    if spec is not None:
+        spec = dataclasses.replace(spec, definition=dict(definition), source=source)
     return (None, parser.errors) if parser.errors else (spec, [])
 
 
 class JobParser:
     """Reads one job's definition key by key, collecting an error per problem."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, where: str | None = None) -> None:
         self.job_id = job_id
-        self.where = f"ONCEJOB['JOBS'][{job_id!r}]"
+        self.where = where or f"ONCEJOB['JOBS'][{job_id!r}]"
         self.errors: list[checks.CheckMessage] = []
 
     def error(self, message: Text, hint: Text, code: str, **params: object) -> None:
@@ -136,6 +143,17 @@ class JobParser:
             ),
             "E040",
         )
+        overridable = self.flag(
+            definition,
+            "overridable",
+            False,
+            _("%(where)s['overridable'] must be True or False, got %(value)s."),
+            _(
+                "Write 'overridable': True to let people with the permission change the job's "
+                "schedule, arguments and policies in the admin."
+            ),
+            "E077",
+        )
         enqueue = handoff_checks.parse(self, definition)
         sentry, ping_url, webhook = monitoring_checks.parse(self, definition)
         found = policies.parse(self, definition, grace)
@@ -163,6 +181,7 @@ class JobParser:
             sentry=sentry,
             ping_url=ping_url,
             webhook=webhook,
+            overridable=bool(overridable),
             **found,
         )
 

@@ -1,4 +1,4 @@
-"""The jobs of the ``ONCEJOB["JOBS"]`` setting: parsed once, then read by every part.
+"""The jobs of ``ONCEJOB["JOBS"]`` and of ``@job``: parsed once, then read by every part.
 
 The system checks, ``runjobs``, the admin and the task workers all read
 :func:`parsed_jobs`, so they can never disagree about what a valid job is.
@@ -7,7 +7,7 @@ The system checks, ``runjobs``, the admin and the task workers all read
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.core import checks
@@ -16,25 +16,27 @@ from django.dispatch import receiver
 from django.utils.translation import gettext_lazy as _
 
 from django_oncejob.conf import conf
+from django_oncejob.jobs.decorator import DECLARED, Declared
 from django_oncejob.jobs.parser import parse_job
 from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.messages import interpolate
 
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
-_parsed: list[tuple[dict[str, JobSpec], list[checks.CheckMessage]]] = []
+_parsed: list[tuple[tuple[dict[str, JobSpec], list[checks.CheckMessage]], int]] = []
 
 
 def parsed_jobs() -> tuple[dict[str, JobSpec], list[checks.CheckMessage]]:
-    """:func:`parse_jobs` of the ``JOBS`` setting, parsed once until a setting changes.
+    """:func:`parse_jobs` of the ``JOBS`` setting and the ``@job`` declarations, parsed once
+    until a setting changes or a job is declared.
 
     Parsing imports every job's function and builds its trigger: with thousands of
     jobs, the system checks, ``runjobs`` and each admin page would otherwise repeat it.
     The error messages are translated when read, so one parse serves every language.
     """
-    if not _parsed:
-        _parsed.append(parse_jobs(conf.JOBS))
-    return _parsed[0]
+    if not _parsed or _parsed[0][1] != len(DECLARED):
+        _parsed[:] = [(parse_jobs(conf.JOBS, DECLARED), len(DECLARED))]
+    return _parsed[0][0]
 
 
 @receiver(setting_changed)
@@ -56,8 +58,66 @@ class InvalidJobs(Exception):
         self.errors = errors
 
 
-def parse_jobs(raw: object) -> tuple[dict[str, JobSpec], list[checks.CheckMessage]]:
-    """Validate ``ONCEJOB["JOBS"]``, returning the valid specs and an error per problem."""
+def parse_jobs(
+    raw: object, declared: Sequence[Declared] = ()
+) -> tuple[dict[str, JobSpec], list[checks.CheckMessage]]:
+    """Validate ``ONCEJOB["JOBS"]`` and the jobs ``declared`` with ``@job``, returning the
+    valid specs and an error per problem."""
+    jobs, errors = _parse_settings(raw)
+    places = {job_id.lower(): f"ONCEJOB['JOBS'][{job_id!r}]" for job_id in _ids(raw)}
+    for item in declared:
+        where = f"@job {item.job_id!r} ({item.module})"
+        other = places.get(item.job_id.lower())
+        if other is not None:
+            errors.append(
+                checks.Error(
+                    interpolate(
+                        _("Job %(job)s is defined twice: by %(where)s and by %(other)s."),
+                        job=repr(item.job_id),
+                        where=where,
+                        other=other,
+                    ),
+                    hint=interpolate(
+                        _(
+                            "Give one of them another id: the first argument of @job, or the "
+                            "key in ONCEJOB['JOBS']."
+                        )
+                    ),
+                    obj=f"job {item.job_id}",
+                    id="django_oncejob.E076",
+                )
+            )
+            jobs.pop(item.job_id, None)
+            continue
+        places[item.job_id.lower()] = where
+        if not isinstance(item.job_id, str) or not JOB_ID.fullmatch(item.job_id):
+            errors.append(_invalid_id(item.job_id))
+            continue
+        spec, job_errors = parse_job(item.job_id, item.definition, where=where, source="code")
+        errors.extend(job_errors)
+        if spec is not None and not job_errors:
+            jobs[item.job_id] = spec
+    return jobs, errors
+
+
+def _ids(raw: object) -> list[str]:
+    return [key for key in raw if isinstance(key, str)] if isinstance(raw, Mapping) else []
+
+
+def _invalid_id(job_id: object) -> checks.Error:
+    return checks.Error(
+        interpolate(_("ONCEJOB['JOBS'] has an invalid job id %(job)s."), job=repr(job_id)),
+        hint=interpolate(
+            _(
+                "A job id is 1 to 100 letters, digits, '_', '.' or '-', "
+                "starting with a letter or digit, e.g. 'nightly-report'."
+            )
+        ),
+        id="django_oncejob.E021",
+    )
+
+
+def _parse_settings(raw: object) -> tuple[dict[str, JobSpec], list[checks.CheckMessage]]:
     if not isinstance(raw, Mapping):
         return {}, [
             checks.Error(
@@ -77,20 +137,7 @@ def parse_jobs(raw: object) -> tuple[dict[str, JobSpec], list[checks.CheckMessag
     seen: dict[str, str] = {}
     for job_id, definition in raw.items():
         if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
-            errors.append(
-                checks.Error(
-                    interpolate(
-                        _("ONCEJOB['JOBS'] has an invalid job id %(job)s."), job=repr(job_id)
-                    ),
-                    hint=interpolate(
-                        _(
-                            "A job id is 1 to 100 letters, digits, '_', '.' or '-', "
-                            "starting with a letter or digit, e.g. 'nightly-report'."
-                        )
-                    ),
-                    id="django_oncejob.E021",
-                )
-            )
+            errors.append(_invalid_id(job_id))
             continue
         if job_id.lower() in seen:
             errors.append(

@@ -71,6 +71,13 @@ class JobSpec:
     overlap: str = "allow"
     #: Pause the job after this many failures in a row; ``None``: never.
     pause_after_failures: int | None = None
+    #: Whether the admin may change its schedule, arguments and policies.
+    overridable: bool = False
+    #: Where its definition comes from: ``"settings"``, ``"code"`` (a ``@job``), or
+    #: ``"override"`` (the admin's, on top of either).
+    source: str = "settings"
+    #: The definition it was parsed from.
+    definition: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def lock_lifetime(self) -> int | None:

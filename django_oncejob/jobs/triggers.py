@@ -224,6 +224,11 @@ class JitteredTrigger(BaseTrigger):  # type: ignore[misc]
 
 def describe(trigger: BaseTrigger) -> str:
     """The trigger in words, for ``runjobs --list`` and the admin, in the active language."""
+    in_force = getattr(trigger, "in_force", None)
+    if in_force is not None:
+        # A schedule of several versions: the one in force now.
+        found = in_force(datetime.now(UTC))
+        return describe(found) if found is not None else gettext("not run by this instance")
     if isinstance(trigger, AnchoredIntervalTrigger):
         every = gettext("every %(duration)s") % {"duration": _duration(trigger.interval)}
         if trigger.anchor == DEFAULT_ANCHOR.replace(tzinfo=trigger.timezone):

@@ -25,6 +25,7 @@ from django_oncejob.cache.claim import ClaimResult, claim_many
 from django_oncejob.fleet.clock import DatabaseClock
 from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.jobs.triggers import JitteredTrigger
+from django_oncejob.jobs.versions import ScheduleBook
 from django_oncejob.models import Backfill, Run, RunRequest
 from django_oncejob.monitoring import metrics
 from django_oncejob.running import backfill
@@ -288,7 +289,7 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
             if result is ClaimResult.LOST:
                 events[job.id].append(self._event(job.id, run_time, Outcome.LOST))
             else:
-                spec = self.specs[job.id]
+                spec = self._spec(job.id, run_time)
                 claimed.append(Claimed(spec, run_time, result, paused=spec.id in self.paused))
         # Jobs this instance holds no occurrence of are done here: told before the fence,
         # so that a slow one never makes APScheduler skip their next occurrence.
@@ -335,6 +336,12 @@ class ClaimingExecutor(BaseExecutor):  # type: ignore[misc]
     def _settle(self, done: list[tuple[str, list[JobExecutionEvent]]]) -> None:
         for job_id, events in done:
             self._run_job_success(job_id, events)
+
+    def _spec(self, job_id: str, scheduled_for: datetime) -> JobSpec:
+        """The job as the version of its schedule in force at ``scheduled_for`` defines it."""
+        if isinstance(self.specs, ScheduleBook):
+            return self.specs.spec_at(job_id, scheduled_for) or self.specs[job_id]
+        return self.specs[job_id]
 
     @staticmethod
     def _scheduled_for(job: Job, run_time: datetime) -> datetime:

@@ -7,13 +7,16 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from django.utils import timezone
 
 from django_oncejob.conf import conf
 from django_oncejob.db import close_old_connections
-from django_oncejob.fleet import control, followups, heartbeat
+from django_oncejob.fleet import control, followups, heartbeat, schedules
 from django_oncejob.fleet.clock import DatabaseClock
 from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.jobs.triggers import JitteredTrigger
+from django_oncejob.jobs.versions import ScheduleBook
 from django_oncejob.models import Run
 from django_oncejob.monitoring.sender import sender
 from django_oncejob.running.history import Ending
@@ -49,9 +52,9 @@ class JobScheduler:
         self.writer = HistoryWriter()
         self.clock = DatabaseClock()
         self.pipeline = Pipeline(owner, self.writer)
-        self.executor = ClaimingExecutor(
-            {job.id: job for job in self.jobs}, self.pipeline, max_workers, self.clock
-        )
+        #: Each job with its schedule over time, as the versions in the database say.
+        self.book = ScheduleBook({job.id: job for job in self.jobs})
+        self.executor = ClaimingExecutor(self.book, self.pipeline, max_workers, self.clock)
         # The monitors' deliveries wait for this instance's starts and runs.
         sender().hold_while(self.executor.busy)
         store = RankedMemoryJobStore(owner)
@@ -62,7 +65,7 @@ class JobScheduler:
             owner,
             interval=conf.HEARTBEAT_INTERVAL,
             timeout=conf.HEARTBEAT_TIMEOUT,
-            jobs={job.id: job for job in self.jobs},
+            jobs=self.book,
             rerun=self.executor.submit_rerun,
             running=lambda: {row.pk for row in self.writer.running() if row.pk is not None},
             clock=self.clock,
@@ -71,15 +74,16 @@ class JobScheduler:
         self.control = control.Control(
             owner,
             interval=conf.CONTROL_INTERVAL,
-            jobs={job.id: job for job in self.jobs},
+            jobs=self.book,
             executor=self.executor,
             clock=self.clock,
             timeout=conf.HEARTBEAT_TIMEOUT,
         )
+        self.control.rescheduled = self._reschedule
         self.followups = followups.Followups(
             owner,
             interval=conf.CONTROL_INTERVAL,
-            jobs={job.id: job for job in self.jobs},
+            jobs=self.book,
             executor=self.executor,
             clock=self.clock,
         )
@@ -91,9 +95,7 @@ class JobScheduler:
             # executor runs the spec through the claim instead of calling it directly.
             self.scheduler.add_job(
                 job.resolve(),
-                trigger=JitteredTrigger(job.trigger, job.id, job.jitter)
-                if job.jitter
-                else job.trigger,
+                trigger=self._trigger(job.id),
                 args=job.args,
                 kwargs=job.kwargs,
                 id=job.id,
@@ -112,13 +114,50 @@ class JobScheduler:
         # earlier run under its owner left running.
         self.scheduler.start(paused=True)
         self.heartbeat.tick()
-        # That was this thread's only query: its connection goes as CONN_MAX_AGE says.
+        # The schedules in force: this release's, or another's until the switch to this one.
+        try:
+            schedules.record_deployed(self.book.deployed, self.owner)
+            self._reschedule(schedules.read(self.book))
+        except Exception:
+            logger.warning(
+                "Could not read the jobs' schedule versions; following this release's "
+                "definitions until the control thread reads them.",
+                exc_info=True,
+            )
+        # Those were this thread's only queries: its connection goes as CONN_MAX_AGE says.
         close_old_connections()
         self.control.started_at = self.clock.utc_now()
         self.scheduler.resume()
         self.heartbeat.start()
         self.control.start()
         self.followups.start()
+
+    def _trigger(self, job_id: str) -> BaseTrigger | None:
+        trigger = self.book.trigger(job_id)
+        jitter = self.book[job_id].jitter
+        return JitteredTrigger(trigger, job_id, jitter) if trigger and jitter else trigger
+
+    def _reschedule(self, job_ids: Collection[str]) -> None:
+        """Fire the jobs by their schedules as the versions now say."""
+        for job_id in job_ids:
+            trigger = self._trigger(job_id)
+            if trigger is None:
+                logger.warning(
+                    "Job %r: no version of its schedule is this instance's to run; other "
+                    "instances run it.",
+                    job_id,
+                )
+                self.scheduler.pause_job(job_id)
+            else:
+                self.scheduler.reschedule_job(job_id, trigger=trigger)
+            pending = self.book.schedule(job_id).pending(timezone.now())
+            if pending is not None and pending.begin is not None:
+                logger.info(
+                    "Job %r switches to a new version of its schedule at %s: %s.",
+                    job_id,
+                    pending.begin.isoformat(),
+                    pending.trigger_text,
+                )
 
     def _peers(self, owners: Collection[str]) -> None:
         """The live instances, after each heartbeat: whose turn each job and attempt is."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.core import checks
 from django.core.management.base import CommandError
+from django.db import DatabaseError
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_lazy, ngettext
 
@@ -25,14 +26,22 @@ from django_oncejob.conf import conf, text
 from django_oncejob.jobs import triggers
 from django_oncejob.jobs.registry import get_jobs
 from django_oncejob.jobs.spec import JobSpec
+from django_oncejob.jobs.versions import ScheduleBook
 from django_oncejob.management.base import TranslatedCommand, require_migrated
-from django_oncejob.models import Run
+from django_oncejob.models import Run, ScheduleVersion
 from django_oncejob.monitoring import metrics
 from django_oncejob.running.pipeline import Pipeline
 from django_oncejob.running.steps import Outcome
 from django_oncejob.scheduling.scheduler import JobScheduler
 
 logger = logging.getLogger("django_oncejob")
+
+#: Where a job's definition in force comes from, as --list says it.
+SOURCES = {
+    "settings": gettext_lazy("defined in ONCEJOB['JOBS']"),
+    "code": gettext_lazy("declared with @job in code"),
+    "override": gettext_lazy("overridden in the admin"),
+}
 
 #: Seconds at least that a stopping instance gives its queued outcomes to reach the history.
 OUTCOMES_FLUSH = 5.0
@@ -156,7 +165,9 @@ class Command(TranslatedCommand):
 
     def print_jobs(self, jobs: Collection[JobSpec], count: int) -> None:
         now = timezone.now()
-        for job in jobs:
+        book = self.in_force(jobs)
+        for deployed in jobs:
+            job = book[deployed.id]
             if job.enabled:
                 self.stdout.write(f"{job.id}: {job.trigger_text}")
             else:
@@ -165,6 +176,18 @@ class Command(TranslatedCommand):
                     % {"job": job.id, "trigger": job.trigger_text}
                 )
             self.stdout.write("    " + gettext("runs %(target)s") % {"target": job.target})
+            self.stdout.write("    " + str(SOURCES.get(job.source, job.source)))
+            pending = book.schedule(job.id).pending(now)
+            if pending is not None:
+                assert pending.begin is not None
+                self.stdout.write(
+                    "    "
+                    + gettext("switches at %(at)s to: %(trigger)s")
+                    % {
+                        "at": pending.begin.isoformat(" "),
+                        "trigger": pending.trigger_text,
+                    }
+                )
             if not job.enabled:
                 self.stdout.write("    " + gettext("next: none, the job is disabled"))
                 continue
@@ -175,6 +198,21 @@ class Command(TranslatedCommand):
                 self.stdout.write("    " + gettext("next: never"))
         if not jobs:
             self.stdout.write(gettext("No jobs in ONCEJOB['JOBS']."))
+
+    def in_force(self, jobs: Collection[JobSpec]) -> ScheduleBook:
+        """The jobs as the versions in the database say, or as settings and code do if it
+        cannot be read."""
+        book = ScheduleBook({job.id: job for job in jobs})
+        try:
+            book.add(ScheduleVersion.objects.filter(job__in=list(book)).order_by("pk"))
+        except DatabaseError:
+            self.stderr.write(
+                gettext(
+                    "The schedules' versions could not be read from the database: these are "
+                    "the jobs as this release defines them."
+                )
+            )
+        return book
 
     def run(self, jobs: Collection[JobSpec], owner: str, verbosity: int) -> None:
         self.configure_logging(verbosity)
