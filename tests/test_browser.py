@@ -248,6 +248,18 @@ def poll(driver: Any, url: str, condition: Callable[[], bool], timeout: float, w
         time.sleep(0.5)
 
 
+def log_in(browser: Any, base: str) -> None:
+    """Log in as alice, with the admin's navigation sidebar folded away for the screenshots."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{base}/admin/login/")
+    browser.execute_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
+    browser.find_element(By.NAME, "username").send_keys("alice")
+    browser.find_element(By.NAME, "password").send_keys("secret-pw")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait_for(lambda: "Log out" in browser.page_source, 10, "the login")
+
+
 def test_run_now_from_the_jobs_overview_in_a_browser(
     browser: Any,
     live_server: Any,
@@ -267,13 +279,7 @@ def test_run_now_from_the_jobs_overview_in_a_browser(
     wait_for(lambda: Instance.objects.filter(owner="worker-1").exists(), 10, "a heartbeat")
     base = live_server.url
 
-    # Log in, with the admin's navigation sidebar folded away for the screenshots.
-    browser.get(f"{base}/admin/login/")
-    browser.execute_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
-    browser.find_element(By.NAME, "username").send_keys("alice")
-    browser.find_element(By.NAME, "password").send_keys("secret-pw")
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    wait_for(lambda: "Log out" in browser.page_source, 10, "the login")
+    log_in(browser, base)
 
     overview = f"{base}/admin/django_oncejob/jobstate/"
     browser.get(overview)
@@ -379,12 +385,7 @@ def test_a_schedule_overridden_and_reset_in_a_browser(
     instances = fleet(jobs, {"CONTROL_INTERVAL": 1, "OWNER": "worker-1"})
     instances.start()
     base = live_server.url
-    browser.get(f"{base}/admin/login/")
-    browser.execute_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
-    browser.find_element(By.NAME, "username").send_keys("alice")
-    browser.find_element(By.NAME, "password").send_keys("secret-pw")
-    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    wait_for(lambda: "Log out" in browser.page_source, 10, "the login")
+    log_in(browser, base)
 
     page = f"{base}/admin/django_oncejob/jobstate/sync-inventory/change/"
     browser.get(page)

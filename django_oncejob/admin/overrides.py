@@ -20,26 +20,13 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from django_oncejob.jobs.parser import parse_job
-from django_oncejob.jobs.policies import CATCHUP, OVERLAP
+from django_oncejob.jobs.policies import CATCHUP, OVERLAP, POLICY_KEYS
 from django_oncejob.jobs.spec import JobSpec
 from django_oncejob.jobs.versions import ScheduleBook, merged, storable
 from django_oncejob.models import ScheduleVersion
 
 #: The keys an override may set, beside the trigger.
-KEYS = (
-    "timezone",
-    "args",
-    "kwargs",
-    "retries",
-    "retry_delay",
-    "retry_backoff",
-    "max_runtime",
-    "catchup",
-    "catchup_window",
-    "jitter",
-    "overlap",
-    "pause_after_failures",
-)
+KEYS = ("timezone", "args", "kwargs", *POLICY_KEYS)
 
 
 class OverrideForm(forms.Form):
@@ -127,7 +114,7 @@ def initial(job: JobSpec) -> dict[str, Any]:
     values["timezone"] = job.timezone
     values["args"] = list(job.args)
     values["kwargs"] = dict(job.kwargs)
-    for key in KEYS[3:]:
+    for key in POLICY_KEYS:
         values[key] = getattr(job, key)
     return values
 
