@@ -452,7 +452,11 @@ def test_a_worker_killed_mid_run_leaves_its_row_abandoned(
     command = [sys.executable, "-m", "django", "db_worker", "--queue-name", "jobs"]
     command += ["--interval", "0.1", "--no-startup-delay", "-v", "2"]
     worker = workers(command, instances.env(), "Starting worker")
-    running = Run.objects.filter(job="slow", status=Run.Status.RUNNING)
+    # runjobs writes the row running, then enqueued as it hands it off: the worker's is the
+    # running row under the worker's own owner.
+    running = Run.objects.filter(
+        job="slow", status=Run.Status.RUNNING, owner__endswith=f":{worker.pid}"
+    )
     wait_for(running.exists, 15, "the worker to take the occurrence")
     worker.process.kill()
     worker.process.wait(5)
