@@ -105,7 +105,7 @@ def test_a_run_past_max_runtime_is_timed_out_at_its_deadline(fleet: FleetFactory
             },
             "locked": {
                 "func": "tests.jobs.span",
-                "args": [30],
+                "args": [5],
                 "cron": {"second": "*"},
                 "max_runtime": 2,
                 "overlap": "skip",
