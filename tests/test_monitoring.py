@@ -135,6 +135,8 @@ def ended_rows() -> dict[tuple[str, datetime], Run]:
     }
 
 
+@pytest.mark.processes
+@pytest.mark.long
 def test_every_monitor_hears_of_each_occurrence_once(
     fleet: FleetFactory, monitor_server: MonitorServer, tmp_path: Path
 ) -> None:
@@ -274,6 +276,8 @@ def lags(rows: list[Run]) -> list[float]:
     return [row.lateness.total_seconds() for row in rows if row.lateness is not None]
 
 
+@pytest.mark.processes
+@pytest.mark.long
 def test_a_stopped_monitor_delays_no_job_and_its_failures_are_counted(
     fleet: FleetFactory, monitor_server: MonitorServer, tmp_path: Path
 ) -> None:

@@ -42,6 +42,7 @@ def lines(path: Path) -> list[list[str]]:
 
 
 @pytest.mark.processes
+@pytest.mark.long
 def test_each_attempt_runs_once_across_the_fleet_until_one_succeeds(fleet: FleetFactory) -> None:
     end = whole_second(now() + timedelta(seconds=14))
     instances = fleet(
@@ -86,6 +87,7 @@ def test_each_attempt_runs_once_across_the_fleet_until_one_succeeds(fleet: Fleet
 
 
 @pytest.mark.processes
+@pytest.mark.long
 def test_a_run_past_max_runtime_is_timed_out_at_its_deadline(fleet: FleetFactory) -> None:
     at = whole_second(now() + timedelta(seconds=3))
     instances = fleet(
@@ -184,6 +186,7 @@ def test_a_run_whose_instance_died_is_timed_out_by_another(fleet: FleetFactory) 
 
 
 @pytest.mark.processes
+@pytest.mark.long
 def test_catchup_runs_none_the_latest_or_all_of_an_outage(fleet: FleetFactory) -> None:
     outage = 30
     jobs = {
@@ -262,6 +265,7 @@ def test_a_backfill_run_twice_at_once_runs_each_occurrence_once(
 
 
 @pytest.mark.processes
+@pytest.mark.long
 def test_jitter_delays_each_start_alike_on_every_instance(fleet: FleetFactory) -> None:
     instances = fleet(
         {"spread": {"func": "tests.jobs.record", "cron": {"second": "*/5"}, "jitter": 3}}
@@ -286,6 +290,7 @@ def test_jitter_delays_each_start_alike_on_every_instance(fleet: FleetFactory) -
 
 
 @pytest.mark.processes
+@pytest.mark.long
 def test_buffer_one_never_overlaps_and_loses_no_waiting_occurrence(fleet: FleetFactory) -> None:
     end = whole_second(now() + timedelta(seconds=8))
     instances = fleet(
@@ -363,6 +368,7 @@ def test_a_job_failing_again_and_again_is_paused_with_a_note(fleet: FleetFactory
 
 
 @pytest.mark.processes
+@pytest.mark.long
 def test_a_pause_with_an_end_resumes_by_itself(fleet: FleetFactory) -> None:
     instances = fleet({"tick": {"func": "tests.jobs.record", "cron": {"second": "*"}}}, FAST)
     instances.start(2)

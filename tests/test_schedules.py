@@ -71,6 +71,7 @@ def every(step: int, start: datetime, end: datetime) -> list[datetime]:
 
 
 @pytest.mark.processes
+@pytest.mark.long
 def test_a_schedule_changed_in_the_admin_switches_on_every_instance_at_once(
     fleet: FleetFactory, admin_client: Client, settings: Any
 ) -> None:
@@ -107,6 +108,7 @@ def test_a_schedule_changed_in_the_admin_switches_on_every_instance_at_once(
 
 
 @pytest.mark.processes
+@pytest.mark.long
 def test_an_instance_started_after_a_change_follows_it_from_its_first_occurrence(
     fleet: FleetFactory,
 ) -> None:
@@ -141,6 +143,7 @@ def test_an_instance_started_after_a_change_follows_it_from_its_first_occurrence
 
 
 @pytest.mark.processes
+@pytest.mark.long
 def test_a_rolling_deploy_that_changes_a_cron_switches_old_and_new_instances_at_once(
     fleet: FleetFactory,
 ) -> None:
